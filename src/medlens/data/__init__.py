@@ -1,0 +1,1 @@
+"""Data sets as users hold them: layouts, manifests, splits, caches, synthetic data."""
