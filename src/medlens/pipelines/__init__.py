@@ -1,0 +1,1 @@
+"""Whole workflows: folder → audit → split → cache → train → evaluate → report → package."""

@@ -1,0 +1,88 @@
+"""The resolved run configuration (saved as ``config.json`` in every run directory)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from medlens.errors import ConfigError
+from medlens.train.config import TrainConfig
+from medlens.transforms.augment import AugmentConfig
+from medlens.transforms.preprocess import PreprocessConfig
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    layout: str | None = None
+    label_column: str | None = None
+    path_column: str | None = None
+    patient_column: str | None = None
+    split_column: str | None = None
+    patient_table: str | None = None
+    val_fraction: float = Field(0.15, ge=0, lt=1)
+    test_fraction: float = Field(0.15, ge=0, lt=1)
+    group_by_patient: bool = True
+    exclude: str | None = Field(None, description="file listing paths to leave out (from `medlens audit --exclude-list`)")
+    audit: bool = Field(True, description="run a quick audit before training")
+    ignore_audit: bool = Field(False, description="train even when the audit finds blocking problems")
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "cancernet"
+    pretrained: str | None = Field(None, description="local weights file (or 'hub' for timm/* names when online)")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target_sensitivity: float = Field(0.95, gt=0, le=1)
+    negative_class: str | None = Field(None, description="the healthy/normal/benign class; guessed from names")
+    patient_aggregate: Literal["mean", "max", "topk"] = "mean"
+    topk: int = Field(5, ge=1)
+    n_bootstrap: int = Field(1000, ge=0)
+    samples_in_report: int = Field(16, ge=0)
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    task: Literal["classify", "segment"] = "classify"
+    data: DataConfig
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    balance: Literal["weighted_loss", "sampler", "none"] = "weighted_loss"
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML config file into a dict (validated later by RunConfig)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config ({e})") from None
+    try:
+        if p.suffix.lower() in {".yaml", ".yml"}:
+            import yaml
+
+            return yaml.safe_load(text) or {}
+        return json.loads(text)
+    except Exception as e:  # yaml and json raise different types
+        raise ConfigError(f"{p}: invalid config file ({e})") from None
+
+
+def deep_update(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in other.items():
+        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

@@ -1,0 +1,1 @@
+"""One training engine for every task (classification, segmentation, detection)."""

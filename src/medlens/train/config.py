@@ -1,0 +1,30 @@
+"""Typed training configuration; the resolved config is saved in every run directory."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainConfig(BaseModel):
+    """Optimisation settings shared by all tasks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    scheduler: Literal["cosine", "plateau", "none"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    patience: int = Field(5, ge=1, description="early stopping: epochs without improvement")
+    min_delta: float = Field(0.0, ge=0)
+    seed: int = 0
+    amp: bool = Field(True, description="mixed precision (used on CUDA only)")
+    device: str = "auto"
+    max_steps_per_epoch: int | None = Field(None, ge=1)
+    grad_clip: float | None = Field(None, gt=0)
+    progress: bool | None = Field(None, description="progress bar; None = only on a TTY")
+    channels_last: bool | None = Field(None, description="None = the model's registered preference")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch default")

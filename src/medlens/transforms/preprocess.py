@@ -1,0 +1,92 @@
+"""Deterministic image preprocessing with OpenCV: resize/pad, histogram equalisation, CLAHE.
+
+Applied once when images are decoded into the uint8 cache, and identically at
+prediction time (the model package stores this config), so training and serving see
+the same pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PreprocessConfig(BaseModel):
+    """How a decoded ``(H, W, C)`` uint8 image becomes the model's ``(C, S, S)`` input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int = Field(64, ge=8, le=2048, description="square side in pixels")
+    channels: Literal[1, 3] = 3
+    resize: Literal["stretch", "pad", "crop"] = Field(
+        "pad", description="stretch to the square, pad the short side (keeps aspect), or centre-crop"
+    )
+    equalize: Literal["none", "hist", "clahe"] = "none"
+    equalize_on: Literal["luminance", "channels"] = "luminance"
+    clahe_clip: float = Field(2.0, gt=0)
+    clahe_grid: int = Field(8, ge=1)
+
+
+def preprocess_image(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """``(H, W, C)`` uint8 → ``(C, size, size)`` uint8 (channel-first)."""
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.dtype != np.uint8:
+        raise TypeError(f"preprocess_image expects uint8, got {img.dtype}")
+    img = _channels(img, cfg.channels)
+    img = _equalize(img, cfg)
+    img = _resize(img, cfg.size, cfg.resize)
+    if img.ndim == 2:
+        img = img[..., None]
+    return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def _channels(img: np.ndarray, channels: int) -> np.ndarray:
+    c = img.shape[2]
+    if c == channels:
+        return img
+    if channels == 3 and c == 1:
+        return np.repeat(img, 3, axis=2)
+    if channels == 1 and c == 3:
+        return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None]
+    if c == 4:
+        return _channels(img[..., :3], channels)
+    raise ValueError(f"cannot convert an image with {c} channels to {channels}")
+
+
+def _equalize(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    if cfg.equalize == "none":
+        return img
+    if cfg.equalize == "hist":
+        op = cv2.equalizeHist
+    else:
+        clahe = cv2.createCLAHE(clipLimit=cfg.clahe_clip, tileGridSize=(cfg.clahe_grid, cfg.clahe_grid))
+        op = clahe.apply
+    if img.shape[2] == 1:
+        return op(np.ascontiguousarray(img[..., 0]))[..., None]
+    if cfg.equalize_on == "channels":
+        return np.stack([op(np.ascontiguousarray(img[..., i])) for i in range(img.shape[2])], axis=2)
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB)
+    lab[..., 0] = op(np.ascontiguousarray(lab[..., 0]))
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+
+
+def _resize(img: np.ndarray, size: int, mode: str) -> np.ndarray:
+    h, w = img.shape[:2]
+    if mode == "pad" and h != w:
+        side = max(h, w)
+        top, left = (side - h) // 2, (side - w) // 2
+        img = cv2.copyMakeBorder(img, top, side - h - top, left, side - w - left, cv2.BORDER_REFLECT_101
+                                 if min(h, w) > 1 else cv2.BORDER_REPLICATE)
+    elif mode == "crop" and h != w:
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        img = img[top : top + side, left : left + side]
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
+    out = cv2.resize(img, (size, size), interpolation=interp)
+    return out
