@@ -1,0 +1,419 @@
+"""Classification metrics for ``metrics.json``: point estimates, bootstrap CIs, curves.
+
+Definitions (also written into the result so a reader of ``metrics.json`` need not guess):
+
+* accuracy / balanced accuracy / confusion matrix use the argmax prediction over all K
+  classes; balanced accuracy is the mean per-class recall (scikit-learn's definition).
+* sensitivity, specificity, PPV, NPV, F1 are "disease vs negative": truth is
+  ``y != negative_class``; the argmax call is ``argmax != negative_class``; at an
+  operating point the call is ``1 - p(negative) >= threshold``.
+* ``roc_auc`` follows MedMNIST's ``getAUC``: binary → AUC of ``probs[:, 1]`` for
+  ``y == 1``; multi-class → unweighted mean of one-vs-rest AUCs (classes absent from
+  ``y_true`` are skipped and named in ``undefined``). ``roc_auc_disease`` is the AUC of
+  the disease score (the curve plotted in the report; equal to ``roc_auc`` for binary).
+* ``pr_auc`` is average precision: binary → of the disease score; multi-class → macro
+  mean of one-vs-rest APs.
+* Bootstrap CIs are percentile intervals; resampling is stratified by true class by
+  default (class counts stay fixed, so AUC is always defined) and vectorised through
+  per-resample multiplicity counts.
+
+A metric that cannot be computed (e.g. AUC with one class present) is ``None`` and its
+reason is given in ``result["undefined"]``; nothing crashes on such data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from medlens.errors import BadInputError, ConfigError
+from medlens.evaluate.operating_point import (
+    binary_rates,
+    check_inputs,
+    disease_score,
+    guess_negative_class,
+)
+
+__all__ = ["classification_metrics", "guess_negative_class", "roc_auc_medmnist", "to_jsonable"]
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Recursively convert numpy types to Python ones and NaN/inf to ``None``."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    return obj
+
+
+def _auc(is_pos: np.ndarray, score: np.ndarray) -> tuple[float | None, str | None]:
+    from sklearn.metrics import roc_auc_score
+
+    if is_pos.all() or not is_pos.any():
+        return None, "only one class present in y_true"
+    return float(roc_auc_score(is_pos, score)), None
+
+
+def _ap(is_pos: np.ndarray, score: np.ndarray) -> tuple[float | None, str | None]:
+    from sklearn.metrics import average_precision_score
+
+    if not is_pos.any():
+        return None, "no positive case in y_true"
+    return float(average_precision_score(is_pos, score)), None
+
+
+def roc_auc_medmnist(y_true: Any, probs: Any) -> tuple[float | None, str | None]:
+    """MedMNIST AUC: binary → AUC of ``probs[:, 1]``; multi-class → mean one-vs-rest AUC."""
+    y, p = check_inputs(y_true, probs)
+    if p.shape[1] == 2:
+        return _auc(y == 1, p[:, 1])
+    aucs, skipped = [], []
+    for c in range(p.shape[1]):
+        value, _ = _auc(y == c, p[:, c])
+        (skipped.append(c) if value is None else aucs.append(value))
+    if not aucs:
+        return None, "no class has both positive and negative cases"
+    why = f"classes {skipped} absent from y_true; mean over the others" if skipped else None
+    return float(np.mean(aucs)), why
+
+
+def _downsample(n: int, max_points: int) -> np.ndarray:
+    if n <= max_points:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, max_points)).astype(np.int64))
+
+
+def _curves(is_pos: np.ndarray, score: np.ndarray, max_points: int) -> dict[str, Any]:
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    if is_pos.all() or not is_pos.any():
+        return {"roc_curve": None, "pr_curve": None}
+    fpr, tpr, thr = roc_curve(is_pos, score)
+    keep = _downsample(len(fpr), max_points)
+    prec, rec, _ = precision_recall_curve(is_pos, score)
+    keep_pr = _downsample(len(prec), max_points)
+    return {
+        "roc_curve": {"fpr": fpr[keep], "tpr": tpr[keep], "thresholds": thr[keep]},
+        "pr_curve": {
+            "precision": prec[keep_pr],
+            "recall": rec[keep_pr],
+            "prevalence": float(is_pos.mean()),
+        },
+    }
+
+
+# ----------------------------------------------------------------------- bootstrap
+def _weighted_auc(score: np.ndarray, is_pos: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """AUC for each row of multiplicity weights ``w`` (B, N) — Mann-Whitney with ties."""
+    sp, sn = score[is_pos], score[~is_pos]
+    wp, wn = w[:, is_pos], w[:, ~is_pos]
+    order = np.argsort(sn, kind="stable")
+    sn_sorted = sn[order]
+    cum = np.zeros((w.shape[0], len(sn) + 1))
+    np.cumsum(wn[:, order], axis=1, out=cum[:, 1:])
+    lo = np.searchsorted(sn_sorted, sp, side="left")
+    hi = np.searchsorted(sn_sorted, sp, side="right")
+    less = cum[:, lo]
+    eq = cum[:, hi] - less
+    num = np.sum(wp * (less + 0.5 * eq), axis=1)
+    den = wp.sum(axis=1) * wn.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def _bootstrap(
+    y: np.ndarray,
+    p: np.ndarray,
+    pred: np.ndarray,
+    negative_class: int,
+    op_called: np.ndarray | None,
+    *,
+    n_bootstrap: int,
+    seed: int,
+    level: float,
+    stratified: bool,
+) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    n, k = p.shape
+    present = [c for c in range(k) if np.any(y == c)]
+    groups = [np.flatnonzero(y == c) for c in present] if stratified else [np.arange(n)]
+    correct = (pred == y).astype(np.float64)
+    is_pos = y != negative_class
+    called = (pred != negative_class).astype(np.float64)
+    out: dict[str, list[np.ndarray]] = {
+        key: []
+        for key in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "roc_auc")
+    }
+    if op_called is not None:
+        out["op_sensitivity"], out["op_specificity"] = [], []
+    chunk = max(1, 2_000_000 // n)
+    for start in range(0, n_bootstrap, chunk):
+        b = min(chunk, n_bootstrap - start)
+        idx = np.concatenate([g[rng.integers(0, len(g), size=(b, len(g)))] for g in groups], axis=1)
+        flat = (np.arange(b)[:, None] * n + idx).ravel()
+        w = np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+        out["accuracy"].append(w @ correct / n)
+        recalls = [_ratio(w[:, y == c] @ correct[y == c], w[:, y == c].sum(1)) for c in present]
+        with np.errstate(invalid="ignore"):
+            out["balanced_accuracy"].append(np.nanmean(np.stack(recalls), axis=0))
+        n_pos, n_neg = w[:, is_pos].sum(1), w[:, ~is_pos].sum(1)
+        out["sensitivity"].append(_ratio(w[:, is_pos] @ called[is_pos], n_pos))
+        out["specificity"].append(_ratio(w[:, ~is_pos] @ (1 - called[~is_pos]), n_neg))
+        if op_called is not None:
+            oc = op_called.astype(np.float64)
+            out["op_sensitivity"].append(_ratio(w[:, is_pos] @ oc[is_pos], n_pos))
+            out["op_specificity"].append(_ratio(w[:, ~is_pos] @ (1 - oc[~is_pos]), n_neg))
+        if k == 2:
+            out["roc_auc"].append(_weighted_auc(p[:, 1], y == 1, w))
+        else:
+            per = [_weighted_auc(p[:, c], y == c, w) for c in present]
+            with np.errstate(invalid="ignore"):
+                out["roc_auc"].append(
+                    np.nanmean(np.stack(per), axis=0) if per else np.full(b, np.nan)
+                )
+    alpha = (1.0 - level) / 2.0
+    result: dict[str, Any] = {
+        "level": level,
+        "method": "percentile bootstrap, " + ("stratified by class" if stratified else "plain"),
+        "n_bootstrap": int(n_bootstrap),
+        "seed": int(seed),
+    }
+    for key, parts in out.items():
+        vals = np.concatenate(parts)
+        vals = vals[np.isfinite(vals)]
+        if vals.size < max(10, n_bootstrap // 2):
+            result[key] = None
+            continue
+        lo, hi = np.quantile(vals, [alpha, 1.0 - alpha])
+        result[key] = {"low": float(lo), "high": float(hi)}
+    return result
+
+
+# ------------------------------------------------------------------------ main entry
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+    """Mean recall over the classes present in ``y`` (scikit-learn's definition)."""
+    support = np.bincount(y, minlength=k)
+    hits = np.bincount(y[pred == y], minlength=k)
+    present = support > 0
+    return float(np.mean(hits[present] / support[present]))
+
+
+def _per_class(y: np.ndarray, p: np.ndarray, pred: np.ndarray, classes: Sequence[str]) -> list:
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    k = p.shape[1]
+    labels = list(range(k))
+    prec, rec, f1, support = precision_recall_fscore_support(
+        y, pred, labels=labels, zero_division=np.nan
+    )
+    cm = confusion_matrix(y, pred, labels=labels)
+    rows = []
+    for c in labels:
+        fp = cm[:, c].sum() - cm[c, c]
+        tn = cm.sum() - cm[c, :].sum() - fp
+        auc, _ = _auc(y == c, p[:, c])
+        rows.append(
+            {
+                "class": str(classes[c]),
+                "index": c,
+                "precision": prec[c],
+                "recall": rec[c],
+                "specificity": tn / (tn + fp) if tn + fp else None,
+                "f1": f1[c],
+                "support": int(support[c]),
+                "roc_auc": auc,
+            }
+        )
+    return rows
+
+
+def classification_metrics(
+    y_true: Any,
+    probs: Any,
+    classes: Sequence[str],
+    *,
+    negative_class: int,
+    threshold: float | None = None,
+    patients: Sequence[str | None] | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    stratified: bool = True,
+    patient_aggregate: str = "mean",
+    patient_k: int = 5,
+    logits: Any = None,
+    val_logits: Any = None,
+    val_y: Any = None,
+    max_curve_points: int = 200,
+) -> dict[str, Any]:
+    """All classification metrics of one split, JSON-serialisable.
+
+    Args:
+        y_true: (N,) int class indices.
+        probs: (N, K) softmax probabilities, K == len(classes) >= 2.
+        classes: class names.
+        negative_class: index of the healthy/normal class (see :func:`guess_negative_class`).
+        threshold: disease-score operating point chosen on validation data
+            (:func:`medlens.evaluate.operating_point.choose_threshold`); adds
+            ``operating_point``.
+        patients: N patient ids (``None`` allowed) → adds ``patient_level``.
+        n_bootstrap: resamples for CIs (0 disables them).
+        seed, ci, stratified: bootstrap settings.
+        patient_aggregate, patient_k: see :func:`medlens.evaluate.patients.patient_metrics`.
+        logits, val_logits, val_y: test logits plus validation logits/labels → temperature
+            scaling results in ``calibration``.
+        max_curve_points: ROC/PR curves are down-sampled to at most this many points.
+    """
+    y, p = check_inputs(y_true, probs, negative_class=negative_class)
+    classes = [str(c) for c in classes]
+    n, k = p.shape
+    if len(classes) != k:
+        raise BadInputError(f"classes has {len(classes)} names but probs has {k} columns")
+    if not 0.0 < float(ci) < 1.0:
+        raise ConfigError(f"ci must be in (0, 1), got {ci}")
+    if int(n_bootstrap) < 0:
+        raise ConfigError(f"n_bootstrap must be >= 0, got {n_bootstrap}")
+    from sklearn.metrics import confusion_matrix
+
+    from medlens.evaluate.calibration import (
+        calibration_summary,
+        expected_calibration_error,
+        reliability_curve,
+    )
+
+    neg = int(negative_class)
+    pred = p.argmax(axis=1)
+    is_pos = y != neg
+    score = disease_score(p, neg)
+    undefined: dict[str, str] = {}
+    rates = binary_rates(is_pos, pred != neg)
+    for key in ("sensitivity", "specificity", "ppv", "npv", "f1"):
+        if rates[key] is None:
+            undefined[key] = "denominator is zero (no case of the needed kind)"
+    auc, why = roc_auc_medmnist(y, p)
+    if why:
+        undefined["roc_auc"] = why
+    auc_d, why_d = _auc(is_pos, score)
+    if why_d:
+        undefined["roc_auc_disease"] = why_d
+    if k == 2:
+        pr_auc, why_pr = _ap(is_pos, score)
+    else:
+        aps = [_ap(y == c, p[:, c])[0] for c in range(k)]
+        aps = [a for a in aps if a is not None]
+        pr_auc, why_pr = (float(np.mean(aps)), None) if aps else (None, "no class present")
+    if why_pr:
+        undefined["pr_auc"] = why_pr
+
+    result: dict[str, Any] = {
+        "task": "binary" if k == 2 else "multiclass",
+        "classes": classes,
+        "negative_class": {"index": neg, "name": classes[neg]},
+        "counts": {
+            "n": n,
+            "per_class": np.bincount(y, minlength=k),
+            "n_positive": int(is_pos.sum()),
+            "n_negative": int((~is_pos).sum()),
+        },
+        "accuracy": float(np.mean(pred == y)),
+        "balanced_accuracy": _balanced_accuracy(y, pred, k),
+        **{key: rates[key] for key in ("sensitivity", "specificity", "ppv", "npv", "f1")},
+        "roc_auc": auc,
+        "roc_auc_disease": auc_d,
+        "pr_auc": pr_auc,
+        "definitions": {
+            "roc_auc": "MedMNIST: binary AUC of probs[:,1]; multi-class mean one-vs-rest AUC",
+            "sensitivity": "disease (any non-negative class) vs negative class, argmax call",
+            "disease_score": "1 - p(negative class)",
+            "pr_auc": "average precision (multi-class: macro one-vs-rest)",
+        },
+        "confusion_matrix": {
+            "labels": classes,
+            "rows": "true",
+            "columns": "predicted",
+            "matrix": confusion_matrix(y, pred, labels=list(range(k))),
+        },
+        "per_class": _per_class(y, p, pred, classes),
+    }
+    op_called = None
+    if threshold is not None:
+        thr = float(threshold)
+        op_called = score >= thr
+        op_rates = binary_rates(is_pos, op_called)
+        result["operating_point"] = {
+            "threshold": thr,
+            "sensitivity": op_rates["sensitivity"],
+            "specificity": op_rates["specificity"],
+            "ppv": op_rates["ppv"],
+            "npv": op_rates["npv"],
+            "f1": op_rates["f1"],
+            "confusion_matrix": {
+                "labels": ["negative", "disease"],
+                "rows": "true",
+                "columns": "predicted",
+                "matrix": [[op_rates["tn"], op_rates["fp"]], [op_rates["fn"], op_rates["tp"]]],
+            },
+        }
+    else:
+        result["operating_point"] = None
+    if n_bootstrap > 0:
+        boot = _bootstrap(
+            y,
+            p,
+            pred,
+            neg,
+            op_called,
+            n_bootstrap=int(n_bootstrap),
+            seed=int(seed),
+            level=float(ci),
+            stratified=stratified,
+        )
+        if op_called is not None:
+            result["operating_point"]["ci"] = {
+                "sensitivity": boot.pop("op_sensitivity"),
+                "specificity": boot.pop("op_specificity"),
+            }
+        result["ci"] = boot
+    else:
+        result["ci"] = None
+    result.update(_curves(is_pos, score, int(max_curve_points)))
+    calib: dict[str, Any] = {
+        "ece": expected_calibration_error(y, p),
+        "reliability": reliability_curve(y, p),
+    }
+    if logits is not None and val_logits is not None and val_y is not None:
+        calib.update(calibration_summary(val_logits, val_y, logits, y))
+    result["calibration"] = calib
+    if patients is not None:
+        from medlens.evaluate.patients import patient_metrics
+
+        result["patient_level"] = patient_metrics(
+            y,
+            p,
+            patients,
+            negative_class=neg,
+            aggregate=patient_aggregate,
+            k=patient_k,
+            threshold=threshold,
+        )
+    else:
+        result["patient_level"] = None
+    result["undefined"] = undefined
+    return to_jsonable(result)

@@ -1,0 +1,182 @@
+"""Disease score, negative-class guessing and the validation-chosen operating point.
+
+Every metric in :mod:`medlens.evaluate` sees a problem as "negative" (healthy, normal,
+benign, no-IDC: the class at ``negative_class``) against "disease" (every other class).
+The disease score of an image is ``1 - probs[:, negative_class]``; for a binary problem
+this equals the probability of the positive class. An image is called diseased at a
+threshold ``t`` when its disease score is ``>= t``.
+
+The threshold is chosen on VALIDATION data only (choosing it on the test set would
+report an optimistic sensitivity) and then applied unchanged to the test set.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from medlens.errors import BadInputError, ConfigError
+
+_NEGATIVE_NAMES = (
+    "0",
+    "normal",
+    "healthy",
+    "benign",
+    "nevus",
+    "negative",
+    "no",
+    "no_idc",
+    "noidc",
+    "non_idc",
+    "no_finding",
+    "no_tumor",
+    "notumor",
+    "no_tumour",
+    "control",
+    "absent",
+    "false",
+)
+
+
+def guess_negative_class(classes: Sequence[str]) -> int:
+    """Index of the class that most likely means "no disease", else 0.
+
+    Names are compared case-insensitively with spaces/dashes folded to underscores, so
+    ``"No IDC"``, ``"no-idc"`` and ``"NORMAL"`` are all recognised.
+    """
+    folded = [re.sub(r"[\s\-]+", "_", str(c).strip().lower()) for c in classes]
+    for name in _NEGATIVE_NAMES:
+        if name in folded:
+            return folded.index(name)
+    return 0
+
+
+def check_inputs(
+    y_true: Any, probs: Any, *, negative_class: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate and convert ``y_true`` (N,) and ``probs`` (N, K); raise naming the fault."""
+    y = np.asarray(y_true)
+    p = np.asarray(probs, dtype=np.float64)
+    if y.ndim == 2 and y.shape[1] == 1:  # MedMNIST labels come as (N, 1)
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise BadInputError(f"y_true must have shape (N,), got {y.shape}")
+    if y.size and not np.all(np.equal(np.mod(y, 1), 0)):
+        raise BadInputError("y_true must hold integer class indices")
+    y = y.astype(np.int64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise BadInputError(f"probs must have shape (N, K) with K >= 2, got {p.shape}")
+    if p.shape[0] != y.shape[0]:
+        raise BadInputError(f"y_true has {y.shape[0]} items but probs has {p.shape[0]} rows")
+    if y.size == 0:
+        raise BadInputError("y_true and probs are empty: nothing to evaluate")
+    if not np.all(np.isfinite(p)):
+        raise BadInputError("probs contains NaN or infinite values")
+    k = p.shape[1]
+    if y.min() < 0 or y.max() >= k:
+        raise BadInputError(f"y_true holds class indices outside 0..{k - 1}")
+    if negative_class is not None and not 0 <= int(negative_class) < k:
+        raise ConfigError(f"negative_class={negative_class} is not a class index in 0..{k - 1}")
+    return y, p
+
+
+def disease_score(probs: Any, negative_class: int) -> np.ndarray:
+    """``1 - probs[:, negative_class]``: the probability of any disease class."""
+    p = np.asarray(probs, dtype=np.float64)
+    return 1.0 - p[:, int(negative_class)]
+
+
+def binary_rates(is_pos: np.ndarray, called_pos: np.ndarray) -> dict[str, Any]:
+    """Sensitivity, specificity, PPV, NPV, F1 and the 2×2 counts; undefined → None."""
+    is_pos = np.asarray(is_pos, dtype=bool)
+    called_pos = np.asarray(called_pos, dtype=bool)
+    tp = int(np.sum(is_pos & called_pos))
+    fn = int(np.sum(is_pos & ~called_pos))
+    fp = int(np.sum(~is_pos & called_pos))
+    tn = int(np.sum(~is_pos & ~called_pos))
+
+    def ratio(a: int, b: int) -> float | None:
+        return a / b if b else None
+
+    sens, ppv = ratio(tp, tp + fn), ratio(tp, tp + fp)
+    f1 = ratio(2 * tp, 2 * tp + fp + fn)
+    return {
+        "sensitivity": sens,
+        "specificity": ratio(tn, tn + fp),
+        "ppv": ppv,
+        "npv": ratio(tn, tn + fn),
+        "f1": f1,
+        "tp": tp,
+        "fn": fn,
+        "fp": fp,
+        "tn": tn,
+    }
+
+
+def choose_threshold(
+    y_true: Any,
+    probs: Any,
+    *,
+    negative_class: int,
+    target_sensitivity: float = 0.95,
+) -> dict[str, Any]:
+    """Pick the largest disease-score threshold whose sensitivity is ``>= target``.
+
+    Use on validation data. Specificity never decreases as the threshold rises, so the
+    largest qualifying threshold also has the highest specificity among them (ties are
+    settled that way by construction).
+
+    Returns:
+        ``{"threshold", "sensitivity", "specificity", "target_sensitivity", "n_positive",
+        "n_negative", "warning"}``. ``warning`` is ``None`` normally. Fallbacks: with no
+        positive case the threshold is 0.5 (sensitivity undefined → ``None``); with no
+        negative case the rule still applies and specificity is ``None``.
+    """
+    if not 0.0 < float(target_sensitivity) <= 1.0:
+        raise ConfigError(f"target_sensitivity must be in (0, 1], got {target_sensitivity}")
+    y, p = check_inputs(y_true, probs, negative_class=negative_class)
+    score = disease_score(p, negative_class)
+    is_pos = y != negative_class
+    n_pos, n_neg = int(is_pos.sum()), int((~is_pos).sum())
+    warning = None
+    if n_pos == 0:
+        threshold = 0.5
+        warning = "no positive (disease) case in the validation data; threshold falls back to 0.5"
+    else:
+        pos_sorted = np.sort(score[is_pos])[::-1]
+        need = max(1, math.ceil(float(target_sensitivity) * n_pos - 1e-9))
+        threshold = float(pos_sorted[need - 1])
+        if n_neg == 0:
+            warning = "no negative case in the validation data; specificity is undefined"
+    rates = binary_rates(is_pos, score >= threshold)
+    return {
+        "threshold": float(threshold),
+        "sensitivity": rates["sensitivity"],
+        "specificity": rates["specificity"],
+        "target_sensitivity": float(target_sensitivity),
+        "n_positive": n_pos,
+        "n_negative": n_neg,
+        "warning": warning,
+    }
+
+
+def apply_threshold(probs: Any, threshold: float, *, negative_class: int) -> np.ndarray:
+    """Class predictions at an operating point, shape (N,).
+
+    An image whose disease score is ``>= threshold`` is assigned the most probable
+    disease class (for binary problems: the positive class); otherwise ``negative_class``.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise BadInputError(f"probs must have shape (N, K) with K >= 2, got {p.shape}")
+    if not 0 <= int(negative_class) < p.shape[1]:
+        raise ConfigError(f"negative_class={negative_class} is not a class index")
+    masked = p.copy()
+    masked[:, negative_class] = -np.inf
+    disease_class = masked.argmax(axis=1)
+    called = disease_score(p, negative_class) >= float(threshold)
+    return np.where(called, disease_class, int(negative_class)).astype(np.int64)
