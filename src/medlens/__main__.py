@@ -1,0 +1,3 @@
+from medlens.cli.main import main
+
+main()

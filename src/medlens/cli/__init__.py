@@ -1,0 +1,1 @@
+"""Command-line interface (``medlens``). Commands live in small modules by area."""

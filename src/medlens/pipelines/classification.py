@@ -1,0 +1,221 @@
+"""Classification from a folder to a report and a model package.
+
+``train_classifier(cfg, run_dir)`` runs: load the data set as laid out → quick audit →
+exclusions → splits (official, else stratified and patient-grouped) → uint8 cache →
+model → training engine → temperature scaling and operating point on validation →
+metrics on test → HTML report → model package. Every artefact lands in ``run_dir``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medlens.data.cache import ImageCache, build_cache
+from medlens.data.records import DatasetIndex
+from medlens.errors import BadInputError, ConfigError
+from medlens.io.atomic import atomic_write_json
+from medlens.pipelines.config import RunConfig
+from medlens.train.classify import ClassificationTask, class_weights
+from medlens.train.engine import FitResult, fit, resolve_device
+from medlens.train.loader import BatchLoader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOutcome:
+    run_dir: Path
+    metrics: dict[str, Any]
+    fit: FitResult
+
+
+def load_index(cfg: RunConfig) -> DatasetIndex:
+    """Load the data set named in ``cfg.data`` and apply the exclude list."""
+    from medlens.data.layouts import load_dataset
+
+    d = cfg.data
+    index = load_dataset(d.path, layout=d.layout, label_column=d.label_column, path_column=d.path_column,
+                         patient_column=d.patient_column, split_column=d.split_column,
+                         patient_table=d.patient_table)
+    if d.exclude:
+        excluded = _read_exclude(d.exclude)
+        before = len(index.records)
+        index = index.subset([r for r in index.records if r.path not in excluded])
+        log.info("excluded %d of %d files listed in %s", before - len(index.records), before, d.exclude)
+    return index
+
+
+def _read_exclude(path: str) -> set[str]:
+    try:
+        from medlens.audit import read_exclude_list
+
+        return set(read_exclude_list(path))
+    except ImportError:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        return {ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")}
+
+
+def run_quick_audit(index: DatasetIndex, cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+    """A fast audit before training; blocking findings stop the run unless told to go on."""
+    if not cfg.data.audit:
+        return None
+    try:
+        from medlens.audit import quick_audit
+    except ImportError:
+        return None
+    result = quick_audit(index)
+    summary = result.to_json() if hasattr(result, "to_json") else dict(result)
+    atomic_write_json(run_dir / "audit_quick.json", summary)
+    blocking = list(getattr(result, "blocking", []) or [])
+    if blocking and not cfg.data.ignore_audit:
+        raise BadInputError("the data audit found blocking problems:\n  - " + "\n  - ".join(blocking)
+                            + "\nFix them, pass --exclude FILE, or use --ignore-audit to train anyway.")
+    for b in blocking:
+        log.warning("audit (ignored): %s", b)
+    return summary
+
+
+def make_splits(index: DatasetIndex, cfg: RunConfig, run_dir: Path) -> DatasetIndex:
+    from medlens.data.splits import assign_splits, load_splits, save_splits
+
+    path = run_dir / "splits.csv"
+    if path.exists():  # a resumed or re-evaluated run keeps its splits
+        table = load_splits(path)
+        recs = [r for r in index.records if r.path in table]
+        from dataclasses import replace
+
+        return index.subset([replace(r, split=table[r.path]) for r in recs])
+    split = assign_splits(index, val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction,
+                          seed=cfg.train.seed, group_by_patient=cfg.data.group_by_patient)
+    save_splits(split, path)
+    return split
+
+
+def _norm_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    x = images.reshape(images.shape[0], images.shape[1], -1).astype(np.float64) / 255.0
+    mean = x.mean(axis=(0, 2))
+    std = x.std(axis=(0, 2))
+    return mean.round(6).tolist(), np.maximum(std, 1e-3).round(6).tolist()
+
+
+def _split_mask(cache: ImageCache, split: str) -> np.ndarray:
+    return np.array([r.split == split for r in cache.records])
+
+
+def build_model(cfg: RunConfig, num_classes: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    from medlens.models import create_model
+
+    kwargs = {"num_classes": num_classes, "in_channels": cfg.preprocess.channels, **cfg.model.kwargs}
+    try:
+        model = create_model(cfg.model.name, input_size=cfg.preprocess.size, **kwargs)
+        kwargs["input_size"] = cfg.preprocess.size
+    except TypeError:
+        model = create_model(cfg.model.name, **kwargs)
+    if cfg.model.pretrained:
+        from medlens.models.pretrained import load_pretrained
+
+        report = load_pretrained(model, cfg.model.pretrained)
+        log.info("pretrained weights from %s: %s", cfg.model.pretrained, report)
+    return model, kwargs
+
+
+def _channels_last(cfg: RunConfig) -> bool:
+    if cfg.train.channels_last is not None:
+        return cfg.train.channels_last
+    try:
+        from medlens.models import model_info
+
+        return bool(model_info(cfg.model.name).get("channels_last", False))
+    except Exception:  # unknown preference → the safe default
+        return False
+
+
+def train_classifier(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False) -> TrainOutcome:
+    """Train, evaluate, report and package a classifier. See the module docstring."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", cfg.model_dump())
+    index = load_index(cfg)
+    if not index.records:
+        raise BadInputError(f"{cfg.data.path}: no usable images found")
+    audit = run_quick_audit(index, cfg, run_dir)
+    index = make_splits(index, cfg, run_dir)
+    cache = build_cache(index, cfg.preprocess, progress=False)
+    problems = list(index.problems) + [p for p in cache.problems if p not in index.problems]
+    if problems:
+        atomic_write_json(run_dir / "problems.json", [p.__dict__ for p in problems])
+    train_m, val_m = _split_mask(cache, "train"), _split_mask(cache, "val")
+    if train_m.sum() == 0 or val_m.sum() == 0:
+        raise BadInputError(f"{cfg.data.path}: after removing unreadable files the train or validation split "
+                            f"is empty (train={int(train_m.sum())}, val={int(val_m.sum())})")
+    k = len(index.classes)
+    labels = cache.labels
+    mean, std = _norm_stats(cache.images[train_m])
+    cl = _channels_last(cfg)
+    weights = class_weights(labels[train_m], k) if cfg.balance == "weighted_loss" else None
+    task = ClassificationTask(num_classes=k, mean=mean, std=std, augment=cfg.augment,
+                              weights=weights, channels_last=cl)
+    sampler_w = None
+    if cfg.balance == "sampler":
+        cw = class_weights(labels[train_m], k)
+        sampler_w = cw[labels[train_m]]
+    bs = cfg.train.batch_size
+    train_loader = BatchLoader({"image": cache.images[train_m], "label": labels[train_m]}, batch_size=bs,
+                               shuffle=True, seed=cfg.train.seed, weights=sampler_w)
+    val_loader = BatchLoader({"image": cache.images[val_m], "label": labels[val_m]}, batch_size=bs * 2,
+                             shuffle=False)
+    model, model_kwargs = build_model(cfg, k)
+    train_cfg = cfg.train.model_copy(update={"channels_last": cl})
+    result = fit(model, task, train_loader, val_loader, train_cfg, run_dir, resume=resume)
+
+    from medlens.pipelines.evaluation import evaluate_cache, package_metadata
+
+    device = resolve_device(cfg.train.device)
+    metrics, extras = evaluate_cache(model, task, cache, index.classes, cfg, device)
+    metrics["training"] = {"best_epoch": result.best_epoch, "best_val": result.best_score,
+                           "monitor": task.monitor, "epochs_run": len(result.history),
+                           "stopped_early": result.stopped_early}
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    meta = package_metadata(cfg, index.classes, metrics, mean, std, extras)
+    from medlens.package import save_model_package
+    from medlens.pipelines.reporting import model_card, write_run_report
+
+    card = model_card(cfg, index, metrics)
+    save_model_package(run_dir / "model", model.cpu(), model_name=cfg.model.name, model_kwargs=model_kwargs,
+                       metadata=meta, model_card=card.get("markdown"))
+    write_run_report(run_dir, cfg, index, cache, result.history, metrics, extras, card, audit, problems)
+    return TrainOutcome(run_dir, metrics, result)
+
+
+def config_from_options(data: str, **opts: Any) -> RunConfig:
+    """Build a RunConfig from flat CLI-style options (``None`` means 'keep default')."""
+    sections: dict[str, dict[str, Any]] = {"data": {"path": str(data)}}
+    owners = {name: sec for sec, model in (("data", "DataConfig"), ("preprocess", "PreprocessConfig"),
+                                           ("augment", "AugmentConfig"), ("train", "TrainConfig"),
+                                           ("eval", "EvalConfig")) for name in _fields(model)}
+    for key, val in opts.items():
+        if val is None:
+            continue
+        if key == "model":
+            sections.setdefault("model", {})["name"] = val
+        elif key == "pretrained":
+            sections.setdefault("model", {})["pretrained"] = val
+        elif key in ("balance", "task"):
+            sections[key] = val  # type: ignore[assignment]
+        elif key in owners:
+            sections.setdefault(owners[key], {})[key] = val
+        else:
+            raise ConfigError(f"unknown option {key!r}")
+    return RunConfig(**sections)
+
+
+def _fields(name: str) -> list[str]:
+    from medlens.pipelines import config as c
+
+    return list(getattr(c, name).model_fields) if hasattr(c, name) else []

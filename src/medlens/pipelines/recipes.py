@@ -1,0 +1,69 @@
+"""Default recipes: sensible size, model and schedule for the data set at hand.
+
+Only values the user did not set are filled in, and the resolved values are saved in
+the run's ``config.json``, so a run is reproducible without knowing these rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from medlens.pipelines.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+# layout → defaults (section → field → value)
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "medmnist": {"model": {"name": "resnet18"}, "train": {"epochs": 15, "batch_size": 128, "lr": 2e-3,
+                                                          "patience": 6},
+                 "augment": {"rot90": False, "vflip": False, "rotate_deg": 10.0}},
+    "idc": {"model": {"name": "cancernet"}, "preprocess": {"size": 50, "equalize": "hist"},
+            "train": {"epochs": 20, "batch_size": 64, "lr": 1e-3, "patience": 6}},
+    "csv": {"model": {"name": "melanoma_cnn"}, "preprocess": {"size": 224, "resize": "crop"},
+            "train": {"epochs": 20, "batch_size": 16, "lr": 5e-4, "patience": 6}},
+    "patient_table": {"model": {"name": "resnet18"}, "preprocess": {"size": 64},
+                      "train": {"epochs": 15, "batch_size": 64, "lr": 1e-3, "patience": 5}},
+    "imagefolder": {"model": {"name": "cancernet"}, "preprocess": {"size": 64},
+                    "train": {"epochs": 15, "batch_size": 64, "lr": 1e-3, "patience": 5}},
+}
+
+
+def detect_layout(cfg: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """Return the layout name and a few facts (native size, channels) without decoding everything."""
+    from medlens.data.layouts import load_dataset
+
+    d = cfg["data"]
+    try:
+        index = load_dataset(d["path"], layout=d.get("layout"), label_column=d.get("label_column"),
+                             path_column=d.get("path_column"), patient_column=d.get("patient_column"),
+                             split_column=d.get("split_column"), patient_table=d.get("patient_table"))
+    except Exception as e:  # the real error is raised again, with context, when training loads the data
+        log.debug("recipe: could not pre-load %s: %s", d["path"], e)
+        return None, {}
+    facts: dict[str, Any] = {}
+    if index.arrays:
+        arrs = next(iter(index.arrays.values()))
+        a = next(iter(arrs.values()))
+        facts["size"] = int(a.shape[1])
+        facts["channels"] = 3 if a.ndim == 4 and a.shape[-1] == 3 else 1
+    return index.layout, facts
+
+
+def apply_recipe(cfg: dict[str, Any]) -> RunConfig:
+    """Fill unset options from the recipe of the detected layout; validate into a RunConfig."""
+    layout, facts = detect_layout(cfg)
+    recipe = RECIPES.get(layout or "", {})
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+    for section, values in recipe.items():
+        sec = out.setdefault(section, {})
+        for key, val in values.items():
+            sec.setdefault(key, val)
+    pre = out.setdefault("preprocess", {})
+    if "size" in facts:
+        pre.setdefault("size", facts["size"])
+    if "channels" in facts:
+        pre.setdefault("channels", facts["channels"])
+    if layout:
+        log.info("layout %s: recipe %s", layout, {k: v for k, v in recipe.items()})
+    return RunConfig(**out)

@@ -1,0 +1,139 @@
+"""The training engine: learning, determinism, checkpoints, resume, early stopping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medlens.errors import ConfigError
+from medlens.train.classify import ClassificationTask, auc_medmnist, class_weights
+from medlens.train.config import TrainConfig
+from medlens.train.engine import fit
+from medlens.train.loader import BatchLoader
+
+
+def _data(n: int = 160, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Class 1 images are brighter in the centre: learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.integers(0, 120, (n, 1, 12, 12)).astype(np.uint8)
+    x[y == 1, :, 4:8, 4:8] += 100
+    return x, y
+
+
+def _net() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Dropout(0.2),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 2))
+
+
+def _setup(epochs: int = 4, patience: int = 10):
+    x, y = _data()
+    task = ClassificationTask(num_classes=2, mean=[0.3], std=[0.2], weights=class_weights(y[:120], 2))
+    tr = BatchLoader({"image": x[:120], "label": y[:120]}, batch_size=16, shuffle=True, seed=3)
+    va = BatchLoader({"image": x[120:], "label": y[120:]}, batch_size=64, shuffle=False)
+    cfg = TrainConfig(epochs=epochs, lr=1e-2, patience=patience, seed=7, progress=False)
+    return task, tr, va, cfg
+
+
+def test_fit_learns_and_writes_artifacts(tmp_path):
+    task, tr, va, cfg = _setup(epochs=6)
+    torch.manual_seed(0)
+    res = fit(_net(), task, tr, va, cfg, tmp_path)
+    assert res.best_score > 0.9, res.history
+    assert (tmp_path / "checkpoints" / "last.pt").exists()
+    assert (tmp_path / "checkpoints" / "best.pt").exists()
+    hist = (tmp_path / "logs" / "history.csv").read_text().splitlines()
+    assert hist[0].startswith("epoch,train_loss") and len(hist) == 7
+    assert any((tmp_path / "logs" / "tensorboard").iterdir())
+
+
+def test_same_seed_same_weights(tmp_path):
+    outs = []
+    for i in range(2):
+        task, tr, va, cfg = _setup(epochs=2)
+        torch.manual_seed(0)
+        m = _net()
+        fit(m, task, tr, va, cfg, tmp_path / str(i))
+        outs.append(torch.cat([p.flatten() for p in m.parameters()]))
+    assert torch.equal(outs[0], outs[1])
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashingTask:
+    """Wraps a task and dies during the validation of epoch ``at`` (like a SIGKILL mid-run)."""
+
+    def __init__(self, task, at: int) -> None:
+        self.task, self.at, self.calls = task, at, 0
+        self.monitor, self.mode = task.monitor, task.mode
+
+    def training_step(self, *a):
+        return self.task.training_step(*a)
+
+    def validate(self, *a):
+        if self.calls == self.at:
+            raise _Crash()
+        self.calls += 1
+        return self.task.validate(*a)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    task, tr, va, cfg = _setup(epochs=4)
+    torch.manual_seed(0)
+    full = _net()
+    r_full = fit(full, task, tr, va, cfg, tmp_path / "full")
+    torch.manual_seed(0)
+    with pytest.raises(_Crash):
+        fit(_net(), _CrashingTask(task, at=2), tr, va, cfg, tmp_path / "part")
+    ck = torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=False)
+    assert ck["epoch"] == 1
+    torch.manual_seed(123)  # a fresh process would not share the RNG state
+    resumed = _net()
+    r_res = fit(resumed, task, tr, va, cfg, tmp_path / "part", resume=True)
+    assert [h["val_auc"] for h in r_res.history] == [h["val_auc"] for h in r_full.history]
+    assert [h["train_loss"] for h in r_res.history] == [h["train_loss"] for h in r_full.history]
+    for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_early_stopping(tmp_path):
+    task, tr, va, cfg = _setup(epochs=30, patience=2)
+    cfg = cfg.model_copy(update={"lr": 1e-9})  # nothing improves
+    res = fit(_net(), task, tr, va, cfg, tmp_path)
+    assert res.stopped_early and len(res.history) == 3
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    task, tr, va, cfg = _setup()
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        fit(_net(), task, tr, va, cfg, tmp_path, resume=True)
+
+
+def test_loader_weighted_sampling_balances_classes():
+    y = np.array([0] * 90 + [1] * 10)
+    w = class_weights(y, 2)[y]
+    ld = BatchLoader({"label": y}, batch_size=100, shuffle=True, weights=w, seed=1)
+    drawn = torch.cat([b["label"] for b in ld]).numpy()
+    assert 0.35 < drawn.mean() < 0.65
+
+
+def test_loader_is_deterministic_per_epoch():
+    ld = BatchLoader({"i": np.arange(50)}, batch_size=10, shuffle=True, seed=5)
+    a = torch.cat([b["i"] for b in ld])
+    b = torch.cat([b["i"] for b in ld])
+    ld.set_epoch(1)
+    c = torch.cat([b["i"] for b in ld])
+    assert torch.equal(a, b) and not torch.equal(a, c) and sorted(a.tolist()) == list(range(50))
+
+
+def test_auc_definitions():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
+    assert auc_medmnist(y, p) == 1.0
+    y3 = np.array([0, 1, 2, 0, 1, 2])
+    p3 = np.eye(3)[y3] * 0.8 + 0.2 / 3
+    assert auc_medmnist(y3, p3) == 1.0
