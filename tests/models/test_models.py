@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import types
 
 import pytest
 import torch
@@ -247,3 +248,41 @@ def test_timm_absent_gives_install_hint(monkeypatch) -> None:
     with pytest.raises(ConfigError, match=r'pip install "medlens\[timm\]".*torch==2\.14\.1'):
         create_model("timm/resnet18", num_classes=2)
     assert model_info("timm/resnet18")["family"] == "timm"
+
+
+def test_medlens_config_rebuilds_the_same_model() -> None:
+    model = create_model("test_cancernet", num_classes=4, in_channels=1, input_size=40)
+    config = dict(model.medlens_config)
+    assert config["name"] == "test_cancernet" and config["input_size"] == 40
+    rebuilt = create_model(config.pop("name"), **config)
+    rebuilt.load_state_dict(model.state_dict())  # same keys and shapes
+
+
+def test_timm_path_with_a_stand_in_module(monkeypatch) -> None:
+    """Checks the arguments handed to timm and the CAM layer read from feature_info."""
+    calls = {}
+
+    def fake_create(arch, pretrained, num_classes, in_chans, **kw):
+        calls.update(arch=arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans)
+        if pretrained:
+            raise OSError("no network")
+        model = nn.Sequential(nn.Conv2d(in_chans, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                              nn.Linear(4, num_classes))  # fmt: skip
+        model.feature_info = [{"module": "0"}]
+        return model
+
+    fake = types.SimpleNamespace(
+        create_model=fake_create, is_model=lambda a: a == "resnet18",
+        list_models=lambda: ["resnet18", "resnet34"],
+    )  # fmt: skip
+    monkeypatch.setitem(sys.modules, "timm", fake)
+    model = create_model("timm/resnet18", num_classes=3, in_channels=1, input_size=28)
+    assert calls == {"arch": "resnet18", "pretrained": False, "num_classes": 3, "in_chans": 1}
+    assert model.cam_layer == "0" and model.medlens_name == "timm/resnet18"
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+    with pytest.raises(ConfigError, match="local weights file"):
+        create_model("timm/resnet18", num_classes=3, pretrained=True)
+    with pytest.raises(ConfigError, match="Did you mean timm/resnet18"):
+        create_model("timm/resnet81", num_classes=3)
+    with pytest.raises(ConfigError, match="2D only"):
+        create_model("timm/resnet18", num_classes=3, spatial_dims=3)

@@ -142,6 +142,19 @@ def _check_int(value: Any, what: str, low: int) -> int:
     return value
 
 
+_SKIP = object()
+
+
+def _jsonable(value: Any) -> Any:
+    """Value as JSON (tuples → lists), or ``_SKIP`` when it cannot be saved as such."""
+    if isinstance(value, (int, float, str, bool, type(None))):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_jsonable(v) for v in value]
+        return _SKIP if any(v is _SKIP for v in items) else items
+    return _SKIP
+
+
 def _last_conv_name(model: Any) -> str:
     """Dotted name of the last convolution: the fallback CAM target."""
     from torch import nn
@@ -267,7 +280,7 @@ def create_model(
         "num_classes": num_classes,
         "in_channels": in_channels,
         "spatial_dims": spatial_dims,
-        **{k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))},
+        **{k: _jsonable(v) for k, v in kwargs.items() if _jsonable(v) is not _SKIP},
     }
     if weights_path is not None:
         from medlens.models.pretrained import load_pretrained
