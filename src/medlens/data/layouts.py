@@ -1,0 +1,617 @@
+"""Dataset layouts as users hold them, each turned into one :class:`DatasetIndex`.
+
+Layouts (registry ``LAYOUTS``; detection tries them in ``DETECTION_ORDER``):
+
+* ``medmnist``: a MedMNIST ``.npz`` (or a folder holding one).
+* ``csv``: a manifest (``path,label[,patient][,split]``; ISIC ``image,benign_malignant``).
+* ``idc``: Kaggle IDC ``<root>/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png``.
+* ``patient_table``: ``<root>/<patient>/*.png`` plus a ``patient,label`` table.
+* ``imagefolder``: ``<root>/<class>/*`` or ``<root>/<split>/<class>/*``.
+
+Indexing never decodes images (see :func:`medlens.data.describe.check_readable`) and
+never writes to the data set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from medlens.data.records import DatasetIndex, Problem, Record
+from medlens.errors import BadInputError, ConfigError
+from medlens.io.images import IMAGE_EXTENSIONS
+from medlens.options import look_up_option
+from medlens.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A dataset layout: how to recognise it and how to index it."""
+
+    name: str
+    detect: Callable[[Path], bool]
+    load: Callable[..., DatasetIndex]
+    options: frozenset[str]
+    summary: str
+
+
+LAYOUTS: Registry[Layout] = Registry("dataset layout")
+DETECTION_ORDER = ("medmnist", "csv", "idc", "patient_table", "imagefolder")
+#: Class names put first (index 0) in a two-class set: the "negative" class.
+NEGATIVE_NAMES = frozenset(
+    {"0", "normal", "benign", "negative", "healthy", "no", "false", "no idc", "nevus",
+     "control", "no finding", "no_finding", "absent"}
+)
+IDC_NAME = re.compile(r"^(?P<pid>[^_]+)_idx\d+_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<c>\d+)\.png$", re.I)
+
+
+def _register(name: str, detect: Callable[[Path], bool], options: set[str], summary: str):
+    def deco(load: Callable[..., DatasetIndex]) -> Callable[..., DatasetIndex]:
+        LAYOUTS.register(name)(Layout(name, detect, load, frozenset(options), summary))
+        return load
+
+    return deco
+
+
+def list_layouts() -> list[str]:
+    """Names of the known dataset layouts."""
+    return LAYOUTS.names()
+
+
+def load_dataset(
+    path: str | os.PathLike[str],
+    *,
+    layout: str | None = None,
+    label_column: str | None = None,
+    path_column: str | None = None,
+    patient_column: str | None = None,
+    split_column: str | None = None,
+    positive_labels: list[str] | None = None,
+    patient_table: str | None = None,
+) -> DatasetIndex:
+    """Index the data set at ``path``, detecting its layout unless ``layout`` is given.
+
+    Args:
+        path: a folder, a manifest CSV or a MedMNIST ``.npz``.
+        layout: one of :func:`list_layouts`; ``None`` detects it.
+        label_column, path_column, patient_column, split_column: override the CSV
+            columns (``csv`` and, for label/patient, ``patient_table``).
+        positive_labels: class names that become the positive class of a two-class
+            task (all other classes become the negative class).
+        patient_table: the CSV of patient labels for the ``patient_table`` layout.
+
+    Raises:
+        BadInputError: the path is missing or no layout fits (the message lists them).
+        ConfigError: an unknown layout or an option that does not apply to it.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise BadInputError(f"{p}: no such file or folder")
+    p = p.resolve()
+    opts = {
+        k: v
+        for k, v in dict(
+            label_column=label_column, path_column=path_column, patient_column=patient_column,
+            split_column=split_column, patient_table=patient_table,
+        ).items()
+        if v is not None
+    }
+    name = detect_layout(p, opts) if layout is None else look_up_option(
+        layout, LAYOUTS.names(), what="dataset layout")
+    entry = LAYOUTS.get(name)
+    extra = sorted(set(opts) - entry.options)
+    if extra:
+        raise ConfigError(
+            f"option(s) {', '.join(extra)} do not apply to the {name!r} layout"
+            f" (it accepts: {', '.join(sorted(entry.options)) or 'none'})"
+        )
+    index = entry.load(p, **opts)
+    if positive_labels:
+        index = apply_positive_labels(index, positive_labels)
+    logger.info("%s: %s layout, %d records, %d problems", p, name, len(index), len(index.problems))
+    return index
+
+
+def detect_layout(path: Path, opts: dict[str, str] | None = None) -> str:
+    """The first layout in ``DETECTION_ORDER`` that recognises ``path``."""
+    opts = opts or {}
+    if "patient_table" in opts:
+        return "patient_table"
+    if {"path_column", "split_column"} & set(opts):
+        return "csv"
+    for name in DETECTION_ORDER:
+        if LAYOUTS.get(name).detect(path):
+            return name
+    tried = "; ".join(f"{n} ({LAYOUTS.get(n).summary})" for n in DETECTION_ORDER)
+    raise BadInputError(f"{path}: no usable data set found. Layouts tried: {tried}")
+
+
+def apply_positive_labels(index: DatasetIndex, positive_labels: list[str]) -> DatasetIndex:
+    """Collapse classes into negative (0) vs positive (1); raw names kept in meta."""
+    pos = [look_up_option(c, index.classes, what="positive label") for c in positive_labels]
+    neg = [c for c in index.classes if c not in pos]
+    if not neg:
+        raise ConfigError(f"positive_labels {positive_labels} cover every class; nothing is negative")
+    names = [neg[0] if len(neg) == 1 else "negative", pos[0] if len(pos) == 1 else "positive"]
+    records = [
+        r if r.label is None else dataclasses.replace(
+            r, label=int(index.classes[r.label] in pos),
+            meta={**r.meta, "raw_label": index.classes[r.label]})
+        for r in index.records
+    ]
+    out = index.subset(records)
+    out.classes = names
+    out.info["positive_labels"] = pos
+    out.info["label_map"] = {c: names[int(c in pos)] for c in index.classes}
+    return out
+
+
+def order_classes(names: set[str]) -> list[str]:
+    """Deterministic class order: numeric when all are integers, negative class first."""
+    if names and all(re.fullmatch(r"-?\d+", n) for n in names):
+        return sorted(names, key=int)
+    out = sorted(names, key=lambda n: (n.casefold(), n))
+    if len(out) == 2 and out[1].casefold() in NEGATIVE_NAMES and out[0].casefold() not in NEGATIVE_NAMES:
+        out.reverse()
+    return out
+
+
+# ---------------------------------------------------------------- file helpers
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    try:
+        return sorted(
+            Path(e.path) for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")
+        )
+    except OSError as e:
+        raise BadInputError(f"{folder}: cannot list folder ({e})") from None
+
+
+def _images_in(folder: Path, *, recursive: bool = True) -> list[Path]:
+    """Image files (by extension, case-insensitive) below ``folder``, sorted, hidden skipped."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+        found.extend(
+            Path(dirpath, f) for f in filenames
+            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
+        )
+    return sorted(found)
+
+
+def _has_images(folder: Path, depth: int) -> bool:
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return False
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
+            return True
+    return depth > 0 and any(
+        _has_images(Path(e.path), depth - 1) for e in entries if e.is_dir() and e.name[0] != "."
+    )
+
+
+def _stray_images(folder: Path, where: str) -> list[Problem]:
+    return [
+        Problem(str(f), f"image directly under {where} is not in a class folder; ignored")
+        for f in _images_in(folder, recursive=False)
+    ]
+
+
+def _index(root: Path, layout: str, records: list[Record], problems: list[Problem],
+           classes: list[str], **kw) -> DatasetIndex:  # noqa: ANN003
+    return DatasetIndex(root=str(root), layout=layout, classes=classes,
+                        records=sorted(records, key=lambda r: r.path), problems=problems, **kw)
+
+
+# ---------------------------------------------------------------- CSV tables
+
+PATH_COLUMNS = ("path", "image", "image_id", "file", "filename", "image_path", "filepath")
+LABEL_COLUMNS = ("label", "benign_malignant", "diagnosis", "target", "class")
+PATIENT_COLUMNS = ("patient", "patient_id", "lesion_id", "subject", "subject_id")
+SPLIT_COLUMNS = ("split", "fold")
+SPLIT_ALIASES = {
+    "train": "train", "training": "train", "tr": "train", "val": "val", "valid": "val",
+    "validation": "val", "dev": "val", "test": "test", "testing": "test", "holdout": "test",
+}
+MANIFEST_NAMES = ("labels.csv", "manifest.csv")
+PATIENT_TABLE_NAMES = ("patients.csv", "diagnosis.csv")
+
+
+def _header(path: Path) -> list[str]:
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            head = fh.readline()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [h.strip() for h in next(csv.reader([head], delimiter=_delimiter(head)), [])]
+
+
+def _delimiter(head: str) -> str:
+    return max(",;\t", key=head.count)
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and ``(line number, row)`` pairs of a CSV (``,``/``;``/tab, BOM tolerated)."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            head = fh.readline()
+            fh.seek(0)
+            reader = csv.DictReader(fh, delimiter=_delimiter(head))
+            header = [h.strip() for h in reader.fieldnames or []]
+            reader.fieldnames = header
+            rows = [
+                (reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None})
+                for row in reader
+            ]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise BadInputError(f"{path}: cannot read CSV ({e})") from None
+    if not header:
+        raise BadInputError(f"{path}: empty CSV (no header row)")
+    return header, rows
+
+
+def _pick(header: list[str], aliases: tuple[str, ...], override: str | None, what: str,
+          table: Path, required: bool) -> str | None:
+    if override is not None:
+        return look_up_option(override, header, what=f"{what} column of {table.name}")
+    lowered = {h.lower(): h for h in header}
+    for alias in aliases:
+        if alias in lowered:
+            return lowered[alias]
+    if required:
+        raise BadInputError(
+            f"{table}: no {what} column found (columns: {', '.join(header)}); expected one of "
+            f"{', '.join(aliases)}, or pass {what}_column=")
+    return None
+
+
+def _has_column(path: Path, aliases: tuple[str, ...]) -> bool:
+    return any(h.lower() in aliases for h in _header(path))
+
+
+def _find_manifest(path: Path) -> Path | None:
+    if path.is_file():
+        return path if path.suffix.lower() in (".csv", ".tsv") else None
+    if not path.is_dir():
+        return None
+    for name in MANIFEST_NAMES:
+        if (path / name).is_file():
+            return path / name
+    csvs = sorted(path.glob("*.csv"))
+    with_paths = [c for c in csvs if _has_column(c, PATH_COLUMNS)]
+    if len(with_paths) == 1:
+        return with_paths[0]
+    return csvs[0] if len(csvs) == 1 else None
+
+
+def _find_patient_table(root: Path) -> Path | None:
+    for name in PATIENT_TABLE_NAMES:
+        if (root / name).is_file():
+            return root / name
+    fits = [
+        c for c in sorted(root.glob("*.csv"))
+        if _has_column(c, PATIENT_COLUMNS) and _has_column(c, LABEL_COLUMNS)
+        and not _has_column(c, PATH_COLUMNS)
+    ]
+    return fits[0] if len(fits) == 1 else None
+
+
+class _Resolver:
+    """Finds a manifest's image: as given, under ``images/``, or by trying extensions."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self._listings: dict[Path, tuple[set[str], dict[str, str]]] = {}
+
+    def _listing(self, folder: Path) -> tuple[set[str], dict[str, str]]:
+        if folder not in self._listings:
+            try:
+                names = sorted(e.name for e in os.scandir(folder) if e.is_file())
+            except OSError:
+                names = []
+            stems: dict[str, str] = {}
+            for n in names:
+                stem, ext = os.path.splitext(n)
+                if ext.lower() in IMAGE_EXTENSIONS:
+                    stems.setdefault(stem, n)
+            self._listings[folder] = (set(names), stems)
+        return self._listings[folder]
+
+    def __call__(self, raw: str) -> Path | None:
+        rel = Path(raw)
+        for cand in [rel] if rel.is_absolute() else [self.base / rel, self.base / "images" / rel]:
+            names, stems = self._listing(cand.parent)
+            if cand.name in names:
+                return Path(os.path.normpath(cand))
+            if cand.suffix.lower() not in IMAGE_EXTENSIONS and cand.name in stems:
+                return Path(os.path.normpath(cand.parent / stems[cand.name]))
+        return None
+
+
+def _load_manifest(manifest: Path, *, label_column: str | None = None,
+                   path_column: str | None = None, patient_column: str | None = None,
+                   split_column: str | None = None) -> DatasetIndex:
+    header, rows = _read_csv(manifest)
+    pcol = _pick(header, PATH_COLUMNS, path_column, "path", manifest, True)
+    lcol = _pick(header, LABEL_COLUMNS, label_column, "label", manifest, False)
+    patcol = _pick(header, PATIENT_COLUMNS, patient_column, "patient", manifest, False)
+    scol = _pick(header, SPLIT_COLUMNS, split_column, "split", manifest, False)
+    values = {r[scol] for _, r in rows if r.get(scol)} if scol else set()
+    as_fold = any(v.lower() not in SPLIT_ALIASES for v in values)
+    if as_fold and not all(re.fullmatch(r"\d+", v) for v in values):
+        odd = sorted(v for v in values if v.lower() not in SPLIT_ALIASES)[:5]
+        raise ConfigError(f"{manifest}: column {scol!r} has values {odd} that are neither "
+                          "train/val/test nor fold numbers; fix them or pass split_column=")
+    used = {pcol, lcol, patcol, scol}
+    resolve = _Resolver(manifest.parent)
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    kept: list[tuple[Path, str | None, dict[str, str], int]] = []
+    for line, row in rows:
+        raw = row.get(pcol, "")
+        where = f"{manifest.name} line {line}"
+        if not raw:
+            problems.append(Problem(f"{manifest}:{line}", f"{where}: empty {pcol!r} value"))
+            continue
+        f = resolve(raw)
+        if f is None:
+            problems.append(Problem(str(manifest.parent / raw), f"{where}: image file not found"))
+            continue
+        if str(f) in seen:
+            problems.append(Problem(str(f), f"{where}: listed again (first at line "
+                                            f"{seen[str(f)]}); later row ignored", "warning"))
+            continue
+        label = row.get(lcol, "") if lcol else None
+        if lcol and not label:
+            problems.append(Problem(str(f), f"{where}: empty label in column {lcol!r}"))
+            continue
+        seen[str(f)] = line
+        kept.append((f, label, row, line))
+    classes = order_classes({lab for _, lab, _, _ in kept if lab is not None})
+    records = []
+    for f, label, row, line in kept:
+        meta: dict[str, object] = {k: v for k, v in row.items() if k not in used and v}
+        meta["line"] = line
+        split = None
+        if scol and row.get(scol):
+            if as_fold:
+                meta["fold"] = int(row[scol])
+            else:
+                split = SPLIT_ALIASES[row[scol].lower()]
+        records.append(Record(str(f), label=None if label is None else classes.index(label),
+                              patient=(row.get(patcol) or None) if patcol else None,
+                              split=split, meta=meta))
+    info = {"manifest": str(manifest),
+            "columns": {"path": pcol, "label": lcol, "patient": patcol, "split": scol}}
+    if lcol is None:
+        info["unlabeled"] = True
+    return _index(manifest.parent, "csv", records, problems, classes, info=info)
+
+
+def _read_patient_labels(table: Path, label_column: str | None, patient_column: str | None
+                         ) -> tuple[dict[str, str], list[Problem]]:
+    header, rows = _read_csv(table)
+    pc = _pick(header, PATIENT_COLUMNS, patient_column, "patient", table, True)
+    lc = _pick(header, LABEL_COLUMNS, label_column, "label", table, True)
+    labels: dict[str, tuple[str, int]] = {}
+    bad: set[str] = set()
+    problems: list[Problem] = []
+    for line, row in rows:
+        pid, lab = row.get(pc, ""), row.get(lc, "")
+        if not pid or not lab:
+            problems.append(Problem(f"{table}:{line}", f"{table.name} line {line}: empty patient "
+                                                      "or label"))
+        elif pid in labels and labels[pid][0] != lab:
+            problems.append(Problem(str(table.parent / pid), f"{table.name} line {line}: patient "
+                                    f"{pid} labelled {lab!r} here but {labels[pid][0]!r} at line "
+                                    f"{labels[pid][1]}; patient skipped"))
+            bad.add(pid)
+        else:
+            labels.setdefault(pid, (lab, line))
+    return {p: v[0] for p, v in labels.items() if p not in bad}, problems
+
+
+# ---------------------------------------------------------------- medmnist
+
+
+def _detect_medmnist(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix.lower() == ".npz"
+    return path.is_dir() and any(path.glob("*.npz"))
+
+
+@_register("medmnist", _detect_medmnist, set(), "a MedMNIST .npz file, or a folder with one")
+def _load_medmnist(path: Path) -> DatasetIndex:
+    from medlens.data.medmnist import load_npz
+
+    if path.is_dir():
+        files = sorted(path.glob("*.npz"))
+        if len(files) != 1:
+            raise BadInputError(
+                f"{path}: holds {len(files)} .npz files ({', '.join(f.name for f in files)});"
+                " give the one to use"
+            )
+        path = files[0]
+    return load_npz(path)
+
+
+# ---------------------------------------------------------------- csv manifest
+
+
+def _detect_csv(path: Path) -> bool:
+    table = _find_manifest(path)
+    return table is not None and _has_column(table, PATH_COLUMNS)
+
+
+@_register("csv", _detect_csv, {"label_column", "path_column", "patient_column", "split_column"},
+           "a manifest CSV with path,label[,patient][,split] columns")
+def _load_csv(path: Path, **columns: str) -> DatasetIndex:
+    manifest = _find_manifest(path)
+    if manifest is None:
+        raise BadInputError(
+            f"{path}: no manifest CSV found (give the .csv itself, or name it labels.csv)")
+    return _load_manifest(manifest, **columns)
+
+
+# ---------------------------------------------------------------- IDC
+
+
+def _detect_idc(path: Path) -> bool:
+    if not path.is_dir():
+        return False
+    for pdir in _visible_dirs(path)[:5]:
+        for cls in ("0", "1"):
+            cdir = pdir / cls
+            if cdir.is_dir():
+                with os.scandir(cdir) as it:
+                    for e in it:
+                        if IDC_NAME.match(e.name):
+                            return True
+    return False
+
+
+@_register("idc", _detect_idc, set(),
+           "Kaggle IDC <root>/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png")
+def _load_idc(root: Path) -> DatasetIndex:
+    records: list[Record] = []
+    problems = _stray_images(root, "the IDC root")
+    for pdir in _visible_dirs(root):
+        pid = pdir.name
+        problems += _stray_images(pdir, f"patient folder {pid}")
+        for cdir in _visible_dirs(pdir):
+            if cdir.name not in ("0", "1"):
+                problems.append(Problem(str(cdir), "unexpected folder in an IDC patient folder "
+                                                   "(expected 0 or 1); skipped"))
+                continue
+            for f in _images_in(cdir):
+                m = IDC_NAME.match(f.name)
+                meta: dict[str, int] = {}
+                if m is None:
+                    problems.append(Problem(str(f), "file name does not follow <patient>_idx5_x<X>"
+                                                    "_y<Y>_class<C>.png; folder labels used",
+                                            "warning"))
+                else:
+                    meta = {"x": int(m["x"]), "y": int(m["y"])}
+                    if m["pid"] != pid:
+                        problems.append(Problem(str(f), f"file name says patient {m['pid']} but "
+                                                        f"the folder says {pid}; folder used",
+                                                "warning"))
+                    if m["c"] != cdir.name:
+                        problems.append(Problem(str(f), f"file name says class {m['c']} but the "
+                                                        f"folder says {cdir.name}; folder used",
+                                                "warning"))
+                records.append(Record(str(f), label=int(cdir.name), patient=pid, meta=meta))
+    info = {"class_names": {"0": "no IDC", "1": "IDC"}, "positive_class": "1"}
+    return _index(root, "idc", records, problems, ["0", "1"], info=info)
+
+
+# ---------------------------------------------------------------- patient table
+
+
+def _detect_patient_table(path: Path) -> bool:
+    if not path.is_dir() or _find_patient_table(path) is None:
+        return False
+    return any(_has_images(d, 1) for d in _visible_dirs(path))
+
+
+@_register("patient_table", _detect_patient_table,
+           {"patient_table", "label_column", "patient_column"},
+           "<root>/<patient>/*.png with a patients.csv table of patient,label")
+def _load_patient_table(root: Path, *, patient_table: str | None = None,
+                        label_column: str | None = None,
+                        patient_column: str | None = None) -> DatasetIndex:
+    if patient_table is not None:
+        table = Path(patient_table).expanduser()
+        table = table if table.is_absolute() else root / table
+        if not table.is_file():
+            raise BadInputError(f"{table}: patient table not found")
+    else:
+        table = _find_patient_table(root)
+        if table is None:
+            raise BadInputError(
+                f"{root}: no patient table found; put patients.csv (patient,label) at the root "
+                "or pass patient_table")
+    labels, problems = _read_patient_labels(table, label_column, patient_column)
+    classes = order_classes(set(labels.values()))
+    records: list[Record] = []
+    folders = {d.name: d for d in _visible_dirs(root)}
+    problems += _stray_images(root, "the root")
+    for pid, folder in folders.items():
+        images = _images_in(folder)
+        if pid not in labels:
+            if images:
+                problems.append(Problem(str(folder), f"patient folder has no row in {table.name}; "
+                                                     f"its {len(images)} images are skipped"))
+            continue
+        if not images:
+            problems.append(Problem(str(folder), "patient folder holds no images", "warning"))
+        lab = classes.index(labels[pid])
+        records += [Record(str(f), label=lab, patient=pid) for f in images]
+    problems += [
+        Problem(str(root / pid), f"patient {pid} is listed in {table.name} but has no image "
+                                 "folder", "warning")
+        for pid in sorted(set(labels) - set(folders))
+    ]
+    return _index(root, "patient_table", records, problems, classes,
+                  patient_labels=True, info={"patient_table": str(table)})
+
+
+# ---------------------------------------------------------------- imagefolder
+
+
+def _detect_imagefolder(path: Path) -> bool:
+    return path.is_dir() and any(_has_images(d, 1) for d in _visible_dirs(path))
+
+
+@_register("imagefolder", _detect_imagefolder, set(),
+           "<root>/<class>/* or <root>/<train|val|test>/<class>/*")
+def _load_imagefolder(root: Path) -> DatasetIndex:
+    top = _visible_dirs(root)
+    split_of = {d: SPLIT_ALIASES.get(d.name.lower()) for d in top}
+    by_split = bool(top) and all(split_of.values())
+    problems = _stray_images(root, "the root")
+    class_dirs: list[tuple[str | None, Path]] = []
+    if by_split:
+        for d in top:
+            problems += _stray_images(d, f"split folder {d.name}")
+            class_dirs += [(split_of[d], c) for c in _visible_dirs(d)]
+    else:
+        class_dirs = [(None, c) for c in top]
+    found = [(split, c, _images_in(c)) for split, c in class_dirs]
+    non_empty = {c.name for _, c, files in found if files}
+    for split, c, files in found:
+        if not files:
+            why = ("class dropped" if c.name not in non_empty
+                   else f"no images of this class in the {split} split")
+            problems.append(Problem(str(c), f"empty class folder: no image files; {why}",
+                                    "warning"))
+    classes = order_classes(non_empty)
+    records = [
+        Record(str(f), label=classes.index(c.name), split=split)
+        for split, c, files in found
+        for f in files
+    ]
+    return _index(root, "imagefolder", records, problems, classes)
+
+
+def check_readable(index: DatasetIndex, *, workers: int = 1) -> DatasetIndex:
+    """Decode every record; see :func:`medlens.data.describe.check_readable`."""
+    from medlens.data.describe import check_readable as _check
+
+    return _check(index, workers=workers)
