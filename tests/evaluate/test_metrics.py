@@ -292,5 +292,7 @@ def test_patient_aggregation_mean_max_topk() -> None:
     assert r["table"][0]["correct"] is False
     r = patient_metrics(y, p, pats, negative_class=0, truth="majority")
     assert r["n_positive"] == 0 and r["sensitivity"] is None and r["roc_auc"] is None
+    r = patient_metrics(y, p, ["p10", "p2", "p2", "x", "p1", "p10"], negative_class=0)
+    assert [row["patient"] for row in r["table"]] == ["p1", "p2", "p10", "x"]
     with pytest.raises(ConfigError, match="Did you mean"):
         patient_metrics(y, p, pats, negative_class=0, aggregate="maxx")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from medlens.evaluate import (
     classification_metrics,
     figures,
     model_card_markdown,
+    select_samples,
     write_report,
 )
 from medlens.evaluate.report import SECTIONS
@@ -21,6 +23,7 @@ from medlens.evaluate.report import SECTIONS
 EVIL = "<script>alert(1)</script>"
 
 
+@functools.cache  # shared by several tests; nothing mutates the result
 def _run(seed: int = 0, n: int = 120) -> dict:
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
@@ -135,6 +138,15 @@ def test_model_card_markdown() -> None:
     assert "## Intended use" in md and "- small data" in md
     assert re.search(r"\| roc_auc \| 0\.\d{3} \| 0\.\d{3}–[01]\.\d{3} \|", md)
     assert "Operating point" in md
+
+
+def test_select_samples_picks_confident_mistakes() -> None:
+    y = np.array([0, 0, 1, 1, 0])
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.95, 0.05], [0.6, 0.4]])
+    picked = select_samples(y, p, ["normal", "tumour"], n_correct=2, n_incorrect=1)
+    assert [i for i, _ in picked[2:]] == [3]  # most confident mistake
+    assert {i for i, _ in picked[:2]} <= {0, 2, 4}
+    assert picked[2][1] == "WRONG true tumour / pred normal 0.95"
 
 
 def test_figures_return_png_bytes() -> None:

@@ -26,7 +26,12 @@ from medlens.evaluate.operating_point import (
     guess_negative_class,
 )
 from medlens.evaluate.patients import patient_metrics
-from medlens.evaluate.report import NOT_FOR_CLINICAL_USE, model_card_markdown, write_report
+from medlens.evaluate.report import (
+    NOT_FOR_CLINICAL_USE,
+    model_card_markdown,
+    select_samples,
+    write_report,
+)
 
 __all__ = [
     "NOT_FOR_CLINICAL_USE",
@@ -43,6 +48,7 @@ __all__ = [
     "patient_metrics",
     "reliability_curve",
     "roc_auc_medmnist",
+    "select_samples",
     "to_jsonable",
     "write_report",
 ]

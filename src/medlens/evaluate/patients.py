@@ -14,6 +14,7 @@ Rules (stated in every result under ``"rules"``):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,11 @@ from medlens.options import look_up_option
 
 AGGREGATES = ("mean", "max", "topk")
 TRUTH_RULES = ("any", "majority")
+
+
+def _natural_key(text: str) -> list[Any]:
+    """Sort "p2" before "p10"."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", text)]
 
 
 def _safe_auc(is_pos: np.ndarray, score: np.ndarray) -> tuple[float | None, str | None]:
@@ -107,6 +113,7 @@ def patient_metrics(
                 }
             )
 
+    rows.sort(key=lambda r: _natural_key(r["patient"]))
     truth_arr = np.array([r["true"] for r in rows], dtype=bool)
     pred_arr = np.array([r["predicted"] for r in rows], dtype=bool)
     score_arr = np.array([r["score"] for r in rows], dtype=np.float64)

@@ -143,13 +143,16 @@ def _img(png: bytes | None, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
 
 
+def _band(band: dict[str, Any] | None, level: Any) -> str:
+    if not band:
+        return ""
+    pct = f"{100 * float(level):.0f}" if isinstance(level, (int, float)) else "95"
+    return f"{pct}% CI {band['low']:.3f}–{band['high']:.3f}"
+
+
 def _with_ci(metrics: dict[str, Any], key: str, ci: dict[str, Any] | None) -> tuple[str, str]:
-    value = metrics.get(key)
-    band = (ci or {}).get(key) if ci else None
-    text = f"95% CI {band['low']:.3f}–{band['high']:.3f}" if band else ""
-    if band and ci and ci.get("level") not in (None, 0.95):
-        text = text.replace("95%", f"{100 * ci['level']:.0f}%")
-    return _fmt(value), text
+    band = (ci or {}).get(key)
+    return _fmt(metrics.get(key)), _band(band, (ci or {}).get("level"))
 
 
 def _summary(metrics: dict[str, Any]) -> str:
@@ -166,8 +169,7 @@ def _summary(metrics: dict[str, Any]) -> str:
     if op:
         op_ci = op.get("ci") or {}
         for key in ("sensitivity", "specificity"):
-            band = op_ci.get(key)
-            c = f"95% CI {band['low']:.3f}–{band['high']:.3f}" if band else ""
+            c = _band(op_ci.get(key), ci.get("level"))
             cards.append((f"{key.capitalize()} @ t={op['threshold']:.3f}", _fmt(op.get(key)), c))
     else:
         for key in ("sensitivity", "specificity"):
@@ -344,6 +346,36 @@ def write_report(
         f"<nav>{nav}</nav>{content}</main></body></html>\n"
     )
     return atomic_write_text(target, page)
+
+
+def select_samples(
+    y_true: Any,
+    probs: Any,
+    classes: Sequence[str],
+    *,
+    n_correct: int = 6,
+    n_incorrect: int = 6,
+    seed: int = 0,
+) -> list[tuple[int, str]]:
+    """Indices and captions of sample predictions for the report's image grid.
+
+    Correct ones are drawn at random (seeded); incorrect ones are the most confident
+    mistakes, the most instructive to look at. Read the images of the returned indices
+    and pass ``(image, caption)`` pairs to :func:`write_report` as ``samples``.
+    """
+    y = np.asarray(y_true).reshape(-1).astype(np.int64)
+    p = np.asarray(probs, dtype=np.float64)
+    pred, conf = p.argmax(axis=1), p.max(axis=1)
+    right, wrong = np.flatnonzero(pred == y), np.flatnonzero(pred != y)
+    rng = np.random.default_rng(seed)
+    picked_right = rng.permutation(right)[: max(0, int(n_correct))]
+    picked_wrong = wrong[np.argsort(-conf[wrong], kind="stable")][: max(0, int(n_incorrect))]
+    out = []
+    for tag, idx in (("OK", picked_right), ("WRONG", picked_wrong)):
+        for i in idx:
+            caption = f"{tag} true {classes[y[i]]} / pred {classes[pred[i]]} {conf[i]:.2f}"
+            out.append((int(i), caption))
+    return out
 
 
 def model_card_markdown(model_card: dict[str, Any], metrics: dict[str, Any]) -> str:
