@@ -150,21 +150,24 @@ def patients_in_several_splits(index: DatasetIndex) -> list[str]:
     return sorted(p for p, s in seen.items() if len(s) > 1)
 
 
-def split_table(index: DatasetIndex) -> dict:
-    """Per split: image count, patient count and images per class."""
-    out: dict[str, dict] = {}
-    names = [s for s in SPLITS if any(r.split == s for r in index.records)]
+def split_table(index: DatasetIndex) -> dict[str, dict[str, int]]:
+    """``{split: {<class>: n, ..., "total": images, "patients": n_patients}}``.
+
+    Records without a split are listed under ``"unassigned"``; use
+    :func:`patients_in_several_splits` to find leaks.
+    """
+    out: dict[str, dict[str, int]] = {}
+    names: list[str | None] = [s for s in SPLITS if any(r.split == s for r in index.records)]
     if any(r.split is None for r in index.records):
-        names.append(None)  # type: ignore[arg-type]
+        names.append(None)
     for s in names:
         recs = [r for r in index.records if r.split == s]
         cls = Counter(r.label for r in recs)
-        out[s or "unassigned"] = {
-            "images": len(recs),
-            "patients": len({r.patient for r in recs if r.patient is not None}),
-            "classes": {c: cls.get(i, 0) for i, c in enumerate(index.classes)},
-        }
-    return {"splits": out, "patients_in_several_splits": patients_in_several_splits(index)}
+        row = {c: cls.get(i, 0) for i, c in enumerate(index.classes)}
+        row["total"] = len(recs)
+        row["patients"] = len({r.patient for r in recs if r.patient is not None})
+        out[s or "unassigned"] = row
+    return out
 
 
 def save_splits(index: DatasetIndex, path: str | os.PathLike[str]) -> Path:

@@ -80,7 +80,8 @@ def _read_pil(p: Path) -> np.ndarray:
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # PIL warns above ~89 Mpx; our own MAX_PIXELS check below decides instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(p) as im:
                 w, h = im.size
                 if w * h > MAX_PIXELS:
