@@ -107,6 +107,8 @@ def test_small_stem_chosen_by_input_size() -> None:
     large = create_model("resnet18", num_classes=2)
     assert small.conv1.kernel_size == (3, 3) and small.conv1.stride == (1, 1)
     assert large.conv1.kernel_size == (7, 7) and large.conv1.stride == (2, 2)
+    forced = create_model("resnet18", num_classes=2, input_size=28, small_stem=False)
+    assert forced.conv1.kernel_size == (7, 7)
     x = torch.randn(1, 3, 28, 28)
     assert _layer4(small, x).shape[-2:] == (4, 4) and _layer4(large, x).shape[-2:] == (1, 1)
 
