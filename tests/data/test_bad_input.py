@@ -24,13 +24,20 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def fake_png(path: Path, width: int, height: int) -> None:
     """A valid PNG header claiming ``width``×``height`` RGB with (almost) no pixel data."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
-                     + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _png_chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def hashes(root: Path) -> dict[str, str]:
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -44,7 +51,7 @@ def messy(tmp_path) -> Path:
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(good / f"g{i}.png")
     Image.new("RGB", (16, 12), (200, 30, 30)).convert("CMYK").save(good / "cmyk.jpg", quality=95)
-    ramp = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 257)  # 0..65535
+    ramp = np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 257  # 0..65535
     Image.fromarray(ramp).save(good / "deep16.png")
     rgba = np.zeros((8, 10, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 255, 255
@@ -75,8 +82,9 @@ def test_check_readable_names_each_bad_file(messy):
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     index = load_dataset(messy)
     assert index.classes == ["bad", "good"]  # "empty" is dropped with a warning
-    assert any(Path(p.path).name == "empty" and "empty class folder" in p.reason
-               for p in index.problems)
+    assert any(
+        Path(p.path).name == "empty" and "empty class folder" in p.reason for p in index.problems
+    )
     assert len(index) == 12  # indexing alone decodes nothing
     checked = check_readable(index)
     reasons = {Path(p.path).name: p.reason for p in checked.problems if p.severity == "error"}
@@ -84,14 +92,22 @@ def test_check_readable_names_each_bad_file(messy):
     for name, words in EXPECTED.items():
         assert words in reasons[name], (name, reasons[name])
     assert sorted(Path(r.path).name for r in checked.records) == [
-        "alpha.png", "cmyk.jpg", "deep16.png", "g0.png", "g1.png", "g2.png"]
+        "alpha.png",
+        "cmyk.jpg",
+        "deep16.png",
+        "g0.png",
+        "g1.png",
+        "g2.png",
+    ]
     assert len(index) == 12 and len(index.problems) == 1  # the input index is unchanged
     # the bomb headers were refused before any pixel buffer was allocated
     rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     assert rss_growth_mb < 200
     threaded = check_readable(index, workers=2)
     assert [r.path for r in threaded.records] == [r.path for r in checked.records]
-    assert {p.path: p.reason for p in threaded.problems} == {p.path: p.reason for p in checked.problems}
+    assert {p.path: p.reason for p in threaded.problems} == {
+        p.path: p.reason for p in checked.problems
+    }
     assert hashes(messy) == before
 
 
@@ -114,23 +130,25 @@ def test_usable_oddities_are_read_correctly(messy):
 
 def test_inspect_lists_problems_one_per_line(messy):
     before = hashes(messy)
-    index, desc = inspect_path(messy, workers=2)
+    _index, desc = inspect_path(messy, workers=2)
     text = format_description(desc)
     for name, words in EXPECTED.items():
-        line = next(ln for ln in text.splitlines() if ln.strip().startswith(str(messy / "bad" / name)))
+        line = next(
+            ln for ln in text.splitlines() if ln.strip().startswith(str(messy / "bad" / name))
+        )
         assert f"{messy / 'bad' / name}: " in line and words in line
     assert "empty class folder" in text
-    assert desc["images"] == 6 and desc["errors"] == 6 and desc["class_counts"] == {"bad": 0, "good": 6}
+    assert (
+        desc["images"] == 6
+        and desc["errors"] == 6
+        and desc["class_counts"] == {"bad": 0, "good": 6}
+    )
     assert hashes(messy) == before
 
 
 def test_manifest_with_missing_and_broken_rows(messy):
     (messy / "labels.csv").write_text(
-        "path,label\n"
-        "good/g0.png,ok\n"
-        "good/not_there.png,ok\n"
-        "bad/zero.png,ok\n"
-        "good/g1.png,sick\n"
+        "path,label\ngood/g0.png,ok\ngood/not_there.png,ok\nbad/zero.png,ok\ngood/g1.png,sick\n"
     )
     before = hashes(messy)
     index = load_dataset(messy / "labels.csv")

@@ -120,7 +120,10 @@ def test_csv_manifest_with_patients_splits_and_missing_row(tmp_path):
     ix = load_dataset(tmp_path)
     assert ix.layout == "csv" and ix.classes == ["sick", "well"]
     assert [(Path(r.path).name, r.label, r.patient, r.split) for r in ix] == [
-        ("a.png", 0, "p1", "train"), ("b.png", 1, "p2", "val"), ("c.png", 1, "p3", "test")]
+        ("a.png", 0, "p1", "train"),
+        ("b.png", 1, "p2", "val"),
+        ("c.png", 1, "p3", "test"),
+    ]
     assert ix.records[0].meta["age"] == "50"
     missing = [p for p in ix.problems if p.path.endswith("missing.png")]
     assert len(missing) == 1 and "line 4" in missing[0].reason and "not found" in missing[0].reason
@@ -133,7 +136,8 @@ def test_csv_isic_style_ids_without_extension(tmp_path):
     png(tmp_path / "images" / "ISIC_2.jpg")
     (tmp_path / "images" / "ISIC_1.json").write_text("{}")
     (tmp_path / "labels.csv").write_text(
-        "\ufeffimage;benign_malignant;diagnosis\nISIC_1;benign;nevus\nISIC_2;malignant;melanoma\n")
+        "\ufeffimage;benign_malignant;diagnosis\nISIC_1;benign;nevus\nISIC_2;malignant;melanoma\n"
+    )
     ix = load_dataset(tmp_path)
     assert ix.classes == ["benign", "malignant"]
     assert [Path(r.path).name for r in ix] == ["ISIC_1.jpg", "ISIC_2.jpg"]
@@ -213,8 +217,14 @@ def test_real_idc(shared_data):
     for r in ix:
         if r.patient in ("8863", "8913", "9023"):
             per[(r.patient, r.label)] += 1
-    assert per == {("8863", 0): 772, ("8863", 1): 207, ("8913", 0): 873, ("8913", 1): 0,
-                   ("9023", 0): 0, ("9023", 1): 288}
+    assert per == {
+        ("8863", 0): 772,
+        ("8863", 1): 207,
+        ("8913", 0): 873,
+        ("8913", 1): 0,
+        ("9023", 0): 0,
+        ("9023", 1): 288,
+    }
 
 
 @pytest.mark.realdata

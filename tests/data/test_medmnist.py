@@ -17,8 +17,9 @@ from medlens.data.medmnist import fetch_medmnist, load_npz
 from medlens.errors import BadInputError, ConfigError, MedlensError
 
 
-def write_npz(path: Path, *, rgb: bool = False, n_classes: int = 2, flat_labels: bool = False,
-              side: int = 28) -> dict[str, np.ndarray]:
+def write_npz(
+    path: Path, *, rgb: bool = False, n_classes: int = 2, flat_labels: bool = False, side: int = 28
+) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
     arrays = {}
     for split, n in (("train", 12), ("val", 4), ("test", 5)):
@@ -60,15 +61,21 @@ def test_unsupported_and_broken_files(tmp_path):
     write_npz(tmp_path / "a" / "chestmnist.npz")
     with pytest.raises(ConfigError, match="not supported"):
         load_npz(tmp_path / "a" / "chestmnist.npz")
-    np.savez(tmp_path / "multi.npz", train_images=np.zeros((2, 8, 8), np.uint8),
-             train_labels=np.zeros((2, 3), np.uint8))
+    np.savez(
+        tmp_path / "multi.npz",
+        train_images=np.zeros((2, 8, 8), np.uint8),
+        train_labels=np.zeros((2, 3), np.uint8),
+    )
     with pytest.raises(ConfigError, match="multi-label"):
         load_npz(tmp_path / "multi.npz")
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(BadInputError, match="train_images"):
         load_npz(tmp_path / "other.npz")
-    np.savez(tmp_path / "short.npz", train_images=np.zeros((3, 8, 8), np.uint8),
-             train_labels=np.zeros((2, 1), np.uint8))
+    np.savez(
+        tmp_path / "short.npz",
+        train_images=np.zeros((3, 8, 8), np.uint8),
+        train_labels=np.zeros((2, 1), np.uint8),
+    )
     with pytest.raises(BadInputError, match="3 images"):
         load_npz(tmp_path / "short.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
@@ -86,12 +93,13 @@ def serve(folder: Path):
     """A bounded local HTTP server on 127.0.0.1 serving ``folder``."""
 
     class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args) -> None:  # noqa: ANN002
+        def log_message(self, *args) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -133,7 +141,10 @@ def test_fetch_downloads_verifies_and_reuses(tmp_path, no_proxy, monkeypatch):
     # the server is gone: an existing, matching file is reused without the network
     assert fetch_medmnist("breastmnist", 64, root=root, url=base, md5=md5) == got
     ix = load_dataset(got)
-    assert ix.classes == ["malignant", "normal, benign"] and ix.read(ix.records[0]).shape[:2] == (64, 64)
+    assert ix.classes == ["malignant", "normal, benign"] and ix.read(ix.records[0]).shape[:2] == (
+        64,
+        64,
+    )
     with pytest.raises(BadInputError, match="existing file"):
         fetch_medmnist("breastmnist", 64, root=root, url=base, md5="1" * 32)
 

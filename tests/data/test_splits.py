@@ -20,16 +20,22 @@ from medlens.data.splits import (
 from medlens.errors import BadInputError, ConfigError
 
 
-def make_index(n_patients: int = 30, per_patient: int = 5, *, patients: bool = True,
-               split_of=None) -> DatasetIndex:  # noqa: ANN001
+def make_index(
+    n_patients: int = 30, per_patient: int = 5, *, patients: bool = True, split_of=None
+) -> DatasetIndex:
     rng = np.random.default_rng(0)
     records = []
     for p in range(n_patients):
         label = p % 3 == 0  # a third of the patients are positive
         for i in range(per_patient + int(rng.integers(0, 4))):
-            records.append(Record(
-                f"/d/p{p:03d}_{i}.png", label=int(label), patient=f"p{p:03d}" if patients else None,
-                split=split_of(p) if split_of else None))
+            records.append(
+                Record(
+                    f"/d/p{p:03d}_{i}.png",
+                    label=int(label),
+                    patient=f"p{p:03d}" if patients else None,
+                    split=split_of(p) if split_of else None,
+                )
+            )
     return DatasetIndex(root="/d", layout="test", classes=["neg", "pos"], records=records)
 
 
@@ -93,8 +99,9 @@ def test_too_few_patients_and_bad_fractions():
     with pytest.raises(ConfigError, match="< 1"):
         assign_splits(make_index(), val_fraction=0.5, test_fraction=0.5)
     # with the val/test fractions at zero, two patients are enough
-    assert {r.split for r in assign_splits(make_index(2, 5), val_fraction=0,
-                                           test_fraction=0).records} == {"train"}
+    assert {
+        r.split for r in assign_splits(make_index(2, 5), val_fraction=0, test_fraction=0).records
+    } == {"train"}
 
 
 def test_save_load_apply_round_trip(tmp_path):

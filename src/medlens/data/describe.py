@@ -28,7 +28,7 @@ def _probe(index: DatasetIndex, record: Record) -> tuple[tuple[int, ...] | None,
         return None, e.reason
     except MemoryError:
         return None, "image too large to decode in memory"
-    except Exception as e:  # noqa: BLE001 - reported as a Problem and logged, never dropped
+    except Exception as e:
         logger.warning("unexpected error reading %s", record.path, exc_info=True)
         return None, f"unexpected {type(e).__name__} while reading: {e}"
 
@@ -53,7 +53,9 @@ def check_readable(index: DatasetIndex, *, workers: int = 1) -> DatasetIndex:
             results = list(pool.map(lambda r: _probe(index, r), files))
     else:
         results = [_probe(index, r) for r in files]
-    bad = {r.path: reason for r, (_, reason) in zip(files, results) if reason is not None}
+    bad = {
+        r.path: reason for r, (_, reason) in zip(files, results, strict=True) if reason is not None
+    }
     shapes = Counter("x".join(map(str, s)) for s, _ in results if s is not None)
     for arrays in index.arrays.values():
         for arr in arrays.values():
@@ -77,8 +79,11 @@ def describe(index: DatasetIndex, *, top_patients: int = 10) -> dict[str, Any]:
             patients.setdefault(r.patient, Counter())[r.label] += 1
     ranked = sorted(patients.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
     top = [
-        {"patient": p, "images": sum(c.values()),
-         "classes": {name: c.get(i, 0) for i, name in enumerate(index.classes) if c.get(i, 0)}}
+        {
+            "patient": p,
+            "images": sum(c.values()),
+            "classes": {name: c.get(i, 0) for i, name in enumerate(index.classes) if c.get(i, 0)},
+        }
         for p, c in ranked[:top_patients]
     ]
     severities = Counter(p.severity for p in index.problems)
@@ -104,7 +109,7 @@ def describe(index: DatasetIndex, *, top_patients: int = 10) -> dict[str, Any]:
 
 
 def _table(rows: list[list[str]], header: list[str]) -> list[str]:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     fmt = "  ".join(f"{{:{'<' if i == 0 else '>'}{w}}}" for i, w in enumerate(widths))
     return ["  " + fmt.format(*header)] + ["  " + fmt.format(*map(str, r)) for r in rows]
 
@@ -135,15 +140,22 @@ def format_description(desc: dict[str, Any], *, max_problems: int = 200) -> str:
         kind = "patient-level labels" if desc["patient_labels"] else "image-level labels"
         lines.append(f"Patients: {desc['patients']:,} ({kind}); largest:")
         lines += _table(
-            [[p["patient"], p["images"],
-              ", ".join(f"{k}={v}" for k, v in p["classes"].items())] for p in desc["top_patients"]],
-            ["patient", "images", "classes"])
+            [
+                [p["patient"], p["images"], ", ".join(f"{k}={v}" for k, v in p["classes"].items())]
+                for p in desc["top_patients"]
+            ],
+            ["patient", "images", "classes"],
+        )
     else:
         lines.append("Patients: unknown (each image counts as its own patient in splits)")
     if desc.get("image_shapes"):
         shapes = list(desc["image_shapes"].items())
-        lines += ["", "Image shapes (HxWxC): " + ", ".join(f"{s} ×{n:,}" for s, n in shapes[:8])
-                  + (f", … {len(shapes) - 8} more" if len(shapes) > 8 else "")]
+        lines += [
+            "",
+            "Image shapes (HxWxC): "
+            + ", ".join(f"{s} ×{n:,}" for s, n in shapes[:8])
+            + (f", … {len(shapes) - 8} more" if len(shapes) > 8 else ""),
+        ]
     probs = desc["problems"]
     lines += ["", f"Problems: {desc['errors']} files excluded, {desc['warnings']} warnings"]
     for p in probs[:max_problems]:

@@ -46,10 +46,25 @@ LAYOUTS: Registry[Layout] = Registry("dataset layout")
 DETECTION_ORDER = ("medmnist", "csv", "idc", "patient_table", "imagefolder")
 #: Class names put first (index 0) in a two-class set: the "negative" class.
 NEGATIVE_NAMES = frozenset(
-    {"0", "normal", "benign", "negative", "healthy", "no", "false", "no idc", "nevus",
-     "control", "no finding", "no_finding", "absent"}
+    {
+        "0",
+        "normal",
+        "benign",
+        "negative",
+        "healthy",
+        "no",
+        "false",
+        "no idc",
+        "nevus",
+        "control",
+        "no finding",
+        "no_finding",
+        "absent",
+    }
 )
-IDC_NAME = re.compile(r"^(?P<pid>[^_]+)_idx\d+_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<c>\d+)\.png$", re.I)
+IDC_NAME = re.compile(
+    r"^(?P<pid>[^_]+)_idx\d+_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<c>\d+)\.png$", re.IGNORECASE
+)
 
 
 def _register(name: str, detect: Callable[[Path], bool], options: set[str], summary: str):
@@ -97,14 +112,20 @@ def load_dataset(
     p = p.resolve()
     opts = {
         k: v
-        for k, v in dict(
-            label_column=label_column, path_column=path_column, patient_column=patient_column,
-            split_column=split_column, patient_table=patient_table,
-        ).items()
+        for k, v in {
+            "label_column": label_column,
+            "path_column": path_column,
+            "patient_column": patient_column,
+            "split_column": split_column,
+            "patient_table": patient_table,
+        }.items()
         if v is not None
     }
-    name = detect_layout(p, opts) if layout is None else look_up_option(
-        layout, LAYOUTS.names(), what="dataset layout")
+    name = (
+        detect_layout(p, opts)
+        if layout is None
+        else look_up_option(layout, LAYOUTS.names(), what="dataset layout")
+    )
     entry = LAYOUTS.get(name)
     extra = sorted(set(opts) - entry.options)
     if extra:
@@ -138,12 +159,18 @@ def apply_positive_labels(index: DatasetIndex, positive_labels: list[str]) -> Da
     pos = [look_up_option(c, index.classes, what="positive label") for c in positive_labels]
     neg = [c for c in index.classes if c not in pos]
     if not neg:
-        raise ConfigError(f"positive_labels {positive_labels} cover every class; nothing is negative")
+        raise ConfigError(
+            f"positive_labels {positive_labels} cover every class; nothing is negative"
+        )
     names = [neg[0] if len(neg) == 1 else "negative", pos[0] if len(pos) == 1 else "positive"]
     records = [
-        r if r.label is None else dataclasses.replace(
-            r, label=int(index.classes[r.label] in pos),
-            meta={**r.meta, "raw_label": index.classes[r.label]})
+        r
+        if r.label is None
+        else dataclasses.replace(
+            r,
+            label=int(index.classes[r.label] in pos),
+            meta={**r.meta, "raw_label": index.classes[r.label]},
+        )
         for r in index.records
     ]
     out = index.subset(records)
@@ -158,7 +185,11 @@ def order_classes(names: set[str]) -> list[str]:
     if names and all(re.fullmatch(r"-?\d+", n) for n in names):
         return sorted(names, key=int)
     out = sorted(names, key=lambda n: (n.casefold(), n))
-    if len(out) == 2 and out[1].casefold() in NEGATIVE_NAMES and out[0].casefold() not in NEGATIVE_NAMES:
+    if (
+        len(out) == 2
+        and out[1].casefold() in NEGATIVE_NAMES
+        and out[0].casefold() not in NEGATIVE_NAMES
+    ):
         out.reverse()
     return out
 
@@ -181,7 +212,8 @@ def _images_in(folder: Path, *, recursive: bool = True) -> list[Path]:
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
         found.extend(
-            Path(dirpath, f) for f in filenames
+            Path(dirpath, f)
+            for f in filenames
             if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
         )
     return sorted(found)
@@ -209,10 +241,22 @@ def _stray_images(folder: Path, where: str) -> list[Problem]:
     ]
 
 
-def _index(root: Path, layout: str, records: list[Record], problems: list[Problem],
-           classes: list[str], **kw) -> DatasetIndex:  # noqa: ANN003
-    return DatasetIndex(root=str(root), layout=layout, classes=classes,
-                        records=sorted(records, key=lambda r: r.path), problems=problems, **kw)
+def _index(
+    root: Path,
+    layout: str,
+    records: list[Record],
+    problems: list[Problem],
+    classes: list[str],
+    **kw,
+) -> DatasetIndex:
+    return DatasetIndex(
+        root=str(root),
+        layout=layout,
+        classes=classes,
+        records=sorted(records, key=lambda r: r.path),
+        problems=problems,
+        **kw,
+    )
 
 
 # ---------------------------------------------------------------- CSV tables
@@ -222,8 +266,16 @@ LABEL_COLUMNS = ("label", "benign_malignant", "diagnosis", "target", "class")
 PATIENT_COLUMNS = ("patient", "patient_id", "lesion_id", "subject", "subject_id")
 SPLIT_COLUMNS = ("split", "fold")
 SPLIT_ALIASES = {
-    "train": "train", "training": "train", "tr": "train", "val": "val", "valid": "val",
-    "validation": "val", "dev": "val", "test": "test", "testing": "test", "holdout": "test",
+    "train": "train",
+    "training": "train",
+    "tr": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+    "holdout": "test",
 }
 MANIFEST_NAMES = ("labels.csv", "manifest.csv")
 PATIENT_TABLE_NAMES = ("patients.csv", "diagnosis.csv")
@@ -266,8 +318,14 @@ def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     return header, rows
 
 
-def _pick(header: list[str], aliases: tuple[str, ...], override: str | None, what: str,
-          table: Path, required: bool) -> str | None:
+def _pick(
+    header: list[str],
+    aliases: tuple[str, ...],
+    override: str | None,
+    what: str,
+    table: Path,
+    required: bool,
+) -> str | None:
     if override is not None:
         return look_up_option(override, header, what=f"{what} column of {table.name}")
     lowered = {h.lower(): h for h in header}
@@ -277,7 +335,8 @@ def _pick(header: list[str], aliases: tuple[str, ...], override: str | None, wha
     if required:
         raise BadInputError(
             f"{table}: no {what} column found (columns: {', '.join(header)}); expected one of "
-            f"{', '.join(aliases)}, or pass {what}_column=")
+            f"{', '.join(aliases)}, or pass {what}_column="
+        )
     return None
 
 
@@ -305,8 +364,10 @@ def _find_patient_table(root: Path) -> Path | None:
         if (root / name).is_file():
             return root / name
     fits = [
-        c for c in sorted(root.glob("*.csv"))
-        if _has_column(c, PATIENT_COLUMNS) and _has_column(c, LABEL_COLUMNS)
+        c
+        for c in sorted(root.glob("*.csv"))
+        if _has_column(c, PATIENT_COLUMNS)
+        and _has_column(c, LABEL_COLUMNS)
         and not _has_column(c, PATH_COLUMNS)
     ]
     return fits[0] if len(fits) == 1 else None
@@ -344,9 +405,14 @@ class _Resolver:
         return None
 
 
-def _load_manifest(manifest: Path, *, label_column: str | None = None,
-                   path_column: str | None = None, patient_column: str | None = None,
-                   split_column: str | None = None) -> DatasetIndex:
+def _load_manifest(
+    manifest: Path,
+    *,
+    label_column: str | None = None,
+    path_column: str | None = None,
+    patient_column: str | None = None,
+    split_column: str | None = None,
+) -> DatasetIndex:
     header, rows = _read_csv(manifest)
     pcol = _pick(header, PATH_COLUMNS, path_column, "path", manifest, True)
     lcol = _pick(header, LABEL_COLUMNS, label_column, "label", manifest, False)
@@ -356,8 +422,10 @@ def _load_manifest(manifest: Path, *, label_column: str | None = None,
     as_fold = any(v.lower() not in SPLIT_ALIASES for v in values)
     if as_fold and not all(re.fullmatch(r"\d+", v) for v in values):
         odd = sorted(v for v in values if v.lower() not in SPLIT_ALIASES)[:5]
-        raise ConfigError(f"{manifest}: column {scol!r} has values {odd} that are neither "
-                          "train/val/test nor fold numbers; fix them or pass split_column=")
+        raise ConfigError(
+            f"{manifest}: column {scol!r} has values {odd} that are neither "
+            "train/val/test nor fold numbers; fix them or pass split_column="
+        )
     used = {pcol, lcol, patcol, scol}
     resolve = _Resolver(manifest.parent)
     problems: list[Problem] = []
@@ -374,8 +442,13 @@ def _load_manifest(manifest: Path, *, label_column: str | None = None,
             problems.append(Problem(str(manifest.parent / raw), f"{where}: image file not found"))
             continue
         if str(f) in seen:
-            problems.append(Problem(str(f), f"{where}: listed again (first at line "
-                                            f"{seen[str(f)]}); later row ignored", "warning"))
+            problems.append(
+                Problem(
+                    str(f),
+                    f"{where}: listed again (first at line {seen[str(f)]}); later row ignored",
+                    "warning",
+                )
+            )
             continue
         label = row.get(lcol, "") if lcol else None
         if lcol and not label:
@@ -394,18 +467,27 @@ def _load_manifest(manifest: Path, *, label_column: str | None = None,
                 meta["fold"] = int(row[scol])
             else:
                 split = SPLIT_ALIASES[row[scol].lower()]
-        records.append(Record(str(f), label=None if label is None else classes.index(label),
-                              patient=(row.get(patcol) or None) if patcol else None,
-                              split=split, meta=meta))
-    info = {"manifest": str(manifest),
-            "columns": {"path": pcol, "label": lcol, "patient": patcol, "split": scol}}
+        records.append(
+            Record(
+                str(f),
+                label=None if label is None else classes.index(label),
+                patient=(row.get(patcol) or None) if patcol else None,
+                split=split,
+                meta=meta,
+            )
+        )
+    info = {
+        "manifest": str(manifest),
+        "columns": {"path": pcol, "label": lcol, "patient": patcol, "split": scol},
+    }
     if lcol is None:
         info["unlabeled"] = True
     return _index(manifest.parent, "csv", records, problems, classes, info=info)
 
 
-def _read_patient_labels(table: Path, label_column: str | None, patient_column: str | None
-                         ) -> tuple[dict[str, str], list[Problem]]:
+def _read_patient_labels(
+    table: Path, label_column: str | None, patient_column: str | None
+) -> tuple[dict[str, str], list[Problem]]:
     header, rows = _read_csv(table)
     pc = _pick(header, PATIENT_COLUMNS, patient_column, "patient", table, True)
     lc = _pick(header, LABEL_COLUMNS, label_column, "label", table, True)
@@ -415,12 +497,18 @@ def _read_patient_labels(table: Path, label_column: str | None, patient_column: 
     for line, row in rows:
         pid, lab = row.get(pc, ""), row.get(lc, "")
         if not pid or not lab:
-            problems.append(Problem(f"{table}:{line}", f"{table.name} line {line}: empty patient "
-                                                      "or label"))
+            problems.append(
+                Problem(f"{table}:{line}", f"{table.name} line {line}: empty patient or label")
+            )
         elif pid in labels and labels[pid][0] != lab:
-            problems.append(Problem(str(table.parent / pid), f"{table.name} line {line}: patient "
-                                    f"{pid} labelled {lab!r} here but {labels[pid][0]!r} at line "
-                                    f"{labels[pid][1]}; patient skipped"))
+            problems.append(
+                Problem(
+                    str(table.parent / pid),
+                    f"{table.name} line {line}: patient "
+                    f"{pid} labelled {lab!r} here but {labels[pid][0]!r} at line "
+                    f"{labels[pid][1]}; patient skipped",
+                )
+            )
             bad.add(pid)
         else:
             labels.setdefault(pid, (lab, line))
@@ -459,13 +547,18 @@ def _detect_csv(path: Path) -> bool:
     return table is not None and _has_column(table, PATH_COLUMNS)
 
 
-@_register("csv", _detect_csv, {"label_column", "path_column", "patient_column", "split_column"},
-           "a manifest CSV with path,label[,patient][,split] columns")
+@_register(
+    "csv",
+    _detect_csv,
+    {"label_column", "path_column", "patient_column", "split_column"},
+    "a manifest CSV with path,label[,patient][,split] columns",
+)
 def _load_csv(path: Path, **columns: str) -> DatasetIndex:
     manifest = _find_manifest(path)
     if manifest is None:
         raise BadInputError(
-            f"{path}: no manifest CSV found (give the .csv itself, or name it labels.csv)")
+            f"{path}: no manifest CSV found (give the .csv itself, or name it labels.csv)"
+        )
     return _load_manifest(manifest, **columns)
 
 
@@ -486,8 +579,12 @@ def _detect_idc(path: Path) -> bool:
     return False
 
 
-@_register("idc", _detect_idc, set(),
-           "Kaggle IDC <root>/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png")
+@_register(
+    "idc",
+    _detect_idc,
+    set(),
+    "Kaggle IDC <root>/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png",
+)
 def _load_idc(root: Path) -> DatasetIndex:
     records: list[Record] = []
     problems = _stray_images(root, "the IDC root")
@@ -496,26 +593,45 @@ def _load_idc(root: Path) -> DatasetIndex:
         problems += _stray_images(pdir, f"patient folder {pid}")
         for cdir in _visible_dirs(pdir):
             if cdir.name not in ("0", "1"):
-                problems.append(Problem(str(cdir), "unexpected folder in an IDC patient folder "
-                                                   "(expected 0 or 1); skipped"))
+                problems.append(
+                    Problem(
+                        str(cdir),
+                        "unexpected folder in an IDC patient folder (expected 0 or 1); skipped",
+                    )
+                )
                 continue
             for f in _images_in(cdir):
                 m = IDC_NAME.match(f.name)
                 meta: dict[str, int] = {}
                 if m is None:
-                    problems.append(Problem(str(f), "file name does not follow <patient>_idx5_x<X>"
-                                                    "_y<Y>_class<C>.png; folder labels used",
-                                            "warning"))
+                    problems.append(
+                        Problem(
+                            str(f),
+                            "file name does not follow <patient>_idx5_x<X>"
+                            "_y<Y>_class<C>.png; folder labels used",
+                            "warning",
+                        )
+                    )
                 else:
                     meta = {"x": int(m["x"]), "y": int(m["y"])}
                     if m["pid"] != pid:
-                        problems.append(Problem(str(f), f"file name says patient {m['pid']} but "
-                                                        f"the folder says {pid}; folder used",
-                                                "warning"))
+                        problems.append(
+                            Problem(
+                                str(f),
+                                f"file name says patient {m['pid']} but "
+                                f"the folder says {pid}; folder used",
+                                "warning",
+                            )
+                        )
                     if m["c"] != cdir.name:
-                        problems.append(Problem(str(f), f"file name says class {m['c']} but the "
-                                                        f"folder says {cdir.name}; folder used",
-                                                "warning"))
+                        problems.append(
+                            Problem(
+                                str(f),
+                                f"file name says class {m['c']} but the "
+                                f"folder says {cdir.name}; folder used",
+                                "warning",
+                            )
+                        )
                 records.append(Record(str(f), label=int(cdir.name), patient=pid, meta=meta))
     info = {"class_names": {"0": "no IDC", "1": "IDC"}, "positive_class": "1"}
     return _index(root, "idc", records, problems, ["0", "1"], info=info)
@@ -530,12 +646,19 @@ def _detect_patient_table(path: Path) -> bool:
     return any(_has_images(d, 1) for d in _visible_dirs(path))
 
 
-@_register("patient_table", _detect_patient_table,
-           {"patient_table", "label_column", "patient_column"},
-           "<root>/<patient>/*.png with a patients.csv table of patient,label")
-def _load_patient_table(root: Path, *, patient_table: str | None = None,
-                        label_column: str | None = None,
-                        patient_column: str | None = None) -> DatasetIndex:
+@_register(
+    "patient_table",
+    _detect_patient_table,
+    {"patient_table", "label_column", "patient_column"},
+    "<root>/<patient>/*.png with a patients.csv table of patient,label",
+)
+def _load_patient_table(
+    root: Path,
+    *,
+    patient_table: str | None = None,
+    label_column: str | None = None,
+    patient_column: str | None = None,
+) -> DatasetIndex:
     if patient_table is not None:
         table = Path(patient_table).expanduser()
         table = table if table.is_absolute() else root / table
@@ -546,7 +669,8 @@ def _load_patient_table(root: Path, *, patient_table: str | None = None,
         if table is None:
             raise BadInputError(
                 f"{root}: no patient table found; put patients.csv (patient,label) at the root "
-                "or pass patient_table")
+                "or pass patient_table"
+            )
     labels, problems = _read_patient_labels(table, label_column, patient_column)
     classes = order_classes(set(labels.values()))
     records: list[Record] = []
@@ -556,20 +680,35 @@ def _load_patient_table(root: Path, *, patient_table: str | None = None,
         images = _images_in(folder)
         if pid not in labels:
             if images:
-                problems.append(Problem(str(folder), f"patient folder has no row in {table.name}; "
-                                                     f"its {len(images)} images are skipped"))
+                problems.append(
+                    Problem(
+                        str(folder),
+                        f"patient folder has no row in {table.name}; "
+                        f"its {len(images)} images are skipped",
+                    )
+                )
             continue
         if not images:
             problems.append(Problem(str(folder), "patient folder holds no images", "warning"))
         lab = classes.index(labels[pid])
         records += [Record(str(f), label=lab, patient=pid) for f in images]
     problems += [
-        Problem(str(root / pid), f"patient {pid} is listed in {table.name} but has no image "
-                                 "folder", "warning")
+        Problem(
+            str(root / pid),
+            f"patient {pid} is listed in {table.name} but has no image folder",
+            "warning",
+        )
         for pid in sorted(set(labels) - set(folders))
     ]
-    return _index(root, "patient_table", records, problems, classes,
-                  patient_labels=True, info={"patient_table": str(table)})
+    return _index(
+        root,
+        "patient_table",
+        records,
+        problems,
+        classes,
+        patient_labels=True,
+        info={"patient_table": str(table)},
+    )
 
 
 # ---------------------------------------------------------------- imagefolder
@@ -579,8 +718,12 @@ def _detect_imagefolder(path: Path) -> bool:
     return path.is_dir() and any(_has_images(d, 1) for d in _visible_dirs(path))
 
 
-@_register("imagefolder", _detect_imagefolder, set(),
-           "<root>/<class>/* or <root>/<train|val|test>/<class>/*")
+@_register(
+    "imagefolder",
+    _detect_imagefolder,
+    set(),
+    "<root>/<class>/* or <root>/<train|val|test>/<class>/*",
+)
 def _load_imagefolder(root: Path) -> DatasetIndex:
     top = _visible_dirs(root)
     split_of = {d: SPLIT_ALIASES.get(d.name.lower()) for d in top}
@@ -597,10 +740,14 @@ def _load_imagefolder(root: Path) -> DatasetIndex:
     non_empty = {c.name for _, c, files in found if files}
     for split, c, files in found:
         if not files:
-            why = ("class dropped" if c.name not in non_empty
-                   else f"no images of this class in the {split} split")
-            problems.append(Problem(str(c), f"empty class folder: no image files; {why}",
-                                    "warning"))
+            why = (
+                "class dropped"
+                if c.name not in non_empty
+                else f"no images of this class in the {split} split"
+            )
+            problems.append(
+                Problem(str(c), f"empty class folder: no image files; {why}", "warning")
+            )
     classes = order_classes(non_empty)
     records = [
         Record(str(f), label=classes.index(c.name), split=split)

@@ -27,25 +27,64 @@ DEFAULT_BASE_URL = "https://zenodo.org/records/10519652/files"
 SIZES = (28, 64, 128, 224)
 
 #: Class names of the standard 2D MedMNIST flags (from MedMNIST's ``INFO`` table).
-_ORGAN = ["bladder", "femur-left", "femur-right", "heart", "kidney-left", "kidney-right",
-          "liver", "lung-left", "lung-right", "pancreas", "spleen"]
+_ORGAN = [
+    "bladder",
+    "femur-left",
+    "femur-right",
+    "heart",
+    "kidney-left",
+    "kidney-right",
+    "liver",
+    "lung-left",
+    "lung-right",
+    "pancreas",
+    "spleen",
+]
 CLASS_NAMES: dict[str, list[str]] = {
-    "pathmnist": ["adipose", "background", "debris", "lymphocytes", "mucus", "smooth muscle",
-                  "normal colon mucosa", "cancer-associated stroma",
-                  "colorectal adenocarcinoma epithelium"],
-    "dermamnist": ["actinic keratoses and intraepithelial carcinoma", "basal cell carcinoma",
-                   "benign keratosis-like lesions", "dermatofibroma", "melanoma",
-                   "melanocytic nevi", "vascular lesions"],
+    "pathmnist": [
+        "adipose",
+        "background",
+        "debris",
+        "lymphocytes",
+        "mucus",
+        "smooth muscle",
+        "normal colon mucosa",
+        "cancer-associated stroma",
+        "colorectal adenocarcinoma epithelium",
+    ],
+    "dermamnist": [
+        "actinic keratoses and intraepithelial carcinoma",
+        "basal cell carcinoma",
+        "benign keratosis-like lesions",
+        "dermatofibroma",
+        "melanoma",
+        "melanocytic nevi",
+        "vascular lesions",
+    ],
     "octmnist": ["choroidal neovascularization", "diabetic macular edema", "drusen", "normal"],
     "pneumoniamnist": ["normal", "pneumonia"],
     "retinamnist": ["0", "1", "2", "3", "4"],
     "breastmnist": ["malignant", "normal, benign"],
-    "bloodmnist": ["basophil", "eosinophil", "erythroblast", "immature granulocytes",
-                   "lymphocyte", "monocyte", "neutrophil", "platelet"],
-    "tissuemnist": ["Collecting Duct, Connecting Tubule", "Distal Convoluted Tubule",
-                    "Glomerular endothelial cells", "Interstitial endothelial cells",
-                    "Leukocytes", "Podocytes", "Proximal Tubule Segments",
-                    "Thick Ascending Limb"],
+    "bloodmnist": [
+        "basophil",
+        "eosinophil",
+        "erythroblast",
+        "immature granulocytes",
+        "lymphocyte",
+        "monocyte",
+        "neutrophil",
+        "platelet",
+    ],
+    "tissuemnist": [
+        "Collecting Duct, Connecting Tubule",
+        "Distal Convoluted Tubule",
+        "Glomerular endothelial cells",
+        "Interstitial endothelial cells",
+        "Leukocytes",
+        "Podocytes",
+        "Proximal Tubule Segments",
+        "Thick Ascending Limb",
+    ],
     "organamnist": _ORGAN,
     "organcmnist": _ORGAN,
     "organsmnist": _ORGAN,
@@ -122,8 +161,11 @@ def load_npz(path: str | os.PathLike[str]) -> DatasetIndex:
     for s in splits:
         arrays[s] = _check_images(data[f"{s}_images"], p, s)
         labels[s] = _check_labels(data[f"{s}_labels"], len(arrays[s]), p, s, flag)
-    top = max(int(v.max()) for v in labels.values() if v.size) if any(
-        v.size for v in labels.values()) else 0
+    top = (
+        max(int(v.max()) for v in labels.values() if v.size)
+        if any(v.size for v in labels.values())
+        else 0
+    )
     known = CLASS_NAMES.get(flag or "")
     if known is not None and len(known) > top:
         classes = list(known)
@@ -162,8 +204,11 @@ def _check_images(arr: np.ndarray, p: Path, split: str) -> np.ndarray:
         a = arr.astype(np.float64)
         lo, hi = float(a.min()), float(a.max())
         logger.warning("%s: %s_images are %s, rescaled to uint8", p, split, arr.dtype)
-        arr = np.zeros(arr.shape, np.uint8) if hi <= lo else (
-            (a - lo) / (hi - lo) * 255).round().astype(np.uint8)
+        arr = (
+            np.zeros(arr.shape, np.uint8)
+            if hi <= lo
+            else ((a - lo) / (hi - lo) * 255).round().astype(np.uint8)
+        )
     return arr
 
 
@@ -234,8 +279,9 @@ def fetch_medmnist(
     full = base if base.split("?")[0].endswith(".npz") else f"{base.rstrip('/')}/{name}"
     if official:
         full += "?download=1"
-    expected = MD5.get((flag, size)) if md5 == "auto" and official else (
-        None if md5 == "auto" else md5)
+    expected = (
+        MD5.get((flag, size)) if md5 == "auto" and official else (None if md5 == "auto" else md5)
+    )
     target = Path(root).expanduser() / name
     if target.exists():
         if expected and _md5(target) != expected:
@@ -246,7 +292,7 @@ def fetch_medmnist(
         logger.info("reusing %s", target)
         return target
 
-    def write(fh) -> None:  # noqa: ANN001
+    def write(fh) -> None:
         h = hashlib.md5()
         n = 0
         head = b""

@@ -68,8 +68,11 @@ def _carve(y: np.ndarray, groups: np.ndarray, fraction: float, seed: int, what: 
     for _, take in gss.split(np.zeros(n), y, groups):
         sel = np.bincount(yi[take], minlength=len(total))
         missing = int(((sel == 0) | (sel == total)).sum())  # a class absent on one side
-        cost = (abs(len(take) / n - fraction) + 0.5 * np.abs(sel / len(take) - total / n).sum()
-                + missing)
+        cost = (
+            abs(len(take) / n - fraction)
+            + 0.5 * np.abs(sel / len(take) - total / n).sum()
+            + missing
+        )
         if cost < best_cost:
             best, best_cost = take, cost
     mask = np.zeros(n, bool)
@@ -99,7 +102,8 @@ def assign_splits(
             raise ConfigError(f"{name} must be in [0, 1), got {f!r}")
     if val_fraction + test_fraction >= 1:
         raise ConfigError(
-            f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction}")
+            f"val_fraction + test_fraction must be < 1, got {val_fraction + test_fraction}"
+        )
     records = list(index.records)
     if not records:
         raise ConfigError(f"{index.root}: no usable images to split")
@@ -125,18 +129,27 @@ def assign_splits(
         if counts.get(what, 0) == 0:
             raise ConfigError(
                 f"the {what} split would be empty ({len(np.unique(groups))} patients/groups for "
-                f"{len(records)} images); add data or lower the fractions")
-    out = index.subset([dataclasses.replace(r, split=s) for r, s in zip(records, split)])
+                f"{len(records)} images); add data or lower the fractions"
+            )
+    out = index.subset(
+        [dataclasses.replace(r, split=s) for r, s in zip(records, split, strict=True)]
+    )
     out.info["splits"] = {
         "source": ("official" + (f" + carved {'/'.join(carved)}" if carved else ""))
-        if official else "generated",
-        "val_fraction": val_fraction, "test_fraction": test_fraction, "seed": seed,
+        if official
+        else "generated",
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "seed": seed,
         "group_by_patient": group_by_patient,
     }
     leaks = patients_in_several_splits(out)
     if leaks:
-        logger.warning("%d patients appear in more than one official split: %s",
-                       len(leaks), ", ".join(leaks[:5]))
+        logger.warning(
+            "%d patients appear in more than one official split: %s",
+            len(leaks),
+            ", ".join(leaks[:5]),
+        )
         out.info["splits"]["patients_in_several_splits"] = leaks
     return out
 
@@ -208,7 +221,8 @@ def apply_splits(index: DatasetIndex, splits: dict[str, str]) -> DatasetIndex:
     if missing:
         raise ConfigError(
             f"{len(missing)} images have no saved split (e.g. {missing[0]}); the data set "
-            "changed since the splits were saved")
+            "changed since the splits were saved"
+        )
     return index.subset([dataclasses.replace(r, split=splits[r.path]) for r in index.records])
 
 
