@@ -7,7 +7,8 @@ file with ``create_model(..., pretrained="weights.pth")``. For small images
 (ResNet/DenseNet: 3×3 stride-1 conv, no max pool; EfficientNet/MobileNetV3: stride-1
 first conv) so the last feature map, the CAM target, keeps some spatial extent, as in
 the MedMNIST benchmarks' CIFAR-style ResNets. It costs compute: ResNet-18 at 28 px does
-~13× the FLOPs of the ImageNet stem (0.91 vs 0.07 GFLOP); ``small_stem=False`` keeps the ImageNet stem.
+~13× the FLOPs of the ImageNet stem (0.91 vs 0.07 GFLOP forward); ``small_stem=False``
+keeps the ImageNet stem.
 """
 
 from __future__ import annotations
