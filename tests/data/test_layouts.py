@@ -157,6 +157,11 @@ def test_csv_fold_column_and_bad_split_values(tmp_path):
     (tmp_path / "bad.csv").write_text("file,target,split\na.png,0,trian\n")
     with pytest.raises(ConfigError, match="trian"):
         load_dataset(tmp_path / "bad.csv")
+    (tmp_path / "odd.csv").write_text("img_name,target\na.png,0\n")
+    with pytest.raises(BadInputError, match="no path column.*path_column"):
+        load_dataset(tmp_path / "odd.csv")
+    ix = load_dataset(tmp_path / "odd.csv", path_column="IMG_NAME")
+    assert [Path(r.path).name for r in ix] == ["a.png"]
 
 
 # ------------------------------------------------------------------ patient table

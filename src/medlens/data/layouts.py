@@ -543,6 +543,8 @@ def _load_medmnist(path: Path) -> DatasetIndex:
 
 
 def _detect_csv(path: Path) -> bool:
+    if path.is_file():  # a CSV given by name is a manifest; loading explains a bad header
+        return path.suffix.lower() in (".csv", ".tsv")
     table = _find_manifest(path)
     return table is not None and _has_column(table, PATH_COLUMNS)
 
