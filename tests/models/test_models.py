@@ -141,7 +141,8 @@ def test_typo_suggests_name() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"num_classes": 0}, {"num_classes": 2, "in_channels": 0}, {"num_classes": 2, "spatial_dims": 4},
+    [{"num_classes": 0}, {"num_classes": 2, "in_channels": 0},
+     {"num_classes": 2, "spatial_dims": 4},
      {"num_classes": 2, "width": 3}, {"num_classes": 2, "pretrained": True}],
 )  # fmt: skip
 def test_bad_arguments_raise(kwargs: dict) -> None:

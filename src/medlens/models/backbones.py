@@ -273,8 +273,8 @@ def _register_mobilenet(name: str, size: str) -> None:
         *, num_classes: int, in_channels: int = 3, spatial_dims: int = 2,
         input_size: int | None = None, small_stem: bool | None = None, dropout: float = 0.2,
     ) -> nn.Module:  # fmt: skip
-        return MobileNetV3(size, num_classes, in_channels, spatial_dims, _small(input_size, small_stem),
-                           dropout)  # fmt: skip
+        small = _small(input_size, small_stem)
+        return MobileNetV3(size, num_classes, in_channels, spatial_dims, small, dropout)
 
     factory.__doc__ = f"MobileNetV3-{size.capitalize()}; stride-1 stem if input_size <= 64."
 

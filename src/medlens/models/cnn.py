@@ -101,7 +101,7 @@ class CancerNet(nn.Module):
 
 
 class PlainCNN(nn.Module):
-    """Conv(→BN)→ReLU→MaxPool blocks, adaptive pool, MLP head: melanoma CNN, LeNet, test_cnn."""
+    """Conv(→BN)→ReLU→MaxPool blocks, adaptive pool, MLP head (melanoma CNN, LeNet, test)."""
 
     def __init__(
         self,
