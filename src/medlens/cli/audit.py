@@ -1,0 +1,70 @@
+"""`medlens audit DATA`: the data audit as a command (exit code 1 on blocking findings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from medlens.cli.app import app
+
+LAYOUT_HELP = "dataset layout (auto-detected when omitted): idc, imagefolder, csv, patient_table, medmnist"
+
+
+@app.command("audit")
+def audit(
+    data: Path = typer.Argument(..., help="data folder, CSV manifest or MedMNIST .npz"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for audit.json and audit.html"),
+    exclude_list: Optional[Path] = typer.Option(
+        None, "--exclude-list", help="write the files to leave out here (for `train --exclude`)"
+    ),
+    layout: Optional[str] = typer.Option(None, "--layout", help=LAYOUT_HELP),
+    label_column: Optional[str] = typer.Option(None, "--label-column"),
+    path_column: Optional[str] = typer.Option(None, "--path-column"),
+    patient_column: Optional[str] = typer.Option(None, "--patient-column"),
+    split_column: Optional[str] = typer.Option(None, "--split-column"),
+    patient_table: Optional[str] = typer.Option(None, "--patient-table"),
+    quick: bool = typer.Option(False, "--quick", help="readability, exact duplicates and confounding only"),
+    near_threshold: int = typer.Option(10, "--near-threshold", help="perceptual-hash bits for near duplicates"),
+    shortcut_threshold: float = typer.Option(0.75, "--shortcut-threshold", help="metadata-only AUC that warns"),
+    min_patients: int = typer.Option(5, "--min-patients", help="warn when a class has fewer patients"),
+) -> None:
+    """Check DATA before training: unreadable files, duplicates, leakage, shortcuts, confounding.
+
+    Never moves, renames or deletes a file. Exits with code 1 when a problem would block
+    `medlens train`.
+    """
+    from medlens.audit import run_audit
+
+    layout_kwargs = {
+        k: v
+        for k, v in dict(layout=layout, label_column=label_column, path_column=path_column,
+                         patient_column=patient_column, split_column=split_column,
+                         patient_table=patient_table).items()  # fmt: skip
+        if v is not None
+    }
+    if out is None:
+        out = Path("runs") / f"audit-{data.resolve().name}"
+    result = run_audit(
+        data, out_dir=out, exclude_list=exclude_list, quick=quick, near_threshold=near_threshold,
+        shortcut_threshold=shortcut_threshold, min_patients=min_patients, **layout_kwargs,
+    )  # fmt: skip
+    s = result.summary
+    typer.echo(f"{s['n_records']} image(s), {s['n_readable']} readable, layout {s['layout']}; "
+               f"classes {s['class_counts']}")  # fmt: skip
+    exact = result.duplicates.get("exact", {})
+    near = result.duplicates.get("near", {})
+    typer.echo(f"duplicates: {exact.get('n_groups', 0)} exact group(s), {near.get('n_groups', 0)} near group(s)")
+    if result.shortcut.get("status") == "ok":
+        groups = ", ".join(f"{g} {v['auc']:.2f}" for g, v in result.shortcut["groups"].items())
+        typer.echo(f"shortcut test (metadata-only ROC-AUC): {groups}")
+    for w in result.warnings:
+        typer.echo(f"warning: {w}")
+    for b in result.blocking:
+        typer.echo(f"BLOCKING: {b}")
+    typer.echo(f"report: {out / 'audit.html'}")
+    if exclude_list is not None:
+        typer.echo(f"exclude list ({len(result.exclude)} file(s)): {exclude_list}")
+    if result.blocking:
+        raise typer.Exit(1)
