@@ -80,7 +80,7 @@ def square_model():
 @pytest.fixture(scope="session")
 def cube_model():
     torch.manual_seed(0)
-    xtr, ytr, _ = make_squares(96, seed=3, spatial_dims=3, size=16, channels=1)
-    model = train(TinyCNN(in_channels=1, spatial_dims=3), xtr, ytr, epochs=4)
+    xtr, ytr, _ = make_squares(128, seed=3, spatial_dims=3, size=16, channels=1)
+    model = train(TinyCNN(in_channels=1, spatial_dims=3), xtr, ytr, epochs=8)
     xte, yte, boxes = make_squares(8, seed=4, spatial_dims=3, size=16, channels=1)
     return model, xte, yte, boxes
