@@ -1,0 +1,1 @@
+"""Segmentation: layouts, U-Nets, losses, metrics, training task, prediction, report."""

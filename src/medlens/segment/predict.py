@@ -1,0 +1,216 @@
+"""Predict lesion masks for images and volumes, written in the input's own format.
+
+* 2D images (PNG/TIFF/JPEG/BMP/DICOM): mask ``<stem>_mask<ext>`` (PNG for JPEG/DICOM
+  inputs, as lossy or DICOM masks are of no use), values 0/255, same size as the input.
+* Volumes (NIfTI, MetaImage, NRRD, DICOM series folder): mask volume with the input's
+  spacing, origin and direction, ``<stem>_mask<suffix>`` (``.nii.gz`` for DICOM).
+* Always an overlay ``<stem>_overlay.png`` (prediction in red on the FLAIR / first channel;
+  for volumes the slice with the largest predicted area).
+
+Models trained with a fixed ``resize`` see inputs resized to it and their probability
+maps resized back; models trained on patches (``resize: null``) run
+``monai.inferers.sliding_window_inference`` whenever the input exceeds the patch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medlens.errors import BadInputError
+from medlens.io.images import IMAGE_EXTENSIONS
+from medlens.io.volumes import VOLUME_SUFFIXES, volume_suffix
+
+logger = logging.getLogger(__name__)
+
+
+def _pad_forward(model: torch.nn.Module, x: torch.Tensor, divisor: int) -> torch.Tensor:
+    """Forward with zero padding up to a multiple of ``divisor``, cropped back."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % divisor, (-w) % divisor
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph))
+    return model(x)[..., :h, :w]
+
+
+@torch.no_grad()
+def predict_slices(model: torch.nn.Module, images: np.ndarray, *, resize: int | None,
+                   patch: Sequence[int] | None = None, divisor: int = 16, batch_size: int = 16,
+                   device: torch.device | str = "cpu") -> np.ndarray:
+    """Lesion probabilities ``(N, H, W)`` float32 at the images' own size.
+
+    Args:
+        images: ``(N, C, H, W)`` uint8 slices.
+        resize: the training side; slices are resized to it and back.
+        patch: training patch ``(h, w)`` for sliding-window inference when ``resize`` is
+            ``None`` and a slice is larger than it.
+    """
+    model.eval()
+    dev = torch.device(device)
+    n, _, h, w = images.shape
+    out = np.empty((n, h, w), dtype=np.float32)
+    for i in range(0, n, batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(dev).float().div_(255.0)
+        if resize is not None and (h, w) != (resize, resize):
+            xi = F.interpolate(x, size=(resize, resize), mode="area")
+            logits = _pad_forward(model, xi, divisor)
+            logits = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False)
+        elif patch is not None and (h > patch[0] or w > patch[1]):
+            from monai.inferers import sliding_window_inference
+
+            logits = sliding_window_inference(x, roi_size=tuple(patch), sw_batch_size=batch_size,
+                                              predictor=lambda t: _pad_forward(model, t, divisor),
+                                              overlap=0.25, mode="gaussian")
+        else:
+            logits = _pad_forward(model, x, divisor)
+        out[i:i + len(x)] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+    return out
+
+
+def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
+    """RGB uint8 overlay on a grey ``(H, W)`` background.
+
+    With ``truth``: true positive green, false positive red, false negative orange.
+    Without: prediction red.
+    """
+    g = image.astype(np.float32)
+    if g.ndim == 3:  # (C, H, W): FLAIR is the middle channel of 3-channel MRI
+        g = g[1] if g.shape[0] == 3 else g[0]
+    g = (g - g.min()) / (np.ptp(g) or 1.0) * 255
+    rgb = np.repeat(g[..., None], 3, axis=2)
+    p = pred.astype(bool)
+    colours = []
+    if truth is None:
+        colours.append((p, (255, 0, 0)))
+    else:
+        t = truth.astype(bool)
+        colours += [(p & t, (0, 200, 0)), (p & ~t, (255, 0, 0)), (~p & t, (255, 150, 0))]
+    for sel, col in colours:
+        rgb[sel] = 0.45 * rgb[sel] + 0.55 * np.asarray(col, dtype=np.float32)
+    return rgb.clip(0, 255).astype(np.uint8)
+
+
+def _save_png(path: Path, rgb: np.ndarray) -> None:
+    import io
+
+    from PIL import Image
+
+    from medlens.io.atomic import atomic_write_bytes
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _spec(metadata: dict[str, Any]) -> tuple[int, int | None, list[int] | None, float, int]:
+    inp = metadata.get("input", {})
+    pre = metadata.get("preprocess", {})
+    return (int(inp.get("channels", 3)), pre.get("resize"), inp.get("patch"),
+            float(metadata.get("threshold", 0.5)), int(inp.get("divisor", 16)))
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files and folders → image files, volume files and DICOM series folders."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir() and not any(f.suffix.lower() == ".dcm" for f in p.iterdir() if f.is_file()):
+            out += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                          and (f.suffix.lower() in IMAGE_EXTENSIONS or volume_suffix(f) in VOLUME_SUFFIXES)
+                          and "_mask" not in f.name and "_overlay" not in f.name)
+        else:
+            out.append(p)
+    return out
+
+
+def predict_files(model: torch.nn.Module, metadata: dict[str, Any], inputs: Sequence[str | Path],
+                  out_dir: str | Path, *, device: str = "cpu") -> list[dict[str, Any]]:
+    """Predict every input; one result dict per input (``error`` set for unusable ones)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for path in expand_inputs(inputs):
+        try:
+            if path.is_dir() or volume_suffix(path) in VOLUME_SUFFIXES:
+                rows.append(_predict_volume(model, metadata, path, out_dir, device))
+            else:
+                rows.append(_predict_image(model, metadata, path, out_dir, device))
+        except BadInputError as e:
+            logger.warning("skipped: %s", e)
+            rows.append({"file": str(path), "error": str(e)})
+    return rows
+
+
+def _predict_image(model, metadata, path: Path, out_dir: Path, device) -> dict[str, Any]:  # noqa: ANN001
+    from PIL import Image
+
+    from medlens.io.images import read_image
+    from medlens.io.volumes import write_mask_2d
+
+    channels, resize, patch, thr, div = _spec(metadata)
+    img = np.moveaxis(read_image(path, channels=channels), -1, 0)
+    with Image.open(path) as im:
+        if getattr(im, "n_frames", 1) > 1:
+            raise BadInputError(f"{path}: a 3D volume ({im.n_frames} frames) where a 2D image is "
+                                "expected; convert it to NIfTI/MetaImage to predict it as a volume")
+    prob = predict_slices(model, img[None], resize=resize, patch=patch, divisor=div, device=device)[0]
+    mask = prob >= thr
+    ext = path.suffix.lower() if path.suffix.lower() in (".png", ".tif", ".tiff", ".bmp") else ".png"
+    mask_path = write_mask_2d(out_dir / f"{path.stem}_mask{ext}", mask)
+    ov = out_dir / f"{path.stem}_overlay.png"
+    _save_png(ov, overlay(img, mask))
+    return {"file": str(path), "mask": str(mask_path), "overlay": str(ov),
+            "lesion_pixels": int(mask.sum()), "max_probability": float(prob.max())}
+
+
+def _predict_volume(model, metadata, path: Path, out_dir: Path, device) -> dict[str, Any]:  # noqa: ANN001
+    from medlens.io.volumes import read_volume, write_volume
+    from medlens.segment.data import window_uint8
+
+    channels, resize, patch, thr, div = _spec(metadata)
+    vol = read_volume(path)
+    arr = vol.array if vol.array.ndim == 4 else vol.array[None]
+    if arr.shape[0] != channels:
+        if arr.shape[0] == 1:
+            arr = np.repeat(arr, channels, 0)
+        else:
+            raise BadInputError(f"{path}: {arr.shape[0]} channels but the model expects {channels}")
+    img = window_uint8(arr)  # (C, D, H, W)
+    slices = np.moveaxis(img, 1, 0)  # (D, C, H, W)
+    prob = predict_slices(model, slices, resize=resize, patch=patch, divisor=div, device=device)
+    mask = (prob >= thr).astype(np.uint8)
+    suffix = volume_suffix(path)
+    stem = path.name[: -len(suffix)] if suffix in VOLUME_SUFFIXES else path.name
+    suffix = suffix if suffix in (".nii.gz", ".nii", ".mha", ".nrrd") else ".nii.gz"
+    mask_path = write_volume(out_dir / f"{stem}_mask{suffix}", mask, like=vol)
+    z = int(mask.reshape(len(mask), -1).sum(1).argmax()) if mask.any() else len(mask) // 2
+    ov = out_dir / f"{stem}_overlay.png"
+    _save_png(ov, overlay(slices[z], mask[z]))
+    vox = float(np.prod(vol.spacing))
+    return {"file": str(path), "mask": str(mask_path), "overlay": str(ov),
+            "lesion_voxels": int(mask.sum()), "lesion_volume_mm3": float(mask.sum()) * vox,
+            "max_probability": float(prob.max())}
+
+
+def predict_cli(pkg: Any, inputs: Sequence[str | Path], out: str | Path | None) -> list[dict[str, Any]]:
+    """``medlens predict`` for segmentation packages: masks + overlays into ``out``."""
+    from medlens.io.atomic import atomic_write_json
+
+    out_dir = Path(out) if out else Path(pkg.path).parent / "predictions"
+    if out_dir.suffix.lower() in (".json", ".csv"):
+        out_dir = out_dir.with_suffix("")
+    rows = predict_files(pkg.model, pkg.metadata, inputs, out_dir, device=str(pkg.device))
+    if not rows:
+        raise BadInputError("no images or volumes found in the given inputs")
+    atomic_write_json(out_dir / "predictions.json", rows)
+    for r in rows:
+        print(f"{r['file']}: " + (f"error: {r['error']}" if "error" in r else f"mask {r['mask']}"))
+    if all("error" in r for r in rows):
+        raise BadInputError(f"none of the {len(rows)} input(s) could be predicted")
+    return rows

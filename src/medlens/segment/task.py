@@ -1,0 +1,117 @@
+"""The segmentation task for the training engine: batched torch augmentation, loss,
+per-patient-volume validation Dice (the monitored metric ``val_dice``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medlens.segment.losses import create_loss
+from medlens.segment.metrics import per_patient, per_slice
+
+
+@dataclass
+class SegmentAugment:
+    """Augmentations applied to a whole batch at once (images and masks alike).
+
+    Flips and a random affine (rotation, scale, shift) resample masks nearest-neighbour;
+    intensity scale/shift touch images only.
+    """
+
+    flip: bool = True
+    rotate_deg: float = 15.0
+    scale: float = 0.1
+    shift: float = 0.05
+    intensity: float = 0.1
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        b = x.shape[0]
+        dev = x.device
+        if self.flip:
+            f = torch.rand(b, generator=gen) < 0.5
+            x = torch.where(f.to(dev)[:, None, None, None], x.flip(-1), x)
+            y = torch.where(f.to(dev)[:, None, None, None], y.flip(-1), y)
+        if self.rotate_deg or self.scale or self.shift:
+            r = torch.rand(b, 4, generator=gen) * 2 - 1
+            ang = r[:, 0] * math.radians(self.rotate_deg)
+            s = 1 + r[:, 1] * self.scale
+            cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
+            theta = torch.stack([torch.stack([cos, -sin, r[:, 2] * self.shift * 2], 1),
+                                 torch.stack([sin, cos, r[:, 3] * self.shift * 2], 1)], 1).to(dev, x.dtype)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        if self.intensity:
+            k = (torch.rand(b, 2, generator=gen) * 2 - 1).to(dev, x.dtype) * self.intensity
+            x = x * (1 + k[:, :1, None, None]) + k[:, 1:, None, None]
+        return x, y
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` → float in [0, 1] (the model's input contract)."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
+
+@dataclass
+class SegmentTask:
+    """Binary lesion segmentation with a one-channel logit output.
+
+    Batches are dicts with ``image`` uint8 ``(B, C, H, W)``, ``mask`` uint8
+    ``(B, 1, H, W)`` and (validation) ``patient`` int64 codes. ``validate`` returns
+    ``val_dice`` (mean over patients of whole-volume Dice), ``val_iou``,
+    ``val_slice_dice`` (mean over lesion slices) and ``val_loss``.
+    """
+
+    loss: str = "dice_bce"
+    threshold: float = 0.5
+    augment: SegmentAugment | None = field(default_factory=SegmentAugment)
+    monitor: str = "val_dice"
+    mode: str = "max"
+    _loss_fn: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._loss_fn = create_loss(self.loss, num_classes=1)
+
+    def training_step(self, model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> torch.Tensor:
+        x = to_float(batch["image"].to(device, non_blocking=True))
+        y = batch["mask"].to(device, non_blocking=True).float()
+        if self.augment is not None:
+            x, y = self.augment(x, y)
+        return self._loss_fn(model(x), y)
+
+    @torch.no_grad()
+    def predict_loader(self, model: nn.Module, loader: Any, device: torch.device
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """Probabilities ``(N, H, W)``, truth masks, patient codes and the mean loss."""
+        probs, truths, pats, losses = [], [], [], []
+        for batch in loader:
+            x = to_float(batch["image"].to(device))
+            logits = model(x)
+            y = batch["mask"].to(device).float()
+            losses.append(float(self._loss_fn(logits, y)) * len(x))
+            probs.append(torch.sigmoid(logits.float())[:, 0].cpu().numpy())
+            truths.append(batch["mask"][:, 0].numpy())
+            pats.append(batch["patient"].numpy() if "patient" in batch else np.zeros(len(x), np.int64))
+        p, t, c = np.concatenate(probs), np.concatenate(truths), np.concatenate(pats)
+        return p, t, c, sum(losses) / max(len(p), 1)
+
+    def validate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+        model.eval()
+        prob, truth, pats, loss = self.predict_loader(model, loader, device)
+        pred = prob >= self.threshold
+        rows = per_patient(pred, truth, pats, full=False)
+        sl = per_slice(pred, truth)
+        lesion = truth.reshape(len(truth), -1).any(1)
+        return {
+            "val_dice": float(np.mean([r["dice"] for r in rows.values()])),
+            "val_iou": float(np.mean([r["iou"] for r in rows.values()])),
+            "val_slice_dice": float(sl["dice"][lesion].mean()) if lesion.any() else float("nan"),
+            "val_loss": loss,
+        }

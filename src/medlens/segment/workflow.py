@@ -1,0 +1,310 @@
+"""Segmentation workflows called by the CLI: train, evaluate, cross-validate, demo.
+
+A run directory holds ``config.json`` (resolved :class:`SegmentConfig`), ``splits.csv``,
+``checkpoints/``, ``logs/``, ``metrics.json`` + ``per_patient.csv`` (test patients, or
+validation patients when there is no test split), ``report.html`` and the model package
+``model/`` (task ``"segment"``).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from medlens.errors import BadInputError, ConfigError
+from medlens.io.atomic import atomic_write_json, atomic_write_text
+from medlens.train.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TRAIN = {"epochs": 30, "batch_size": 16, "lr": 2e-3, "patience": 10, "scheduler": "cosine"}
+
+
+class SegmentConfig(BaseModel):
+    """Everything that defines a segmentation run (saved as ``config.json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = "segment"
+    data: str
+    layout: str | None = None
+    mask_pattern: str | None = None
+    model: str = "unet_small"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    size: int | None = Field(128, ge=16, description="train on slices resized to size×size")
+    loss: str = "dice_bce"
+    pos_fraction: float | None = Field(0.5, gt=0, lt=1, description="share of lesion slices drawn")
+    augment: bool = True
+    threshold: float = Field(0.5, gt=0, lt=1)
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    val_patients: list[str] | None = None
+    test_patients: list[str] | None = None
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(**DEFAULT_TRAIN))
+
+
+def _split(index, cfg: SegmentConfig) -> dict[str, list[str]]:  # noqa: ANN001
+    """Patients per split: explicit lists, else the classification side's grouped rule."""
+    pats = sorted({str(r.patient) for r in index.records})
+    if cfg.test_patients is not None or cfg.val_patients is not None:
+        test, val = set(cfg.test_patients or []), set(cfg.val_patients or [])
+        unknown = sorted((test | val) - set(pats))
+        if unknown:
+            raise ConfigError(f"unknown patients {unknown}; the data set has {pats}")
+        return {"train": [p for p in pats if p not in test | val], "val": sorted(val), "test": sorted(test)}
+    from medlens.data.splits import assign_splits
+
+    s = assign_splits(index, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
+                      seed=cfg.train.seed, group_by_patient=True)
+    out: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}
+    for r in s.records:
+        out[r.split or "train"].add(str(r.patient))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def _loader(sl, *, batch_size: int, shuffle: bool, seed: int, pos_fraction: float | None = None):  # noqa: ANN001, ANN202
+    from medlens.segment.data import sampling_weights
+    from medlens.train.loader import BatchLoader
+
+    codes = np.unique(sl.patients, return_inverse=True)[1].astype(np.int64)
+    w = sampling_weights(sl.positive, pos_fraction) if shuffle else None
+    return BatchLoader({"image": sl.images, "mask": sl.masks, "patient": codes},
+                       batch_size=batch_size, shuffle=shuffle, seed=seed, weights=w,
+                       drop_last=shuffle and len(sl) > batch_size)
+
+
+def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
+    """Train, evaluate on held-out patients, write the report and the model package.
+
+    Returns the metrics dict also written to ``metrics.json``.
+    """
+    from medlens.models.registry import create_model
+    from medlens.segment.data import build_slices
+    from medlens.segment.layouts import load_segmentation_dataset
+    from medlens.segment.models import divisor
+    from medlens.segment.task import SegmentAugment, SegmentTask
+    from medlens.train.engine import fit, resolve_device
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    atomic_write_json(run_dir / "config.json", cfg.model_dump())
+    index = load_segmentation_dataset(cfg.data, layout=cfg.layout, mask_pattern=cfg.mask_pattern)
+    splits = _split(index, cfg)
+    if not splits["val"]:
+        raise ConfigError("segmentation training needs at least one validation patient "
+                          "(set val_fraction > 0 or val_patients)")
+    _save_splits(index, splits, run_dir / "splits.csv")
+    slices = build_slices(index, size=cfg.size, cache_dir=run_dir / "cache")
+    parts = {k: slices.select(v) for k, v in splits.items()}
+    if len(parts["train"]) == 0:
+        raise BadInputError(f"{cfg.data}: no readable training slices")
+    tc = cfg.train
+    model = create_model(cfg.model, num_classes=1, in_channels=int(slices.images.shape[1]), **cfg.model_kwargs)
+    task = SegmentTask(loss=cfg.loss, threshold=cfg.threshold,
+                       augment=SegmentAugment() if cfg.augment else None)
+    result = fit(model, task,
+                 _loader(parts["train"], batch_size=tc.batch_size, shuffle=True, seed=tc.seed,
+                         pos_fraction=cfg.pos_fraction),
+                 _loader(parts["val"], batch_size=tc.batch_size, shuffle=False, seed=tc.seed),
+                 tc, run_dir, resume=resume)
+    device = resolve_device(tc.device)
+    eval_split = "test" if len(parts["test"]) else "val"
+    rows, probs = evaluate_slices(model, parts[eval_split], size=cfg.size, threshold=cfg.threshold,
+                                  divisor=divisor(model), device=device)
+    from medlens.segment.metrics import summarise
+
+    metrics = {"split": eval_split, "patient_ids": splits[eval_split], **summarise(rows),
+               "per_patient": rows, "best_epoch": result.best_epoch, "best_val_dice": result.best_score,
+               "train_seconds": time.perf_counter() - t0, "problems": len(slices.problems),
+               "slices": {k: len(v) for k, v in parts.items()}}
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    _write_per_patient(run_dir / "per_patient.csv", rows)
+    meta = package_metadata(cfg, model, slices, metrics)
+    from medlens.package import save_model_package
+    from medlens.segment.report import model_card, write_report
+
+    card = model_card(meta, metrics)
+    save_model_package(run_dir / "model", model, model_name=model.medlens_name,
+                       model_kwargs={k: v for k, v in model.medlens_config.items() if k != "name"},
+                       metadata=meta, model_card=card)
+    write_report(run_dir / "report.html", parts[eval_split], probs, rows, metrics,
+                 history=result.history, problems=slices.problems, threshold=cfg.threshold,
+                 title=f"Segmentation: {Path(cfg.data).name} ({eval_split} patients)", card=card)
+    return metrics
+
+
+def package_metadata(cfg: SegmentConfig, model: Any, slices: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+    from medlens.segment.models import divisor
+
+    return {
+        "task": "segment", "classes": ["background", "lesion"], "threshold": cfg.threshold,
+        "input": {"channels": int(slices.images.shape[1]), "size": list(slices.images.shape[-2:]),
+                  "divisor": divisor(model), "patch": None, "spatial_dims": 2,
+                  "dtype": "uint8 scaled to [0, 1]"},
+        "preprocess": {"resize": cfg.size, "volume_window_percentiles": [0.5, 99.5],
+                       "mask_rule": "binary masks; other values binarised (see medlens.segment.data)"},
+        "loss": cfg.loss, "metrics": {k: v for k, v in metrics.items() if k != "per_patient"},
+        "data": {"path": cfg.data, "layout": cfg.layout},
+    }
+
+
+def evaluate_slices(model: Any, sl: Any, *, size: int | None, threshold: float, divisor: int,
+                    device: Any = "cpu") -> tuple[dict[str, dict[str, float]], np.ndarray]:
+    """Full per-patient metrics of ``sl`` (a SliceSet) and the probability maps."""
+    from medlens.segment.metrics import per_patient
+    from medlens.segment.predict import predict_slices
+
+    probs = predict_slices(model, sl.images, resize=size, divisor=divisor, device=device)
+    truth = sl.masks[:, 0].astype(bool)
+    rows: dict[str, dict[str, float]] = {}
+    for pid in dict.fromkeys(sl.patients.tolist()):
+        sel = sl.patients == pid
+        sp = sl.spacing.get(pid)
+        rows.update(per_patient(probs[sel] >= threshold, truth[sel], sl.patients[sel], spacing=sp))
+    return rows, probs
+
+
+def _save_splits(index, splits: dict[str, list[str]], path: Path) -> None:  # noqa: ANN001
+    from medlens.data.splits import save_splits
+
+    where = {p: s for s, ps in splits.items() for p in ps}
+    save_splits(index.subset([dataclasses.replace(r, split=where.get(str(r.patient))) for r in index.records]), path)
+
+
+def _write_per_patient(path: Path, rows: dict[str, dict[str, float]]) -> None:
+    buf = io.StringIO()
+    keys = sorted({k for r in rows.values() for k in r})
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["patient", *keys])
+    for pid, r in sorted(rows.items(), key=lambda kv: kv[1].get("dice", 0)):
+        w.writerow([pid, *(f"{r.get(k, float('nan')):.6g}" for k in keys)])
+    atomic_write_text(path, buf.getvalue())
+
+
+def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out: str | Path | None = None,
+                     **layout_opts: Any) -> tuple[dict[str, Any], Path]:
+    """``medlens evaluate`` for a segmentation package: per-patient metrics + report."""
+    from medlens.data.splits import load_splits
+    from medlens.segment.data import build_slices
+    from medlens.segment.layouts import load_segmentation_dataset
+    from medlens.segment.metrics import summarise
+    from medlens.segment.report import write_report
+
+    layout = layout_opts.get("layout")
+    index = load_segmentation_dataset(data, layout=layout if layout not in ("", None) else None)
+    run_dir = Path(pkg.path).parent
+    table = load_splits(run_dir / "splits.csv") if (run_dir / "splits.csv").exists() else {}
+    if split != "all":
+        if not any(r.path in table for r in index.records):
+            raise ConfigError(f"{data}: the run's splits do not cover this data; use --split all")
+        index = index.subset([r for r in index.records if table.get(r.path) == split])
+        if not index.records:
+            raise BadInputError(f"{data}: no slices in split {split!r}")
+    meta = pkg.metadata
+    size = meta.get("preprocess", {}).get("resize")
+    sl = build_slices(index, size=size, channels=int(meta["input"]["channels"]))
+    rows, probs = evaluate_slices(pkg.model, sl, size=size, threshold=float(meta.get("threshold", 0.5)),
+                                  divisor=int(meta["input"].get("divisor", 16)), device=pkg.device)
+    metrics = {"split": split, "data": str(data), "model": str(pkg.path), **summarise(rows), "per_patient": rows}
+    out_dir = Path(out) if out else run_dir / f"eval-{Path(data).name}-{split}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    _write_per_patient(out_dir / "per_patient.csv", rows)
+    write_report(out_dir / "report.html", sl, probs, rows, metrics, problems=sl.problems,
+                 threshold=float(meta.get("threshold", 0.5)), title=f"Evaluation on {Path(data).name} ({split})")
+    return metrics, out_dir
+
+
+def cross_validate(cfg: SegmentConfig, out_dir: str | Path, *, folds: int = 3) -> dict[str, Any]:
+    """Leave-patients-out: each fold's patients are the test set once, never trained on.
+
+    The validation patient of each fold (for early stopping) is drawn from the rest.
+    Returns per-fold metrics and the mean per-patient-volume Dice over all test patients.
+    """
+    from medlens.segment.data import patient_folds
+    from medlens.segment.layouts import load_segmentation_dataset
+
+    out_dir = Path(out_dir)
+    index = load_segmentation_dataset(cfg.data, layout=cfg.layout, mask_pattern=cfg.mask_pattern)
+    pats = sorted({str(r.patient) for r in index.records})
+    groups = patient_folds(pats, folds, seed=cfg.train.seed)
+    all_rows: dict[str, dict[str, float]] = {}
+    fold_metrics = []
+    for k, test in enumerate(groups):
+        rest = [p for p in pats if p not in test]
+        val = [rest[np.random.default_rng(cfg.train.seed + k).integers(len(rest))]]
+        fcfg = cfg.model_copy(update={"test_patients": test, "val_patients": val})
+        m = train_segmentation(fcfg, out_dir / f"fold{k}")
+        fold_metrics.append({"fold": k, "test": test, "val": val, "mean_dice": m.get("mean_dice")})
+        all_rows.update(m["per_patient"])
+    from medlens.segment.metrics import summarise
+
+    res = {"folds": fold_metrics, **summarise(all_rows), "per_patient": all_rows}
+    atomic_write_json(out_dir / "cv_metrics.json", res)
+    return res
+
+
+def train_from_cli(*, data: Path, out: Path | None, config: Path | None, resume: bool,
+                   options: dict[str, Any]) -> dict[str, Any]:
+    """``medlens train DATA --task segment``: flags override the config file."""
+    from medlens.pipelines.config import deep_update, load_config_file
+
+    if resume:
+        if out is None or not (out / "config.json").exists():
+            raise ConfigError("--resume needs --out pointing at an existing run directory (with config.json)")
+        cfg = SegmentConfig(**json.loads((out / "config.json").read_text()))
+    else:
+        base = load_config_file(config) if config else {}
+        over: dict[str, Any] = {"data": str(data)}
+        for key in ("layout", "size", "val_fraction", "test_fraction"):
+            if options.get(key) is not None:
+                over[key] = options[key]
+        if options.get("model"):
+            over["model"] = options["model"]
+        if options.get("no_augment"):
+            over["augment"] = False
+        train = dict(DEFAULT_TRAIN)
+        for key, field in (("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
+                           ("patience", "patience"), ("scheduler", "scheduler"), ("seed", "seed"),
+                           ("device", "device"), ("max_steps", "max_steps_per_epoch")):
+            if options.get(key) is not None:
+                train[field] = options[key]
+        over["train"] = train
+        cfg = SegmentConfig(**deep_update(base, over))
+        out = out or Path("runs") / f"{Path(data).name}-segment-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (out / "checkpoints" / "last.pt").exists():
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    metrics = train_segmentation(cfg, out, resume=resume)
+    print(f"mean per-patient Dice ({metrics['split']}, {len(metrics['patient_ids'])} patients): "
+          f"{metrics.get('mean_dice', float('nan')):.3f}; report: {out / 'report.html'}")
+    return metrics
+
+
+def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False) -> Path:
+    """Synthetic brain MRI → train → evaluate → report, a few minutes on 2 CPU cores."""
+    from medlens.data.synthetic.brain import make_brain_mri_like
+
+    out = Path(out)
+    data = out / "data"
+    if not data.exists():
+        make_brain_mri_like(data, patients=4 if quick else 8, slices=8 if quick else 16,
+                            size=64, difficulty=0.3, seed=seed)
+    train = dict(DEFAULT_TRAIN, seed=seed, epochs=2 if quick else 12, batch_size=16, lr=3e-3, patience=6)
+    if quick:
+        train["max_steps_per_epoch"] = 3
+    cfg = SegmentConfig(data=str(data), layout="kaggle_3m", size=64,
+                        model="test_unet" if quick else "unet_small", train=TrainConfig(**train),
+                        val_fraction=0.25, test_fraction=0.25)
+    run_dir = out / "run"
+    train_segmentation(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists())
+    return run_dir
