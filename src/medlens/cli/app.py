@@ -68,11 +68,9 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as e:  # click usage errors come here with standalone_mode=False
-        import click
-
-        if isinstance(e, click.exceptions.Abort):
+        if type(e).__name__ == "Abort":
             sys.exit(1)
-        if isinstance(e, click.ClickException):
+        if hasattr(e, "show") and hasattr(e, "exit_code"):  # click/typer usage errors
             e.show()
             sys.exit(e.exit_code)
         if os.environ.get("MEDLENS_DEBUG"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,16 +14,16 @@ LAYOUT_HELP = "dataset layout (auto-detected when omitted): idc, imagefolder, cs
 @app.command("audit")
 def audit(
     data: Path = typer.Argument(..., help="data folder, CSV manifest or MedMNIST .npz"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="folder for audit.json and audit.html"),
-    exclude_list: Optional[Path] = typer.Option(
+    out: Path | None = typer.Option(None, "--out", "-o", help="folder for audit.json and audit.html"),
+    exclude_list: Path | None = typer.Option(
         None, "--exclude-list", help="write the files to leave out here (for `train --exclude`)"
     ),
-    layout: Optional[str] = typer.Option(None, "--layout", help=LAYOUT_HELP),
-    label_column: Optional[str] = typer.Option(None, "--label-column"),
-    path_column: Optional[str] = typer.Option(None, "--path-column"),
-    patient_column: Optional[str] = typer.Option(None, "--patient-column"),
-    split_column: Optional[str] = typer.Option(None, "--split-column"),
-    patient_table: Optional[str] = typer.Option(None, "--patient-table"),
+    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP),
+    label_column: str | None = typer.Option(None, "--label-column"),
+    path_column: str | None = typer.Option(None, "--path-column"),
+    patient_column: str | None = typer.Option(None, "--patient-column"),
+    split_column: str | None = typer.Option(None, "--split-column"),
+    patient_table: str | None = typer.Option(None, "--patient-table"),
     quick: bool = typer.Option(False, "--quick", help="readability, exact duplicates and confounding only"),
     near_threshold: int = typer.Option(10, "--near-threshold", help="perceptual-hash bits for near duplicates"),
     shortcut_threshold: float = typer.Option(0.75, "--shortcut-threshold", help="metadata-only AUC that warns"),
@@ -37,13 +36,10 @@ def audit(
     """
     from medlens.audit import run_audit
 
-    layout_kwargs = {
-        k: v
-        for k, v in dict(layout=layout, label_column=label_column, path_column=path_column,
-                         patient_column=patient_column, split_column=split_column,
-                         patient_table=patient_table).items()  # fmt: skip
-        if v is not None
-    }
+    given = {"layout": layout, "label_column": label_column, "path_column": path_column,
+             "patient_column": patient_column, "split_column": split_column,
+             "patient_table": patient_table}  # fmt: skip
+    layout_kwargs = {k: v for k, v in given.items() if v is not None}
     if out is None:
         out = Path("runs") / f"audit-{data.resolve().name}"
     result = run_audit(

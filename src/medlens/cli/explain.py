@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from medlens.cli.app import app
 
 
-def _target(pkg, value: Optional[str]) -> Optional[int]:  # noqa: ANN001
+def _target(pkg, value: str | None) -> int | None:
     if value is None:
         return None
     if value.strip().lstrip("-").isdigit():
@@ -25,14 +24,20 @@ def _target(pkg, value: Optional[str]) -> Optional[int]:  # noqa: ANN001
 def explain_command(
     model: Path = typer.Argument(..., help="Model package (run folder or its model/ folder)."),
     inputs: list[Path] = typer.Argument(..., help="Image/volume files or folders."),
-    method: str = typer.Option("gradcam", "--method", "-m",
-                               help="gradcam, gradcam++, lime, occlusion, integrated-gradients."),
-    target: Optional[str] = typer.Option(None, "--target", "-t",
-                                         help="Class index or name (default: predicted class)."),
-    layer: Optional[str] = typer.Option(None, "--layer", help="Dotted layer name for CAMs."),
+    method: str = typer.Option(
+        "gradcam",
+        "--method",
+        "-m",
+        help="gradcam, gradcam++, lime, occlusion, integrated-gradients.",
+    ),
+    target: str | None = typer.Option(
+        None, "--target", "-t", help="Class index or name (default: predicted class)."
+    ),
+    layer: str | None = typer.Option(None, "--layer", help="Dotted layer name for CAMs."),
     out: Path = typer.Option(Path("explanations"), "--out", "-o", help="Output folder."),
-    evaluate: bool = typer.Option(False, "--evaluate",
-                                  help="Also rank all methods by deletion/insertion faithfulness."),
+    evaluate: bool = typer.Option(
+        False, "--evaluate", help="Also rank all methods by deletion/insertion faithfulness."
+    ),
     max_eval_images: int = typer.Option(16, "--max-eval-images", help="Images used by --evaluate."),
 ) -> None:
     """Write a heat-map overlay (PNG) and the raw map (.npy) for every input."""
@@ -59,8 +64,9 @@ def probe_command(
     model: Path = typer.Argument(..., help="Model package (run folder or its model/ folder)."),
     data: Path = typer.Argument(..., help="Folder of images (class sub-folders give labels)."),
     out: Path = typer.Option(Path("probes"), "--out", "-o", help="Output folder."),
-    probes: Optional[list[str]] = typer.Option(None, "--probe", "-p",
-                                               help="Probe to run (repeatable; default all)."),
+    probes: list[str] | None = typer.Option(
+        None, "--probe", "-p", help="Probe to run (repeatable; default all)."
+    ),
     max_images: int = typer.Option(64, "--max-images", help="Images sampled from DATA."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -74,10 +80,12 @@ def probe_command(
     from medlens.explain.probes import DEFAULT_PROBES
 
     pkg = medlens.load_model(str(model))
-    result = probe_files(pkg, data, out_dir=out, max_images=max_images, seed=seed,
-                         probes=probes or DEFAULT_PROBES)
-    table = Table(title=f"Bias probes on {result['n_images']} images "
-                        f"(per class by {result['grouped_by']})")
+    result = probe_files(
+        pkg, data, out_dir=out, max_images=max_images, seed=seed, probes=probes or DEFAULT_PROBES
+    )
+    table = Table(
+        title=f"Bias probes on {result['n_images']} images (per class by {result['grouped_by']})"
+    )
     table.add_column("probe")
     table.add_column("flip rate", justify="right")
     table.add_column("mean |Δp|", justify="right")

@@ -109,19 +109,14 @@ def _split_mask(cache: ImageCache, split: str) -> np.ndarray:
 
 
 def build_model(cfg: RunConfig, num_classes: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Create the network; returns it with the kwargs that rebuild it (stored in the package)."""
     from medlens.models import create_model
 
-    kwargs = {"num_classes": num_classes, "in_channels": cfg.preprocess.channels, **cfg.model.kwargs}
-    try:
-        model = create_model(cfg.model.name, input_size=cfg.preprocess.size, **kwargs)
-        kwargs["input_size"] = cfg.preprocess.size
-    except TypeError:
-        model = create_model(cfg.model.name, **kwargs)
-    if cfg.model.pretrained:
-        from medlens.models.pretrained import load_pretrained
-
-        report = load_pretrained(model, cfg.model.pretrained)
-        log.info("pretrained weights from %s: %s", cfg.model.pretrained, report)
+    kwargs = {"num_classes": num_classes, "in_channels": cfg.preprocess.channels,
+              "input_size": cfg.preprocess.size, **cfg.model.kwargs}
+    model = create_model(cfg.model.name, pretrained=cfg.model.pretrained, **kwargs)
+    if getattr(model, "pretrained_report", None):
+        log.info("pretrained weights from %s: %s", cfg.model.pretrained, model.pretrained_report)
     return model, kwargs
 
 

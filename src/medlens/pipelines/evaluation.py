@@ -66,7 +66,6 @@ def evaluate_cache(model: torch.nn.Module, task: ClassificationTask, cache: Imag
         logits=z, val_logits=z_val, val_y=y_val,
     )
     metrics["split"] = eval_split
-    metrics["negative_class"] = classes[neg]
     metrics["threshold_selection"] = {**op, "chosen_on": "val"}
     extras = {"temperature": temperature, "threshold": op["threshold"], "negative_class": neg,
               "eval_mask": eval_m, "eval_probs": probs, "eval_labels": y}

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 # layout → defaults (section → field → value)
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
-    "medmnist": {"model": {"name": "resnet18"}, "train": {"epochs": 15, "batch_size": 128, "lr": 2e-3,
+    "medmnist": {"model": {"name": "cancernet"}, "train": {"epochs": 15, "batch_size": 128, "lr": 2e-3,
                                                           "patience": 6},
                  "augment": {"rot90": False, "vflip": False, "rotate_deg": 10.0}},
     "idc": {"model": {"name": "cancernet"}, "preprocess": {"size": 50, "equalize": "hist"},
