@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
-
 from tests.audit.conftest import patch, save, tree_hashes
+from typer.testing import CliRunner
 
 
 @pytest.fixture

@@ -72,7 +72,7 @@ def patient_confounding(
     out["single_class_patients"] = len(single)
     out["patients_per_class_count"] = {
         str(c): sum(1 for p in patients if len(classes_of.get(p, ())) == c)
-        for c in range(0, len(index.classes) + 1)
+        for c in range(len(index.classes) + 1)
     }
     if index.patient_labels:
         out["note"] = "labels are given per patient, so every patient has one class by design"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from itertools import pairwise
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def near_pairs(hashes: np.ndarray, threshold: int, *, chunk: int = 1024) -> list
     edges = np.linspace(0, 64, bands + 1).round().astype(int)
     found: set[tuple[int, int]] = set()
     out: list[tuple[int, int, int]] = []
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in pairwise(edges):
         width = int(hi - lo)
         if width == 0:
             continue

@@ -55,4 +55,4 @@ def find_outliers(
                 val = table[i, FEATURES.index(f)]
                 reasons.append(f"{f} {val:.4g} ({'high' if z[i] > 0 else 'low'}, z={z[i]:+.1f})")
         out.append({"path": paths[i], "label": labels[i], "reasons": reasons, "score": float(score[i])})
-    return out, int(len(flagged))
+    return out, len(flagged)

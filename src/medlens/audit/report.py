@@ -136,8 +136,9 @@ def _kv_table(d: dict[str, Any]) -> str:
 def _groups_html(section: dict[str, Any], thumbs: dict[str, str], title: str) -> str:
     if not section:
         return ""
-    parts = [f"<h3>{_esc(title)}</h3><p>{section['n_groups']} group(s), {section['n_files']} file(s); "
-             f"by kind: {_esc(section['by_kind'])}</p>"]  # fmt: skip
+    head = (f"<h3>{_esc(title)}</h3><p>{section['n_groups']} group(s), {section['n_files']} file(s); "
+            f"by kind: {_esc(section['by_kind'])}</p>")  # fmt: skip
+    parts = [head]
     rows = []
     for g in section["groups"][:50]:
         imgs = "".join(_img(thumbs[p], p, p) for p in g["paths"] if p in thumbs)
@@ -155,8 +156,9 @@ def render_html(result: AuditResult) -> str:
     s = result.summary
     plots = distribution_plots(result)
     thumbs = result.thumbnails
-    h: list[str] = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>medlens audit</title>"
-                    f"<style>{_CSS}</style></head><body><h1>Data audit: {_esc(s['root'])}</h1>"]  # fmt: skip
+    head = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>medlens audit</title>"
+            f"<style>{_CSS}</style></head><body><h1>Data audit: {_esc(s['root'])}</h1>")  # fmt: skip
+    h: list[str] = [head]
     h.append(f"<p>{s['n_records']} image(s), layout <b>{_esc(s['layout'])}</b>, {s['n_readable']} readable.</p>")
     h.append("<h2>Verdict</h2>")
     if result.blocking:

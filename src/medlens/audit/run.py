@@ -27,7 +27,14 @@ from medlens.audit.files import probe_record, to_uint8
 from medlens.audit.hashing import BLANK_STD, phash64, pixel_hash, thumb8
 from medlens.audit.outliers import find_outliers
 from medlens.audit.shortcut import shortcut_test
-from medlens.audit.stats import FEATURES, FORMAT_CODES, ClassHistograms, counts_by, per_class_summary, pixel_stats
+from medlens.audit.stats import (
+    FEATURES,
+    FORMAT_CODES,
+    ClassHistograms,
+    counts_by,
+    per_class_summary,
+    pixel_stats,
+)
 from medlens.data.records import DatasetIndex
 from medlens.errors import ConfigError
 

@@ -135,7 +135,7 @@ def shortcut_test(
     y_idx = np.searchsorted(np.unique(y), y)
     n_classes = len(np.unique(y))
     result: dict[str, Any] = {"status": "ok", "folds": k, "grouped_by_patient": g is not None,
-                              "n_samples": int(len(y)), "threshold": threshold, "groups": {}}  # fmt: skip
+                              "n_samples": len(y), "threshold": threshold, "groups": {}}  # fmt: skip
     group_cols = dict(FEATURE_GROUPS)
     group_cols["all"] = FEATURES
     for name, cols in group_cols.items():

@@ -49,7 +49,7 @@ def pixel_stats(arr8: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
         m, s = cv2.meanStdDev(grey)
         means, stds = np.repeat(m.ravel(), 3), np.repeat(s.ravel(), 3)
     lap = cv2.Laplacian(grey, cv2.CV_32F)
-    lm, ls = cv2.meanStdDev(lap)
+    _, ls = cv2.meanStdDev(lap)
     gm, gs = cv2.meanStdDev(grey)
     stats = {
         "mean_r": float(means[0]), "mean_g": float(means[1]), "mean_b": float(means[2]),
@@ -102,7 +102,7 @@ def per_class_summary(
     out: dict[str, dict[str, Any]] = {}
     for k, name in enumerate(classes):
         rows = table[labels == k]
-        out[name] = {"count": int(len(rows))}
+        out[name] = {"count": len(rows)}
         for col in columns:
             out[name][col] = summarise(rows[:, FEATURES.index(col)])
     return out
