@@ -38,7 +38,9 @@ def cost(celsius: np.ndarray, fahrenheit: np.ndarray, w: float, b: float) -> flo
     return float(np.mean(err**2))
 
 
-def gradient(celsius: np.ndarray, fahrenheit: np.ndarray, w: float, b: float) -> tuple[float, float]:
+def gradient(
+    celsius: np.ndarray, fahrenheit: np.ndarray, w: float, b: float
+) -> tuple[float, float]:
     """Explicit derivatives of :func:`cost` with respect to ``w`` and ``b``."""
     err = predict(celsius, w, b) - fahrenheit
     return float(np.mean(2.0 * err * celsius)), float(np.mean(2.0 * err))
@@ -69,7 +71,9 @@ def train(
     c = np.asarray(celsius, dtype=np.float64)
     f = np.asarray(fahrenheit, dtype=np.float64)
     if c.shape != f.shape or c.ndim != 1 or c.size == 0:
-        raise ValueError(f"celsius and fahrenheit must be 1-D of the same length, got {c.shape} and {f.shape}")
+        raise ValueError(
+            f"celsius and fahrenheit must be 1-D of the same length, got {c.shape} and {f.shape}"
+        )
     if lr <= 0 or steps < 1:
         raise ValueError(f"lr must be > 0 and steps >= 1, got lr={lr}, steps={steps}")
     costs = []

@@ -49,7 +49,9 @@ def test_too_large_learning_rate_diverges(primer: ModuleType) -> None:
     assert costs[-1] > costs[0]
 
 
-def test_bad_arguments_and_main_output(primer: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_arguments_and_main_output(
+    primer: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(ValueError, match="same length"):
         primer.train(np.zeros(3), np.zeros(4))
     with pytest.raises(ValueError, match="lr"):

@@ -24,7 +24,9 @@ IDC_NAME = re.compile(r"^(\d{4,5})_idx5_x(\d+)_y(\d+)_class([01])\.png$")
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def _dark_fraction(img: np.ndarray, thr: float) -> float:
@@ -77,7 +79,9 @@ def test_idc_layout_names_and_counts(tmp_path: Path) -> None:
 
 
 def test_idc_size_and_single_class_patients(tmp_path: Path) -> None:
-    root = make_idc_like(tmp_path, patients=4, patches_per_patient=5, size=32, single_class_fraction=1.0)
+    root = make_idc_like(
+        tmp_path, patients=4, patches_per_patient=5, size=32, single_class_fraction=1.0
+    )
     for patient in root.iterdir():
         assert len(list(patient.iterdir())) == 1  # one class folder only
     assert read_image(next(root.rglob("*.png"))).shape == (32, 32, 3)
@@ -96,11 +100,19 @@ def idc_aucs(tmp_path_factory: pytest.TempPathFactory) -> dict[float, tuple[floa
     """Dark-fraction AUC and folded per-patient stain AUC at three difficulties."""
     out = {}
     for diff in (0.0, 0.5, 1.0):
-        root = make_idc_like(tmp_path_factory.mktemp(f"idc{diff}"), patients=8, patches_per_patient=40,
-                             difficulty=diff, seed=1)
+        root = make_idc_like(
+            tmp_path_factory.mktemp(f"idc{diff}"),
+            patients=8,
+            patches_per_patient=40,
+            difficulty=diff,
+            seed=1,
+        )
         imgs, y, pat = _idc(root)
         dark = np.array([_dark_fraction(i, 130) for i in imgs])
-        stain = {p: np.mean([_bright_colour(i) for i, q in zip(imgs, pat) if q == p], 0) for p in set(pat)}
+        stain = {
+            p: np.mean([_bright_colour(i) for i, q in zip(imgs, pat) if q == p], 0)
+            for p in set(pat)
+        }
         out[diff] = (roc_auc_score(y, dark), _max_channel_auc(y, np.array([stain[p] for p in pat])))
     return out
 
@@ -149,7 +161,7 @@ def test_blood_layout_and_patient_csv(tmp_path: Path) -> None:
 
 
 def test_blood_determinism(tmp_path: Path) -> None:
-    kw = dict(patients_per_class=1, cells_per_patient=3)
+    kw = {"patients_per_class": 1, "cells_per_patient": 3}
     a = _files(make_blood_like(tmp_path / "a", seed=7, **kw))
     b = _files(make_blood_like(tmp_path / "b", seed=7, **kw))
     c = _files(make_blood_like(tmp_path / "c", seed=8, **kw))
@@ -159,12 +171,19 @@ def test_blood_determinism(tmp_path: Path) -> None:
 def test_blood_signal_follows_difficulty(tmp_path: Path) -> None:
     aucs, stain_aucs = {}, {}
     for diff in (0.0, 0.5, 1.0):
-        root = make_blood_like(tmp_path / str(diff), patients_per_class=3, cells_per_patient=20,
-                               difficulty=diff, seed=3)
+        root = make_blood_like(
+            tmp_path / str(diff),
+            patients_per_class=3,
+            cells_per_patient=20,
+            difficulty=diff,
+            seed=3,
+        )
         labels, imgs, y, pat = _blood(root)
         aucs[diff] = roc_auc_score(y, [_dark_fraction(i, 140) for i in imgs])
         ids = sorted(labels)
-        bg = np.array([np.mean([_bright_colour(i) for i, q in zip(imgs, pat) if q == p], 0) for p in ids])
+        bg = np.array(
+            [np.mean([_bright_colour(i) for i, q in zip(imgs, pat) if q == p], 0) for p in ids]
+        )
         stain_aucs[diff] = _max_channel_auc(np.array([labels[p] != "healthy" for p in ids]), bg)
     assert aucs[0.0] > 0.97
     assert 0.65 < aucs[0.5] < aucs[0.0] - 0.05
@@ -190,7 +209,9 @@ def _abcd(img: np.ndarray) -> np.ndarray:
         return np.zeros(6)
     px = lab[mask]
     cy, cx = yy[mask].mean(), xx[mask].mean()
-    flipped = cv2.warpAffine(mask.astype(np.float32), np.float32([[-1, 0, 2 * cx], [0, -1, 2 * cy]]), (64, 64))
+    flipped = cv2.warpAffine(
+        mask.astype(np.float32), np.float32([[-1, 0, 2 * cx], [0, -1, 2 * cy]]), (64, 64)
+    )
     cnts, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     c = max(cnts, key=cv2.contourArea)
     border = cv2.arcLength(c, True) ** 2 / (4 * np.pi * max(cv2.contourArea(c), 1.0))
@@ -211,7 +232,10 @@ def test_dermoscopy_layout_and_labels(tmp_path: Path) -> None:
     assert len(rows) == 30 == len(list((root / "images").iterdir()))
     assert all(re.fullmatch(r"ISIC_\d{7}", r["image"]) for r in rows)
     assert all(re.fullmatch(r"IP_\d{7}", r["patient_id"]) for r in rows)
-    assert {(r["benign_malignant"], r["diagnosis"]) for r in rows} == {("benign", "nevus"), ("malignant", "melanoma")}
+    assert {(r["benign_malignant"], r["diagnosis"]) for r in rows} == {
+        ("benign", "nevus"),
+        ("malignant", "melanoma"),
+    }
     assert sum(r["benign_malignant"] == "malignant" for r in rows) == 15
     per_patient = np.unique([r["patient_id"] for r in rows], return_counts=True)[1]
     assert per_patient.max() >= 2 and len(per_patient) < 30  # some patients have several lesions
@@ -238,11 +262,15 @@ def test_dermoscopy_signal_follows_difficulty(tmp_path: Path) -> None:
 
     aucs = {}
     for diff in (0.0, 0.5, 1.0):
-        rows, imgs = _derm(make_dermoscopy_like(tmp_path / str(diff), n=60, size=128, difficulty=diff, seed=3))
+        rows, imgs = _derm(
+            make_dermoscopy_like(tmp_path / str(diff), n=60, size=128, difficulty=diff, seed=3)
+        )
         y = np.array([r["benign_malignant"] == "malignant" for r in rows])
         feats = np.stack([_abcd(i) for i in imgs])
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        aucs[diff] = roc_auc_score(y, cross_val_predict(model, feats, y, cv=5, method="predict_proba")[:, 1])
+        aucs[diff] = roc_auc_score(
+            y, cross_val_predict(model, feats, y, cv=5, method="predict_proba")[:, 1]
+        )
     assert aucs[0.0] > 0.9
     assert 0.6 < aucs[0.5] < aucs[0.0]
     assert aucs[1.0] < aucs[0.5] - 0.1

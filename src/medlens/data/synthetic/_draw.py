@@ -59,9 +59,7 @@ def prepare_root(root: str | os.PathLike[str], overwrite: bool) -> Path:
     return path
 
 
-def latent_scores(
-    rng: np.random.Generator, labels: np.ndarray, difficulty: float
-) -> np.ndarray:
+def latent_scores(rng: np.random.Generator, labels: np.ndarray, difficulty: float) -> np.ndarray:
     """A 'how malignant does it look' score per item, in [0, 1].
 
     Class means move together and spreads widen as ``difficulty`` rises: at 0 the two
@@ -114,7 +112,11 @@ def blobs(
     k = len(centres)
     t = _angles(n)
     h = np.arange(2, max_harmonic + 1, dtype=np.float64)
-    amp = rng.standard_normal((k, len(h))) / h**0.7 * np.asarray(irregularity, dtype=np.float64).reshape(-1, 1)
+    amp = (
+        rng.standard_normal((k, len(h)))
+        / h**0.7
+        * np.asarray(irregularity, dtype=np.float64).reshape(-1, 1)
+    )
     phase = rng.uniform(0, 2 * np.pi, (k, len(h)))
     r = 1.0 + np.einsum("kh,khn->kn", amp, np.cos(h[None, :, None] * t + phase[..., None]))
     np.clip(r, 0.35, 2.0, out=r)
@@ -167,11 +169,21 @@ def polyline(img: np.ndarray, pts: np.ndarray, value: float | tuple, thickness: 
     cv2.polylines(img, pts16, False, value, max(1, round(thickness)), line, 4)
 
 
-def disc(img: np.ndarray, cx: float, cy: float, r: float, value: float | tuple, thickness: int = -1) -> None:
+def disc(
+    img: np.ndarray, cx: float, cy: float, r: float, value: float | tuple, thickness: int = -1
+) -> None:
     """Draw a filled (or outlined) circle in place with sub-pixel centre and radius."""
     import cv2
 
-    cv2.circle(img, (round(cx * 16), round(cy * 16)), max(1, round(r * 16)), value, thickness, cv2.LINE_8, 4)
+    cv2.circle(
+        img,
+        (round(cx * 16), round(cy * 16)),
+        max(1, round(r * 16)),
+        value,
+        thickness,
+        cv2.LINE_8,
+        4,
+    )
 
 
 def unit_vec(v: np.ndarray) -> np.ndarray:

@@ -52,14 +52,23 @@ def _patient_stain(rng: np.random.Generator) -> _Stain:
     )
 
 
-def _rod(rng: np.random.Generator, img: np.ndarray, cx: float, cy: float, length: float,
-         angle: float, width: float, value: float) -> None:
+def _rod(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    cx: float,
+    cy: float,
+    length: float,
+    angle: float,
+    width: float,
+    value: float,
+) -> None:
     dx, dy = 0.5 * length * math.cos(angle), 0.5 * length * math.sin(angle)
     d.polyline(img, np.array([[cx - dx, cy - dy], [cx + dx, cy + dy]]), value, width)
 
 
-def render_cell(rng: np.random.Generator, kind: str, strength: float, stain: _Stain,
-                size: int = 64) -> np.ndarray:
+def render_cell(
+    rng: np.random.Generator, kind: str, strength: float, stain: _Stain, size: int = 64
+) -> np.ndarray:
     """One ``(size, size, 3)`` uint8 crop of a cell of ``kind``.
 
     ``kind`` is one of neutrophil, lymphocyte, monocyte, blast, promyelocyte;
@@ -74,7 +83,9 @@ def render_cell(rng: np.random.Generator, kind: str, strength: float, stain: _St
     for _ in range(rng.poisson(7 * stain.rbc_density)):
         cx, cy = rng.uniform(-5, 105, 2) * u
         r = rng.uniform(11, 14) * u
-        cell = d.blobs(rng, np.array([[cx, cy]]), r, r * rng.uniform(0.9, 1.0), rng.uniform(0, 3.2), 0.04, 20)
+        cell = d.blobs(
+            rng, np.array([[cx, cy]]), r, r * rng.uniform(0.9, 1.0), rng.uniform(0, 3.2), 0.04, 20
+        )
         d.fill_many(maps["rbc"], cell, rng.uniform(0.7, 0.9))
         d.disc(maps["rbc"], cx, cy, r * 0.45, 0.45)
 
@@ -85,7 +96,9 @@ def render_cell(rng: np.random.Generator, kind: str, strength: float, stain: _St
     ang = rng.uniform(0, 2 * math.pi)
 
     def body(radius: float, irr: float = 0.05) -> None:
-        d.fill_many(cyto, d.blobs(rng, c[None], radius, radius * rng.uniform(0.9, 1.0), ang, irr, 28), 1.0)
+        d.fill_many(
+            cyto, d.blobs(rng, c[None], radius, radius * rng.uniform(0.9, 1.0), ang, irr, 28), 1.0
+        )
 
     if kind == "neutrophil":
         r = rng.uniform(24, 28) * u
@@ -101,7 +114,11 @@ def render_cell(rng: np.random.Generator, kind: str, strength: float, stain: _St
         r = rng.uniform(15, 19) * u
         body(r)
         maps["baso"] += cyto * 0.55
-        d.fill_many(nuc, d.blobs(rng, (c + rng.normal(0, 1.2, 2) * u)[None], r - 3 * u, r - 3.5 * u, ang, 0.05), 1.0)
+        d.fill_many(
+            nuc,
+            d.blobs(rng, (c + rng.normal(0, 1.2, 2) * u)[None], r - 3 * u, r - 3.5 * u, ang, 0.05),
+            1.0,
+        )
         chrom = 1.4
     elif kind == "monocyte":
         r = rng.uniform(27, 32) * u
@@ -119,7 +136,9 @@ def render_cell(rng: np.random.Generator, kind: str, strength: float, stain: _St
         body(r)
         maps["baso"] += cyto * (0.6 + 0.4 * strength)
         nr = (0.7 + 0.17 * strength) * r
-        d.fill_many(nuc, d.blobs(rng, (c + rng.normal(0, 1, 2) * u)[None], nr, nr * 0.93, ang, 0.06), 1.0)
+        d.fill_many(
+            nuc, d.blobs(rng, (c + rng.normal(0, 1, 2) * u)[None], nr, nr * 0.93, ang, 0.06), 1.0
+        )
         for _ in range(int(rng.integers(1, 4) * (rng.random() < 0.3 + 0.7 * strength))):
             d.disc(nuc, *(c + rng.normal(0, 0.3 * nr, 2)), rng.uniform(2.2, 3.8) * u, 0.45)
         if rng.random() < 0.25 * strength:
@@ -145,7 +164,15 @@ def render_cell(rng: np.random.Generator, kind: str, strength: float, stain: _St
             base = rng.uniform(0, math.pi)
             for _ in range(int(rng.integers(4, 11))):
                 p = c + rng.normal(0, 0.2 * r, 2)
-                _rod(rng, maps["granule"], *p, rng.uniform(14, 24) * u, base + rng.normal(0, 0.25), 1.2 * u, 1.5)
+                _rod(
+                    rng,
+                    maps["granule"],
+                    *p,
+                    rng.uniform(14, 24) * u,
+                    base + rng.normal(0, 0.25),
+                    1.2 * u,
+                    1.5,
+                )
         chrom = 0.95
     else:  # pragma: no cover - internal
         raise ValueError(f"unknown cell kind {kind!r}")
@@ -161,7 +188,9 @@ def render_cell(rng: np.random.Generator, kind: str, strength: float, stain: _St
 _HEALTHY_MIX = (("neutrophil", 0.55), ("lymphocyte", 0.3), ("monocyte", 0.15))
 
 
-def _cell_plan(rng: np.random.Generator, label: str, n: int, difficulty: float) -> list[tuple[str, float]]:
+def _cell_plan(
+    rng: np.random.Generator, label: str, n: int, difficulty: float
+) -> list[tuple[str, float]]:
     """(kind, strength) for each of a patient's cells."""
     kinds, p = zip(*_HEALTHY_MIX)
     plan = [(str(k), 0.0) for k in rng.choice(kinds, size=n, p=p)]
@@ -217,5 +246,7 @@ def make_blood_like(
             img = render_cell(rng, kind, strength, stain, size)
             d.write_bytes(out / pid / f"cell_{j:03d}.png", d.encode_png(img))
     rows = sorted(zip(ids, labels))
-    atomic_write_text(out / "patients.csv", "patient,label\n" + "".join(f"{p},{lab}\n" for p, lab in rows))
+    atomic_write_text(
+        out / "patients.csv", "patient,label\n" + "".join(f"{p},{lab}\n" for p, lab in rows)
+    )
     return out

@@ -27,8 +27,15 @@ _MALIGNANT_COLOURS = np.array(
 )
 
 
-def _radial_polygon(rng: np.random.Generator, cx: float, cy: float, radius: float,
-                    asym: float, border: float, n: int = 180) -> np.ndarray:
+def _radial_polygon(
+    rng: np.random.Generator,
+    cx: float,
+    cy: float,
+    radius: float,
+    asym: float,
+    border: float,
+    n: int = 180,
+) -> np.ndarray:
     """Lesion outline: low harmonics make it asymmetric, high ones make the border ragged."""
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     r = np.ones(n) + 0.12 * rng.normal() * np.cos(2 * t + rng.uniform(0, 6.3))  # ellipticity
@@ -48,8 +55,13 @@ def _soft_mask(shape: tuple[int, int], poly: np.ndarray, sigma: float) -> np.nda
     return cv2.GaussianBlur(m, (0, 0), max(0.5, sigma)) if sigma > 0 else m
 
 
-def render_dermoscopy(rng: np.random.Generator, m: float, skin: np.ndarray,
-                      hw: tuple[int, int], difficulty: float = 0.5) -> np.ndarray:
+def render_dermoscopy(
+    rng: np.random.Generator,
+    m: float,
+    skin: np.ndarray,
+    hw: tuple[int, int],
+    difficulty: float = 0.5,
+) -> np.ndarray:
     """One ``(H, W, 3)`` uint8 dermoscopy-like photo for malignancy score ``m``."""
     import cv2
 
@@ -75,16 +87,25 @@ def render_dermoscopy(rng: np.random.Generator, m: float, skin: np.ndarray,
     period = side * rng.uniform(0.025, 0.04)
     warp = m_border * 3.0 * d.smooth_noise(rng, (h, w), 8)
     net = (np.sin(xx / period * 2 + warp) * np.sin(yy / period * 2 - warp)) ** 2
-    lesion *= (1 - rng.uniform(0.05, 0.18) * net * (0.5 + 0.5 * d.smooth_noise(rng, (h, w), 4) * m_col))[..., None]
+    lesion *= (
+        1 - rng.uniform(0.05, 0.18) * net * (0.5 + 0.5 * d.smooth_noise(rng, (h, w), 4) * m_col)
+    )[..., None]
 
     # Malignant colours: irregular off-centre blotches (black, blue-grey, red, white regression).
     n_blot = rng.poisson(6 * m_col**2)
     for _ in range(n_blot):
         col = _MALIGNANT_COLOURS[rng.integers(0, len(_MALIGNANT_COLOURS))]
         a = rng.uniform(0, 2 * math.pi)
-        bx, by = cx + rng.uniform(0.1, 0.7) * radius * math.cos(a), cy + rng.uniform(0.1, 0.7) * radius * math.sin(a)
+        bx, by = (
+            cx + rng.uniform(0.1, 0.7) * radius * math.cos(a),
+            cy + rng.uniform(0.1, 0.7) * radius * math.sin(a),
+        )
         bp = _radial_polygon(rng, bx, by, radius * rng.uniform(0.15, 0.4), 0.2, 0.1, 48)
-        wgt = _soft_mask((h, w), bp, radius * 0.08)[..., None] * rng.uniform(0.6, 0.95) * min(1.0, 0.3 + m_col)
+        wgt = (
+            _soft_mask((h, w), bp, radius * 0.08)[..., None]
+            * rng.uniform(0.6, 0.95)
+            * min(1.0, 0.3 + m_col)
+        )
         lesion = lesion * (1 - wgt) + col * wgt
     # Dots/globules at the periphery, more and more irregular with m.
     k = rng.poisson(2 + 25 * m_border)
@@ -92,7 +113,11 @@ def render_dermoscopy(rng: np.random.Generator, m: float, skin: np.ndarray,
     rad = radius * rng.uniform(0.3, 0.95, k) ** (1 - 0.7 * m_border)
     gp = np.stack([cx + rad * np.cos(a), cy + rad * np.sin(a)], 1)
     dots = np.zeros((h, w), np.float32)
-    d.fill_many(dots, d.blobs(rng, gp, side * 0.008 * rng.uniform(0.7, 1.5, k), side * 0.007, 0.0, 0.2, 8), 1.0)
+    d.fill_many(
+        dots,
+        d.blobs(rng, gp, side * 0.008 * rng.uniform(0.7, 1.5, k), side * 0.007, 0.0, 0.2, 8),
+        1.0,
+    )
     dots = cv2.GaussianBlur(dots, (0, 0), 0.8)[..., None]
     lesion = lesion * (1 - 0.7 * dots) + _DARK_BROWN * 0.5 * 0.7 * dots
 
@@ -103,7 +128,9 @@ def render_dermoscopy(rng: np.random.Generator, m: float, skin: np.ndarray,
     return img
 
 
-def _artefacts(rng: np.random.Generator, img: np.ndarray, side: int, xx: np.ndarray, yy: np.ndarray) -> None:
+def _artefacts(
+    rng: np.random.Generator, img: np.ndarray, side: int, xx: np.ndarray, yy: np.ndarray
+) -> None:
     """Hair, gel bubbles, ruler marks and dermatoscope vignetting (all label-free)."""
     import cv2
 
@@ -178,11 +205,13 @@ def make_dermoscopy_like(
     top = d.rng_for(seed, d.TAG_DERM)
     labels = top.permutation(np.arange(n) % 2)
     image_ids = top.choice(10_000_000, size=n, replace=False)
-    n_pat = max(1, int(round(0.7 * n)))
+    n_pat = max(1, round(0.7 * n))
     pat_ids = top.choice(10_000_000, size=n_pat, replace=False)
     owner = np.concatenate([np.arange(n_pat), top.integers(0, n_pat, n - n_pat)])
     owner = top.permutation(owner)
-    tone = np.array([228, 178, 158]) * top.uniform(0.75, 1.05, (n_pat, 1)) + top.normal(0, 6, (n_pat, 3))
+    tone = np.array([228, 178, 158]) * top.uniform(0.75, 1.05, (n_pat, 1)) + top.normal(
+        0, 6, (n_pat, 3)
+    )
     tones = np.clip(tone, 60, 250).astype(np.float32)
     scores = d.latent_scores(top, labels, difficulty)
     lo, hi = round(0.9 * size), round(1.16 * size)
@@ -196,6 +225,8 @@ def make_dermoscopy_like(
         bm = "malignant" if labels[i] else "benign"
         rows.append((name, bm, "melanoma" if labels[i] else "nevus", f"IP_{pat_ids[owner[i]]:07d}"))
     rows.sort()
-    text = "image,benign_malignant,diagnosis,patient_id\n" + "".join(",".join(r) + "\n" for r in rows)
+    text = "image,benign_malignant,diagnosis,patient_id\n" + "".join(
+        ",".join(r) + "\n" for r in rows
+    )
     atomic_write_text(out / "labels.csv", text)
     return out

@@ -52,7 +52,11 @@ def _fibres(rng: np.random.Generator, img: np.ndarray, u: float, theta: float, n
     t = np.linspace(-0.75, 0.75, 14)[None] * s
     th = theta + rng.normal(0, 0.25, (n, 1))
     off = rng.uniform(-0.6, 0.6, (n, 1)) * s
-    wave = rng.uniform(1, 4, (n, 1)) * u * np.sin(t / (rng.uniform(8, 20, (n, 1)) * u) + rng.uniform(0, 6.3, (n, 1)))
+    wave = (
+        rng.uniform(1, 4, (n, 1))
+        * u
+        * np.sin(t / (rng.uniform(8, 20, (n, 1)) * u) + rng.uniform(0, 6.3, (n, 1)))
+    )
     x = s / 2 + t * np.cos(th) - (off + wave) * np.sin(th)
     y = s / 2 + t * np.sin(th) + (off + wave) * np.cos(th)
     pts = np.round(np.stack([x, y], 2) * 16).astype(np.int32)
@@ -64,8 +68,14 @@ def _fibres(rng: np.random.Generator, img: np.ndarray, u: float, theta: float, n
 
 
 def _nuclei(
-    rng: np.random.Generator, img: np.ndarray, pts: np.ndarray, r: np.ndarray | float,
-    elong: np.ndarray | float, angle: np.ndarray | float, irreg: float, h: np.ndarray | float,
+    rng: np.random.Generator,
+    img: np.ndarray,
+    pts: np.ndarray,
+    r: np.ndarray | float,
+    elong: np.ndarray | float,
+    angle: np.ndarray | float,
+    irreg: float,
+    h: np.ndarray | float,
 ) -> None:
     """Draw ``len(pts)`` nuclei of radius ``r`` (area-preserving elongation) into ``img``."""
     if len(pts) == 0:
@@ -81,7 +91,9 @@ def render_idc_patch(
     """One ``(size, size, 3)`` uint8 patch for malignancy score ``m`` in [0, 1]."""
     s = size * SCALE
     u = s / 100.0  # drawing unit: one pixel of a 50-px patch rendered at 2×
-    m_den, m_size, m_pleo, m_chrom = (d.jitter01(rng, m, 0.03 + 0.12 * difficulty) for _ in range(4))
+    m_den, m_size, m_pleo, m_chrom = (
+        d.jitter01(rng, m, 0.03 + 0.12 * difficulty) for _ in range(4)
+    )
     cellular = rng.uniform(0.3, 1.0)  # label-free cellularity of the background tissue
 
     emap = 0.5 + 0.14 * d.smooth_noise(rng, (s, s), 5)
@@ -116,17 +128,41 @@ def render_idc_patch(
         nuc = np.zeros((s, s), np.float32)
         radii = r0 * np.maximum(0.5, 1 + (0.08 + 0.3 * m_pleo) * rng.normal(size=n_tum))
         h = (0.9 + 0.8 * m_chrom) * rng.uniform(0.85, 1.15, n_tum)
-        _nuclei(rng, nuc, pts, radii, rng.uniform(0, 0.6, n_tum), rng.uniform(0, math.pi, n_tum),
-                0.04 + 0.3 * m_pleo, h)
+        _nuclei(
+            rng,
+            nuc,
+            pts,
+            radii,
+            rng.uniform(0, 0.6, n_tum),
+            rng.uniform(0, math.pi, n_tum),
+            0.04 + 0.3 * m_pleo,
+            h,
+        )
         hmap = np.maximum(hmap, nuc * tex)
 
     # Stromal fibroblasts (spindles along the fibres) and lymphocytes: label-free context.
     n_f = rng.poisson(30 * cellular)
-    _nuclei(rng, hmap, rng.uniform(0, s, (n_f, 2)), 1.4 * u, rng.uniform(2, 6, n_f),
-            theta + rng.normal(0, 0.2, n_f), 0.05, 0.9)
+    _nuclei(
+        rng,
+        hmap,
+        rng.uniform(0, s, (n_f, 2)),
+        1.4 * u,
+        rng.uniform(2, 6, n_f),
+        theta + rng.normal(0, 0.2, n_f),
+        0.05,
+        0.9,
+    )
     n_l = rng.poisson(rng.exponential(3 + 12 * difficulty) * cellular)
-    _nuclei(rng, hmap, rng.uniform(0, s, (n_l, 2)), rng.uniform(1.5, 2.0, n_l) * u, 0.1, 0.0, 0.0,
-            rng.uniform(1.2, 1.5, n_l))
+    _nuclei(
+        rng,
+        hmap,
+        rng.uniform(0, s, (n_l, 2)),
+        rng.uniform(1.5, 2.0, n_l) * u,
+        0.1,
+        0.0,
+        0.0,
+        rng.uniform(1.2, 1.5, n_l),
+    )
 
     # Fat: packed empty adipocytes with thin membranes (either class).
     if rng.random() < 0.4 * (1 - 0.7 * d.jitter01(rng, m, 0.2)):
@@ -143,14 +179,18 @@ def render_idc_patch(
 
         cv2.polylines(emap, list(cells), True, 0.5, max(1, round(0.8 * u)), cv2.LINE_8, 4)
 
-    rgb = d.beer_lambert([hmap * stain.h_gain, emap * stain.e_gain], [stain.h_vec, stain.e_vec], stain.i0)
+    rgb = d.beer_lambert(
+        [hmap * stain.h_gain, emap * stain.e_gain], [stain.h_vec, stain.e_vec], stain.i0
+    )
     blur = rng.uniform(0.0, 0.35 + 0.5 * difficulty)
     return d.finish(rgb, rng, (size, size), blur, 1.5 + 3 * difficulty)
 
 
-def _patient_grid(rng: np.random.Generator, n: int, n_pos: int, size: int) -> list[tuple[int, int, int]]:
+def _patient_grid(
+    rng: np.random.Generator, n: int, n_pos: int, size: int
+) -> list[tuple[int, int, int]]:
     """Patch coordinates on a virtual slide; positives cluster in a tumour region."""
-    side = int(math.ceil(math.sqrt(n * 2.5)))
+    side = math.ceil(math.sqrt(n * 2.5))
     cells = rng.choice(side * side, size=n, replace=False)
     cols, rows = cells % side, cells // side
     tc, tr = rng.uniform(0, side, 2)
@@ -159,7 +199,9 @@ def _patient_grid(rng: np.random.Generator, n: int, n_pos: int, size: int) -> li
     labels = np.zeros(n, int)
     labels[order[:n_pos]] = 1
     x0, y0 = 1 + size * int(rng.integers(0, 20)), 1 + size * int(rng.integers(0, 20))
-    return [(x0 + size * int(c), y0 + size * int(r), int(lab)) for c, r, lab in zip(cols, rows, labels)]
+    return [
+        (x0 + size * int(c), y0 + size * int(r), int(lab)) for c, r, lab in zip(cols, rows, labels)
+    ]
 
 
 def make_idc_like(
@@ -201,7 +243,7 @@ def make_idc_like(
 
     top = d.rng_for(seed, d.TAG_IDC)
     ids = np.sort(top.choice(np.arange(8800, 17000), size=patients, replace=False))
-    n_single = int(round(single_class_fraction * patients))
+    n_single = round(single_class_fraction * patients)
     single = set(top.choice(patients, size=n_single, replace=False).tolist()) if n_single else set()
     for i, pid in enumerate(ids):
         rng = d.rng_for(seed, d.TAG_IDC, i + 1)
