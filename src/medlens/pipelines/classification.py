@@ -22,7 +22,7 @@ from medlens.errors import BadInputError, ConfigError
 from medlens.io.atomic import atomic_write_json
 from medlens.pipelines.config import RunConfig
 from medlens.train.classify import ClassificationTask, class_weights
-from medlens.train.engine import FitResult, fit, resolve_device
+from medlens.train.engine import FitResult, fit, resolve_device, seed_everything
 from medlens.train.loader import BatchLoader
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,7 @@ def train_classifier(cfg: RunConfig, run_dir: str | Path, *, resume: bool = Fals
                                shuffle=True, seed=cfg.train.seed, weights=sampler_w)
     val_loader = BatchLoader({"image": cache.images[val_m], "label": labels[val_m]}, batch_size=bs * 2,
                              shuffle=False)
+    seed_everything(cfg.train.seed)  # the initial weights depend on the seed alone
     model, model_kwargs = build_model(cfg, k)
     train_cfg = cfg.train.model_copy(update={"channels_last": cl})
     result = fit(model, task, train_loader, val_loader, train_cfg, run_dir, resume=resume)
