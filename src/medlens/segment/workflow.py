@@ -26,7 +26,7 @@ from medlens.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TRAIN = {"epochs": 30, "batch_size": 16, "lr": 2e-3, "patience": 10, "scheduler": "cosine"}
+DEFAULT_TRAIN = {"epochs": 50, "batch_size": 16, "lr": 3e-3, "patience": 20, "scheduler": "cosine"}
 
 
 class SegmentConfig(BaseModel):
@@ -38,7 +38,7 @@ class SegmentConfig(BaseModel):
     data: str
     layout: str | None = None
     mask_pattern: str | None = None
-    model: str = "unet_small"
+    model: str = "unet"
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     size: int | None = Field(128, ge=16, description="train on slices resized to size×size")
     loss: str = "dice_bce"
@@ -149,7 +149,8 @@ def package_metadata(cfg: SegmentConfig, model: Any, slices: Any, metrics: dict[
     return {
         "task": "segment", "classes": ["background", "lesion"], "threshold": cfg.threshold,
         "input": {"channels": int(slices.images.shape[1]), "size": list(slices.images.shape[-2:]),
-                  "divisor": divisor(model), "patch": None, "spatial_dims": 2,
+                  "divisor": divisor(model), "spatial_dims": 2,
+                  "patch": list(slices.images.shape[-2:]) if cfg.size is None else None,
                   "dtype": "uint8 scaled to [0, 1]"},
         "preprocess": {"resize": cfg.size, "volume_window_percentiles": [0.5, 99.5],
                        "mask_rule": "binary masks; other values binarised (see medlens.segment.data)"},

@@ -1,0 +1,43 @@
+"""`medlens segment-cv DATA`: leave-patients-out cross-validation of a segmentation model.
+
+(``medlens train DATA --task segment``, ``evaluate`` and ``predict`` are wired in the
+spine's commands and call :mod:`medlens.segment.workflow` / :mod:`medlens.segment.predict`.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from medlens.cli.app import app
+
+
+@app.command("segment-cv")
+def segment_cv(
+    data: Path = typer.Argument(..., help="segmentation data folder (kaggle_3m, pairs, nnunet, volumes)"),
+    out: Path = typer.Option(Path("runs/segment-cv"), "--out", "-o", help="folder for one run per fold"),
+    folds: int = typer.Option(3, "--folds", help="patient groups; each is the test set once"),
+    model: str = typer.Option("unet", "--model", "-m", help="see `medlens models '*unet*'`"),
+    size: int = typer.Option(128, "--size", help="slice side after resizing"),
+    epochs: int = typer.Option(50, "--epochs"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    lr: float = typer.Option(3e-3, "--lr"),
+    loss: str = typer.Option("dice_bce", "--loss", help="dice, dice_bce, jaccard, focal, dice_focal"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="cap on steps per epoch"),
+    layout: str | None = typer.Option(None, "--layout"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Train on some patients, test on patients never seen; mean per-patient-volume Dice."""
+    from medlens.segment.workflow import DEFAULT_TRAIN, SegmentConfig, cross_validate
+    from medlens.train.config import TrainConfig
+
+    train = dict(DEFAULT_TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                 max_steps_per_epoch=max_steps)
+    cfg = SegmentConfig(data=str(data), layout=layout, model=model, size=size, loss=loss,
+                        train=TrainConfig(**train))
+    res = cross_validate(cfg, out, folds=folds)
+    for pid, row in sorted(res["per_patient"].items(), key=lambda kv: kv[1]["dice"]):
+        typer.echo(f"{pid}: Dice {row['dice']:.3f}")
+    typer.echo(f"mean per-patient-volume Dice over {int(res['patients'])} unseen patients: "
+               f"{res['mean_dice']:.3f}  ({out / 'cv_metrics.json'})")

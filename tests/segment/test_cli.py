@@ -1,0 +1,65 @@
+"""Segmentation through the CLI: train --task segment, evaluate, predict, segment-cv, demo."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from medlens.cli.main import get_app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def cli_run(kaggle_set, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    res = runner.invoke(get_app(), ["train", str(kaggle_set), "--task", "segment", "--out", str(out),
+                                    "--model", "test_unet", "--size", "32", "--epochs", "1",
+                                    "--batch-size", "8"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    return out
+
+
+def test_cli_train_evaluate_predict(cli_run, kaggle_set, tmp_path):
+    assert json.loads((cli_run / "model/metadata.json").read_text(encoding="utf-8"))["task"] == "segment"
+    res = runner.invoke(get_app(), ["evaluate", str(cli_run), str(kaggle_set), "--split", "test",
+                                    "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "mean_dice" in json.loads((tmp_path / "ev/metrics.json").read_text(encoding="utf-8"))
+    img = next(kaggle_set.glob("*/*_2.tif"))
+    res = runner.invoke(get_app(), ["predict", str(cli_run), str(img), "--out", str(tmp_path / "pred")])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    mask = np.asarray(Image.open(tmp_path / "pred" / f"{img.stem}_mask.tif"))
+    assert mask.shape == (32, 32) and set(np.unique(mask)) <= {0, 255}
+
+
+def test_cli_bad_data_is_one_line_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(get_app(), ["train", str(tmp_path / "empty"), "--task", "segment",
+                                    "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "no segmentation layout" in res.output
+
+
+def test_segment_cv_leaves_patients_out(kaggle_set, tmp_path):
+    res = runner.invoke(get_app(), ["segment-cv", str(kaggle_set), "--out", str(tmp_path / "cv"), "--folds", "2",
+                                    "--model", "test_unet", "--size", "32", "--epochs", "1", "--max-steps", "1"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    cv = json.loads((tmp_path / "cv/cv_metrics.json").read_text(encoding="utf-8"))
+    tested = [p for f in cv["folds"] for p in f["test"]]
+    assert sorted(tested) == sorted(cv["per_patient"]) and len(set(tested)) == 4
+    for f in cv["folds"]:
+        splits = (tmp_path / "cv" / f"fold{f['fold']}" / "splits.csv").read_text(encoding="utf-8")
+        train_lines = [ln for ln in splits.splitlines() if ln.endswith(",train")]
+        assert not any(p in ln for p in f["test"] for ln in train_lines)
+    assert "mean per-patient-volume Dice" in res.output
+
+
+def test_demo_quick(tmp_path):
+    from medlens.segment.workflow import run_demo
+
+    run = run_demo(tmp_path / "demo", quick=True)
+    assert (run / "report.html").is_file() and (run / "model/metadata.json").is_file()
