@@ -90,7 +90,7 @@ def render_idc_patch(
 ) -> np.ndarray:
     """One ``(size, size, 3)`` uint8 patch for malignancy score ``m`` in [0, 1]."""
     s = size * SCALE
-    u = s / 100.0  # drawing unit: one pixel of a 50-px patch rendered at 2×
+    u = s / 100.0  # drawing unit: half a pixel of a 50-px patch (sizes scale with `size`)
     m_den, m_size, m_pleo, m_chrom = (
         d.jitter01(rng, m, 0.03 + 0.12 * difficulty) for _ in range(4)
     )
