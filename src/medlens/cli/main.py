@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-_MODULES = ["commands", "audit", "explain", "segment"]
+_MODULES = ["commands", "audit", "explain", "segment", "crossval"]
 _done = False
 
 

@@ -1,0 +1,539 @@
+"""k-fold cross-validation of a classifier, for data sets too small for one test split.
+
+``cross_validate(cfg, out_dir, folds=5)`` loads and decodes the data once, then for each
+fold (stratified, grouped by patient, else by image): carves a grouped validation split
+from the training part — used for early stopping, temperature and threshold, never the
+held-out fold — trains with the same engine, model and task as ``medlens train``, and
+keeps the held-out (out-of-fold, OOF) probabilities. The result, ``cv_metrics.json`` and
+``report.html``, has per-fold metrics, mean ± std, two 95 % CIs for AUC (a t-interval
+over folds and a bootstrap of the pooled OOF AUC) and the full metrics of the pooled OOF
+predictions. Each fold lives in ``out_dir/fold_<i>/``; a finished fold is skipped and an
+interrupted one resumes from its last checkpoint with ``resume=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medlens.data.cache import ImageCache, build_cache
+from medlens.data.records import DatasetIndex
+from medlens.errors import BadInputError, ConfigError
+from medlens.io.atomic import atomic_write, atomic_write_json
+from medlens.pipelines.config import RunConfig
+from medlens.train.classify import ClassificationTask
+from medlens.train.engine import FitResult
+
+log = logging.getLogger(__name__)
+
+FOLD_KEYS = (
+    "roc_auc",
+    "sensitivity",
+    "specificity",
+    "balanced_accuracy",
+    "accuracy",
+    "op_sensitivity",
+    "op_specificity",
+)
+
+
+@dataclasses.dataclass
+class FoldResult:
+    """One fold's out-of-fold predictions (positions index the cache) and summary row."""
+
+    test_idx: np.ndarray
+    probs: np.ndarray
+    threshold: float
+    row: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def fit_classifier(
+    cfg: RunConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    train_m: np.ndarray,
+    val_m: np.ndarray,
+    num_classes: int,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+) -> tuple[torch.nn.Module, ClassificationTask, FitResult]:
+    """Build model, task and loaders exactly as ``train_classifier`` does and run ``fit``."""
+    from medlens.pipelines.classification import _channels_last, _norm_stats, build_model
+    from medlens.train.classify import class_weights
+    from medlens.train.engine import fit, seed_everything
+    from medlens.train.loader import BatchLoader
+
+    k = num_classes
+    mean, std = _norm_stats(images[train_m])
+    cl = _channels_last(cfg)
+    weights = class_weights(labels[train_m], k) if cfg.balance == "weighted_loss" else None
+    task = ClassificationTask(
+        num_classes=k, mean=mean, std=std, augment=cfg.augment, weights=weights, channels_last=cl
+    )
+    sampler_w = (
+        class_weights(labels[train_m], k)[labels[train_m]] if cfg.balance == "sampler" else None
+    )
+    bs = cfg.train.batch_size
+    train_loader = BatchLoader(
+        {"image": images[train_m], "label": labels[train_m]},
+        batch_size=bs,
+        shuffle=True,
+        seed=cfg.train.seed,
+        weights=sampler_w,
+    )
+    val_loader = BatchLoader(
+        {"image": images[val_m], "label": labels[val_m]}, batch_size=bs * 2, shuffle=False
+    )
+    seed_everything(cfg.train.seed)  # every fold starts from the same initial weights
+    model, _ = build_model(cfg, k)
+    train_cfg = cfg.train.model_copy(update={"channels_last": cl})
+    result = fit(model, task, train_loader, val_loader, train_cfg, run_dir, resume=resume)
+    return model, task, result
+
+
+def cross_validate(
+    cfg: RunConfig, out_dir: str | Path, *, folds: int = 5, resume: bool = False
+) -> dict[str, Any]:
+    """Run k-fold cross-validation; write ``cv_metrics.json`` and ``report.html``; return the metrics.
+
+    Raises:
+        ConfigError: ``folds`` < 2, too few patients/images, ``val_fraction`` 0, or an
+            ``out_dir`` that already holds a run without ``resume`` (or a different one with it).
+    """
+    from medlens.pipelines.classification import load_index, run_quick_audit
+
+    if not isinstance(folds, int) or folds < 2:
+        raise ConfigError(f"folds must be an integer >= 2, got {folds!r}")
+    if cfg.data.val_fraction <= 0:
+        raise ConfigError(
+            "cross-validation carves a validation split from each fold's training part; "
+            "set val_fraction > 0"
+        )
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir, cfg, resume)
+    t0 = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "config.json", cfg.model_dump())
+    index = load_index(cfg)
+    if not index.records:
+        raise BadInputError(f"{cfg.data.path}: no usable images found")
+    audit = run_quick_audit(index, cfg, out_dir)
+    cache = build_cache(index, cfg.preprocess, progress=False)
+    problems = list(index.problems) + [p for p in cache.problems if p not in index.problems]
+    usable = index.subset([dataclasses.replace(r, split=None) for r in cache.records])
+    fold_of = _fold_assignment(usable, folds, cfg, out_dir / "folds.csv", resume)
+    results = [
+        _run_fold(i, fold_of, usable, cache, cfg, out_dir / f"fold_{i}", resume)
+        for i in range(folds)
+    ]
+    cv = _summarise(results, usable, cache, cfg)
+    cv["seconds"] = round(time.perf_counter() - t0, 1)
+    cv["audit"] = audit
+    atomic_write_json(out_dir / "cv_metrics.json", cv)
+    _write_report(out_dir, cfg, index, cache, problems, results, cv)
+    return cv
+
+
+def load_run(out_dir: str | Path) -> tuple[RunConfig, int]:
+    """The config and fold count of an existing cross-validation folder (for ``--resume``)."""
+    out_dir = Path(out_dir)
+    try:
+        import json
+
+        cfg = RunConfig(**json.loads((out_dir / "config.json").read_text(encoding="utf-8")))
+        rows = (out_dir / "folds.csv").read_text(encoding="utf-8").splitlines()[1:]
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{out_dir}: not a cross-validation folder to resume ({e})") from None
+    return cfg, len({ln.rsplit(",", 1)[1] for ln in rows if ln})
+
+
+def _check_out_dir(out_dir: Path, cfg: RunConfig, resume: bool) -> None:
+    started = (out_dir / "folds.csv").exists() or any(out_dir.glob("fold_*/checkpoints/last.pt"))
+    if started and not resume:
+        raise ConfigError(
+            f"{out_dir} already holds a cross-validation run; pass --resume to continue it "
+            "or choose another --out"
+        )
+    if resume and (out_dir / "config.json").exists():
+        import json
+
+        old = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
+        if old != json.loads(cfg.model_dump_json()):
+            raise ConfigError(
+                f"{out_dir}/config.json differs from the config given; resume with the same "
+                "config (the CLI reads it from --out) or choose another --out"
+            )
+
+
+def _fold_assignment(
+    usable: DatasetIndex, folds: int, cfg: RunConfig, path: Path, resume: bool
+) -> np.ndarray:
+    """Fold number per usable image, from ``kfold_splits``; saved so a resumed run keeps it."""
+    import csv
+    import io
+
+    from medlens.data.splits import kfold_splits
+    from medlens.io.atomic import atomic_write_text
+
+    paths = [r.path for r in usable.records]
+    if resume and path.exists():
+        with path.open(newline="", encoding="utf-8") as fh:
+            saved = {row["path"]: int(row["fold"]) for row in csv.DictReader(fh)}
+        if set(saved) != set(paths) or len(set(saved.values())) != folds:
+            raise ConfigError(
+                f"{path}: the data set or --folds changed since the run started; "
+                "start a new run in another --out"
+            )
+        return np.array([saved[p] for p in paths])
+    fold_of = np.full(len(paths), -1)
+    for i, (_, test_idx) in enumerate(
+        kfold_splits(usable, folds, cfg.train.seed, group_by_patient=cfg.data.group_by_patient)
+    ):
+        fold_of[test_idx] = i
+    if (fold_of < 0).any() or len(np.unique(fold_of)) != folds:
+        raise ConfigError(f"could not form {folds} non-empty folds from {len(paths)} images")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "patient", "fold"])
+    w.writerows(
+        (r.path, r.patient or "", int(f)) for r, f in zip(usable.records, fold_of, strict=True)
+    )
+    atomic_write_text(path, buf.getvalue())
+    return fold_of
+
+
+def _inner_splits(
+    i: int, fold_of: np.ndarray, usable: DatasetIndex, cfg: RunConfig, fold_dir: Path
+) -> np.ndarray:
+    """``train``/``val``/``test`` per image for fold ``i``; val is carved from train, grouped."""
+    from medlens.data.splits import apply_splits, assign_splits, load_splits, save_splits
+
+    recs = usable.records
+    train_part = usable.subset([recs[j] for j in np.flatnonzero(fold_of != i)])
+    path = fold_dir / "splits.csv"
+    if path.exists():
+        inner = apply_splits(train_part, load_splits(path))
+    else:
+        inner = assign_splits(
+            train_part,
+            val_fraction=cfg.data.val_fraction,
+            test_fraction=0.0,
+            seed=cfg.train.seed + i,
+            group_by_patient=cfg.data.group_by_patient,
+        )
+    split = np.full(len(recs), "test", dtype=object)
+    split[fold_of != i] = [r.split for r in inner.records]
+    if not path.exists():
+        save_splits(
+            usable.subset(
+                [dataclasses.replace(r, split=s) for r, s in zip(recs, split, strict=True)]
+            ),
+            path,
+        )
+    return split
+
+
+def _run_fold(
+    i: int,
+    fold_of: np.ndarray,
+    usable: DatasetIndex,
+    cache: ImageCache,
+    cfg: RunConfig,
+    fold_dir: Path,
+    resume: bool,
+) -> FoldResult:
+    from medlens.evaluate.calibration import apply_temperature, fit_temperature
+    from medlens.evaluate.metrics import classification_metrics
+    from medlens.evaluate.operating_point import choose_threshold
+    from medlens.pipelines.evaluation import cache_logits, negative_class_index
+    from medlens.train.engine import resolve_device
+
+    if (fold_dir / "result.json").exists():  # finished earlier: reuse, never retrain
+        log.info("fold %d: already finished, reusing %s", i, fold_dir)
+        return _load_fold(fold_dir, usable)
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    split = _inner_splits(i, fold_of, usable, cfg, fold_dir)
+    train_m, val_m, test_m = split == "train", split == "val", split == "test"
+    labels, classes = cache.labels, usable.classes
+    resume_fold = resume and (fold_dir / "checkpoints" / "last.pt").exists()
+    log.info(
+        "fold %d/%d: train %d, val %d, held out %d%s",
+        i + 1,
+        len(np.unique(fold_of)),
+        train_m.sum(),
+        val_m.sum(),
+        test_m.sum(),
+        " (resuming)" if resume_fold else "",
+    )
+    model, task, fit_res = fit_classifier(
+        cfg, cache.images, labels, train_m, val_m, len(classes), fold_dir, resume=resume_fold
+    )
+    device = resolve_device(cfg.train.device)
+    neg = negative_class_index(classes, cfg.eval.negative_class)
+    z_val, y_val = cache_logits(model, task, cache.images[val_m], device), labels[val_m]
+    temperature = float(fit_temperature(z_val, y_val)) if len(np.unique(y_val)) > 1 else 1.0
+    op = choose_threshold(
+        y_val,
+        apply_temperature(z_val, temperature),
+        negative_class=neg,
+        target_sensitivity=cfg.eval.target_sensitivity,
+    )
+    z = cache_logits(model, task, cache.images[test_m], device)
+    probs = apply_temperature(z, temperature)
+    y = labels[test_m]
+    patients = [r.patient for r, m in zip(usable.records, test_m, strict=True) if m]
+    metrics = classification_metrics(
+        y,
+        probs,
+        classes,
+        negative_class=neg,
+        threshold=op["threshold"],
+        patients=patients if any(p is not None for p in patients) else None,
+        n_bootstrap=0,
+        patient_aggregate=cfg.eval.patient_aggregate,
+        patient_k=cfg.eval.topk,
+        logits=z,
+        val_logits=z_val,
+        val_y=y_val,
+    )
+    metrics["threshold_selection"] = {
+        **op,
+        "chosen_on": "val (carved from this fold's training part)",
+    }
+    atomic_write_json(fold_dir / "metrics.json", metrics)
+    opm = metrics["operating_point"]
+    row = {
+        "fold": i,
+        "n_train": int(train_m.sum()),
+        "n_val": int(val_m.sum()),
+        "n_test": int(test_m.sum()),
+        **{k: metrics.get(k) for k in FOLD_KEYS[:5]},
+        "op_sensitivity": opm["sensitivity"],
+        "op_specificity": opm["specificity"],
+        "threshold": op["threshold"],
+        "temperature": temperature,
+        "best_epoch": fit_res.best_epoch,
+        "epochs_run": len(fit_res.history),
+    }
+    test_paths = np.array([r.path for r, m in zip(usable.records, test_m, strict=True) if m])
+    atomic_write(
+        fold_dir / "oof.npz",
+        lambda fh: np.savez(fh, paths=test_paths, probs=probs, logits=z, labels=y),
+    )
+    atomic_write_json(
+        fold_dir / "result.json", {"row": row, "history": fit_res.history}
+    )  # marks the fold done
+    return FoldResult(np.flatnonzero(test_m), probs, float(op["threshold"]), row, fit_res.history)
+
+
+def _load_fold(fold_dir: Path, usable: DatasetIndex) -> FoldResult:
+    import json
+
+    res = json.loads((fold_dir / "result.json").read_text(encoding="utf-8"))
+    with np.load(fold_dir / "oof.npz", allow_pickle=False) as z:
+        paths, probs = z["paths"].tolist(), z["probs"]
+    pos = {r.path: j for j, r in enumerate(usable.records)}
+    missing = [p for p in paths if p not in pos]
+    if missing:
+        raise ConfigError(
+            f"{fold_dir}: {len(missing)} held-out images are no longer in the data "
+            f"(e.g. {missing[0]}); start a new run in another --out"
+        )
+    return FoldResult(
+        np.array([pos[p] for p in paths]),
+        probs,
+        float(res["row"]["threshold"]),
+        res["row"],
+        res["history"],
+    )
+
+
+def fold_t_interval(values: list[float], level: float = 0.95) -> dict[str, Any] | None:
+    """Student-t interval of the mean over folds (optimistic: folds share training data)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if len(v) < 2:
+        return None
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return {
+        "low": max(0.0, float(v.mean()) - half),
+        "high": min(1.0, float(v.mean()) + half),
+        "level": level,
+        "n_folds": len(v),
+        "method": "mean ± t(k-1)·sd/√k over folds, clipped to [0, 1]",
+    }
+
+
+def _summarise(
+    results: list[FoldResult], usable: DatasetIndex, cache: ImageCache, cfg: RunConfig
+) -> dict[str, Any]:
+    from medlens.evaluate.metrics import classification_metrics, to_jsonable
+    from medlens.evaluate.operating_point import binary_rates, disease_score
+    from medlens.pipelines.evaluation import negative_class_index
+
+    classes = usable.classes
+    neg = negative_class_index(classes, cfg.eval.negative_class)
+    idx = np.concatenate([r.test_idx for r in results])
+    if len(idx) != len(usable.records) or len(np.unique(idx)) != len(idx):
+        raise ConfigError(
+            "the held-out folds do not cover every image exactly once; start a new run"
+        )
+    probs = np.empty((len(idx), len(classes)))
+    thr = np.empty(len(idx))
+    for r in results:
+        probs[r.test_idx] = r.probs
+        thr[r.test_idx] = r.threshold
+    y = cache.labels
+    patients = [r.patient for r in usable.records]
+    pooled = classification_metrics(
+        y,
+        probs,
+        classes,
+        negative_class=neg,
+        threshold=None,
+        patients=patients if usable.has_patients else None,
+        n_bootstrap=cfg.eval.n_bootstrap,
+        seed=cfg.train.seed,
+        patient_aggregate=cfg.eval.patient_aggregate,
+        patient_k=cfg.eval.topk,
+    )
+    pooled["split"] = "out-of-fold (every image predicted by the model that did not train on it)"
+    rates = binary_rates(y != neg, disease_score(probs, neg) >= thr)
+    rows = [r.row for r in results]
+    summary = {}
+    for key in FOLD_KEYS:
+        v = [x[key] for x in rows if x.get(key) is not None]
+        summary[key] = {
+            "mean": float(np.mean(v)) if v else None,
+            "std": float(np.std(v, ddof=1)) if len(v) > 1 else None,
+            "n_folds": len(v),
+        }
+    boot = (pooled.get("ci") or {}).get("roc_auc")
+    return to_jsonable(
+        {
+            "folds": len(results),
+            "grouping": "patient" if usable.has_patients and cfg.data.group_by_patient else "image",
+            "per_fold": rows,
+            "summary": summary,
+            "auc": {
+                "mean": summary["roc_auc"]["mean"],
+                "std": summary["roc_auc"]["std"],
+                "pooled_oof": pooled.get("roc_auc"),
+                "ci_fold_t": fold_t_interval([x["roc_auc"] for x in rows]),
+                "ci_pooled_bootstrap": None
+                if boot is None
+                else {**boot, "level": pooled["ci"]["level"], "method": pooled["ci"]["method"]},
+            },
+            "pooled": pooled,
+            "pooled_operating_point": {
+                "rule": "each image called with its own fold's validation threshold",
+                **{k: rates[k] for k in ("sensitivity", "specificity", "ppv", "npv")},
+            },
+            "config": cfg.model_dump(),
+        }
+    )
+
+
+def _mean_history(results: list[FoldResult]) -> list[dict[str, Any]]:
+    """Per-epoch mean over the folds that ran that epoch (the report's training curves)."""
+    out = []
+    for e in range(max((len(r.history) for r in results), default=0)):
+        rows = [r.history[e] for r in results if len(r.history) > e]
+        keys = [
+            k
+            for k in ("train_loss", "val_loss", "val_auc", "val_balanced_acc")
+            if all(k in h for h in rows)
+        ]
+        out.append({"epoch": e, **{k: float(np.nanmean([h[k] for h in rows])) for k in keys}})
+    return out
+
+
+def _write_report(
+    out_dir: Path,
+    cfg: RunConfig,
+    index: DatasetIndex,
+    cache: ImageCache,
+    problems: list,
+    results: list[FoldResult],
+    cv: dict[str, Any],
+) -> Path:
+    from medlens.evaluate.report import write_report
+    from medlens.pipelines.reporting import _data_summary, _samples, model_card
+
+    pooled = cv["pooled"]
+    order = np.argsort(np.concatenate([r.test_idx for r in results]))
+    probs = np.concatenate([r.probs for r in results])[order]
+    extras = {
+        "eval_mask": np.ones(len(cache.records), bool),
+        "eval_probs": probs,
+        "eval_labels": cache.labels,
+    }
+    split_table = {}
+    for r in results:
+        yy = cache.labels[r.test_idx]
+        split_table[f"fold {r.row['fold']} (held out)"] = {
+            **{c: int((yy == j).sum()) for j, c in enumerate(index.classes)},
+            "total": len(yy),
+            "patients": len(
+                {cache.records[j].patient for j in r.test_idx if cache.records[j].patient}
+            ),
+        }
+    card = model_card(cfg, index, pooled)
+    card["operating_point"] = (
+        "per fold: threshold chosen on a validation split carved from its training part"
+    )
+    patient = (pooled.get("patient_level") or {}).get("table")
+    return write_report(
+        out_dir,
+        title=f"medlens cross-validation — {Path(cfg.data.path).name} — {cfg.model.name}",
+        data_summary={
+            **_data_summary(index, cache, problems),
+            "folds": cv["folds"],
+            "grouped by": cv["grouping"],
+        },
+        split_table=split_table,
+        history=_mean_history(results),
+        metrics=pooled,
+        patient_table=patient,
+        samples=_samples(cache, extras, index.classes, cfg.eval.samples_in_report),
+        model_card=card,
+        extra_sections=[("Cross-validation folds", _fold_table_html(cv))],
+    )
+
+
+def _fold_table_html(cv: dict[str, Any]) -> str:
+    def f(v: Any) -> str:
+        return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+
+    cols = ["fold", "n_train", "n_val", "n_test", *FOLD_KEYS, "threshold", "best_epoch"]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{f(r.get(c))}</td>" for c in cols) + "</tr>" for r in cv["per_fold"]
+    )
+    s = cv["summary"]
+    body += (
+        "<tr><th>mean ± sd</th><td></td><td></td><td></td>"
+        + "".join(f"<td>{f(s[k]['mean'])} ± {f(s[k]['std'])}</td>" for k in FOLD_KEYS)
+        + "<td></td><td></td></tr>"
+    )
+    auc = cv["auc"]
+    ci_t, ci_b = auc.get("ci_fold_t") or {}, auc.get("ci_pooled_bootstrap") or {}
+    notes = (
+        f"<p>AUC mean over folds {f(auc['mean'])} ± {f(auc['std'])}; 95 % t-interval over folds "
+        f"{f(ci_t.get('low'))}–{f(ci_t.get('high'))} (optimistic: folds share training images). "
+        f"Pooled out-of-fold AUC {f(auc['pooled_oof'])}, bootstrap 95 % CI {f(ci_b.get('low'))}–"
+        f"{f(ci_b.get('high'))}.</p><p>sensitivity/specificity: argmax call; op_*: at the fold's threshold, "
+        "chosen on validation for the target sensitivity.</p>"
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
