@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -28,7 +29,7 @@ def inspect_cmd(
     """Show what medlens detects in DATA: layout, classes, counts, patients, unreadable files."""
     from medlens.data.describe import format_description, inspect_path
 
-    index, desc = inspect_path(data, layout=layout, label_column=label_column, path_column=path_column,
+    index, desc = inspect_path(data, workers=os.cpu_count() or 1, layout=layout, label_column=label_column, path_column=path_column,
                                patient_column=patient_column, patient_table=patient_table)
     if as_json:
         typer.echo(json.dumps(desc, indent=2, default=str))
@@ -249,9 +250,10 @@ def demo_cmd(
     out: Path = typer.Option(Path("medlens-demo"), "--out", "-o", help="where to write data and the run"),
     task: str = typer.Option("classify", "--task", help="classify or segment"),
     seed: int = typer.Option(0, "--seed"),
+    quick: bool = typer.Option(False, "--quick", help="a tiny version (seconds), for smoke tests"),
 ) -> None:
     """Generate a synthetic data set, audit it, train, evaluate and report — no download."""
     from medlens.pipelines.demo import run_demo
 
-    run_dir = run_demo(out, task=task, seed=seed)
+    run_dir = run_demo(out, task=task, seed=seed, quick=quick)
     typer.echo(f"demo finished: open {run_dir / 'report.html'}")

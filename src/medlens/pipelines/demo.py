@@ -31,6 +31,14 @@ def run_demo(out: str | Path, *, task: str = "classify", seed: int = 0, quick: b
         log.info("generating synthetic IDC-like patches in %s", data)
         kw = {"patients": 6, "patches_per_patient": 40} if quick else {"patients": 14, "patches_per_patient": 150}
         make_idc_like(data, seed=seed, **kw)
+    try:
+        from medlens.audit import run_audit
+
+        audit = run_audit(data, out_dir=out / "audit", quick=quick)
+        log.info("audit: %d warning(s), %d blocking; see %s", len(audit.warnings), len(audit.blocking),
+                 out / "audit" / "audit.html")
+    except ImportError:
+        log.info("audit module not available; skipping the full audit")
     train = dict(DEMO_TRAIN, seed=seed)
     if quick:
         train.update(epochs=2, max_steps_per_epoch=5)

@@ -1,0 +1,55 @@
+"""The spine on the real data sets in ../shared/data (skipped when absent). Short runs only:
+the full-length figures in the README come from the commands written there."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from medlens.cli.main import get_app
+
+runner = CliRunner()
+pytestmark = pytest.mark.realdata
+
+
+def _train(args):
+    res = runner.invoke(get_app(), ["train", *args])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+
+
+def test_pneumoniamnist_official_splits_short_run(shared_data, tmp_path):
+    data = shared_data / "pneumoniamnist" / "pneumoniamnist.npz"
+    if not data.exists():
+        pytest.skip(f"{data} not found")
+    out = tmp_path / "run"
+    _train([str(data), "--out", str(out), "--epochs", "2", "--max-steps", "12", "--model", "test_cnn",
+            "--batch-size", "64"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["split"] == "test" and m["counts"]["n"] == 624  # the official test split, untouched
+    assert m["classes"] == ["normal", "pneumonia"]
+    assert m["roc_auc"] > 0.6  # learns something real in a few dozen steps
+    splits = (out / "splits.csv").read_text()
+    assert splits.count(",val") == 524 and splits.count(",test") == 624
+
+
+def test_idc_patient_grouped_with_patient_results(shared_data, tmp_path):
+    data = shared_data / "idc_breast_histopathology"
+    if not data.exists():
+        pytest.skip(f"{data} not found")
+    out = tmp_path / "run"
+    _train([str(data), "--out", str(out), "--epochs", "1", "--max-steps", "10", "--model", "test_cnn",
+            "--size", "32", "--ignore-audit"])
+    rows = [ln.rsplit(",", 1) for ln in (out / "splits.csv").read_text().splitlines()[1:]]
+    by_patient: dict[str, set[str]] = {}
+    for path, split in rows:
+        by_patient.setdefault(path.replace("\\", "/").split("/")[-3], set()).add(split)
+    assert len(by_patient) == 17 and all(len(s) == 1 for s in by_patient.values())
+    m = json.loads((out / "metrics.json").read_text())
+    pl = m["patient_level"]
+    assert pl is not None and len(pl["table"]) >= 2
+    test_patients = {p for p, s in by_patient.items() if s == {"test"}}
+    assert {row["patient"] for row in pl["table"]} == test_patients
+    audit = json.loads((out / "audit_quick.json").read_text())
+    assert any("4 of 17 patients" in w for w in audit["warnings"] + audit["blocking"])
