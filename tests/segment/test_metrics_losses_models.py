@@ -119,3 +119,14 @@ def test_unet_lgg_matches_original_config():
     assert {32, 64, 128, 256, 512} <= set(widths)
     assert max(widths) == 512
     assert set(list_models("*unet*")) >= {"unet", "unet_lgg", "basic_unet", "dynunet", "test_unet"}
+
+
+def test_output_bias_starts_at_prior():
+    from medlens.segment.models import init_output_bias
+
+    m = create_model("test_unet", num_classes=1)
+    assert init_output_bias(m, 0.01)
+    m.eval()
+    with torch.no_grad():
+        p = torch.sigmoid(m(torch.zeros(1, 3, 16, 16))).mean()
+    assert float(p) < 0.1

@@ -90,7 +90,7 @@ def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool 
     from medlens.models.registry import create_model
     from medlens.segment.data import build_slices
     from medlens.segment.layouts import load_segmentation_dataset
-    from medlens.segment.models import divisor
+    from medlens.segment.models import divisor, init_output_bias
     from medlens.segment.task import SegmentAugment, SegmentTask
     from medlens.train.engine import fit, resolve_device
 
@@ -110,6 +110,7 @@ def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool 
         raise BadInputError(f"{cfg.data}: no readable training slices")
     tc = cfg.train
     model = create_model(cfg.model, num_classes=1, in_channels=int(slices.images.shape[1]), **cfg.model_kwargs)
+    init_output_bias(model, float(parts["train"].masks.mean()))
     task = SegmentTask(loss=cfg.loss, threshold=cfg.threshold,
                        augment=SegmentAugment() if cfg.augment else None)
     result = fit(model, task,
@@ -300,11 +301,11 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False) -> Path:
     if not data.exists():
         make_brain_mri_like(data, patients=4 if quick else 8, slices=8 if quick else 16,
                             size=64, difficulty=0.3, seed=seed)
-    train = dict(DEFAULT_TRAIN, seed=seed, epochs=2 if quick else 12, batch_size=16, lr=3e-3, patience=6)
+    train = dict(DEFAULT_TRAIN, seed=seed, epochs=2 if quick else 20, batch_size=16, lr=3e-3, patience=8)
     if quick:
         train["max_steps_per_epoch"] = 3
     cfg = SegmentConfig(data=str(data), layout="kaggle_3m", size=64,
-                        model="test_unet" if quick else "unet_small", train=TrainConfig(**train),
+                        model="test_unet" if quick else "unet", train=TrainConfig(**train),
                         val_fraction=0.25, test_fraction=0.25)
     run_dir = out / "run"
     train_segmentation(cfg, run_dir, resume=(run_dir / "checkpoints" / "last.pt").exists())
