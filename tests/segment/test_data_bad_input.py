@@ -107,3 +107,8 @@ def test_sampling_weights_give_requested_share():
     assert sampling_weights(pos, None) is None
     with pytest.raises(ValueError):
         sampling_weights(pos, 1.5)
+
+
+def test_resized_volume_spacing_scales(nifti_set):
+    s = build_slices(load_segmentation_dataset(nifti_set), size=16)
+    assert s.spacing[s.patients[0]] == pytest.approx((3.0, 2.0, 2.0))

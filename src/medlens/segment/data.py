@@ -174,6 +174,8 @@ def build_slices(
         try:
             if rec.meta.get("kind") == "volume":
                 img, mask, sp, warns = read_volume_pair(rec)
+                if size is not None:  # in-plane spacing follows the resize (mm stay mm)
+                    sp = (sp[0], sp[1] * img.shape[-2] / size, sp[2] * img.shape[-1] / size)
                 spacing[str(rec.patient)] = sp
                 problems.extend(warns)
                 for z in range(img.shape[1]):

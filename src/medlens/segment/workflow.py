@@ -206,10 +206,12 @@ def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out: st
     index = load_segmentation_dataset(data, layout=layout if layout not in ("", None) else None)
     run_dir = Path(pkg.path).parent
     table = load_splits(run_dir / "splits.csv") if (run_dir / "splits.csv").exists() else {}
+    table = {str(Path(k).resolve()): v for k, v in table.items()}  # relative or absolute alike
     if split != "all":
-        if not any(r.path in table for r in index.records):
+        where = {r.path: table.get(str(Path(r.path).resolve())) for r in index.records}
+        if not any(where.values()):
             raise ConfigError(f"{data}: the run's splits do not cover this data; use --split all")
-        index = index.subset([r for r in index.records if table.get(r.path) == split])
+        index = index.subset([r for r in index.records if where[r.path] == split])
         if not index.records:
             raise BadInputError(f"{data}: no slices in split {split!r}")
     meta = pkg.metadata
