@@ -5,11 +5,17 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from tests.segment.conftest import tree_hash
 
 from medlens.errors import BadInputError
-from medlens.segment.data import binarise_mask, build_slices, patient_folds, sampling_weights, split_patients
+from medlens.segment.data import (
+    binarise_mask,
+    build_slices,
+    patient_folds,
+    sampling_weights,
+    split_patients,
+)
 from medlens.segment.layouts import load_segmentation_dataset
-from tests.segment.conftest import tree_hash
 
 
 def test_build_slices_kaggle(kaggle_set, tmp_path):
@@ -95,7 +101,7 @@ def test_split_patients_grouped_and_deterministic():
     assert len(a["test"]) == 2 and len(a["val"]) == 2 and len(a["train"]) == 6
     assert not set(a["test"]) & set(a["train"]) and not set(a["val"]) & set(a["train"])
     folds = patient_folds(pats, 3)
-    assert sorted(sum(folds, [])) == sorted(set(pats))
+    assert sorted(p for f in folds for p in f) == sorted(set(pats))
     with pytest.raises(BadInputError):
         split_patients(["a", "b"], val_fraction=0.5, test_fraction=0.5)
 

@@ -82,7 +82,7 @@ def test_missing_mask_and_size_mismatch_reported_rest_goes_on(kaggle_set, tmp_pa
 
     root = tmp_path / "copy"
     shutil.copytree(kaggle_set, root)
-    case = sorted(p for p in root.iterdir() if p.is_dir())[0]
+    case = min(p for p in root.iterdir() if p.is_dir())
     (case / f"{case.name}_2_mask.tif").unlink()
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(case / f"{case.name}_3_mask.tif")
     before = tree_hash(root)

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests.segment.conftest import tree_hash
 
 from medlens.io.volumes import read_volume, write_volume
 from medlens.segment.predict import overlay, predict_files, predict_slices
 from medlens.segment.task import SegmentAugment, SegmentTask
 from medlens.segment.workflow import SegmentConfig, evaluate_package, train_segmentation
 from medlens.train.config import TrainConfig
-from tests.segment.conftest import tree_hash
 
 
 def test_augment_moves_image_and_mask_together():

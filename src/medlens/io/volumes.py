@@ -129,7 +129,7 @@ def read_volume(path: str | os.PathLike[str], *, allow_nan: bool = False) -> Vol
     return Volume(arr, spacing, origin, direction, path=str(p), has_geometry=True)
 
 
-def _read_dicom_series(p: Path):  # noqa: ANN202 - SimpleITK image
+def _read_dicom_series(p: Path):
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
@@ -144,7 +144,7 @@ def _read_dicom_series(p: Path):  # noqa: ANN202 - SimpleITK image
     return reader.Execute()
 
 
-def _geometry_3d(img) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:  # noqa: ANN001
+def _geometry_3d(img) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
     dim = img.GetDimension()
     sp, org, d = list(img.GetSpacing()), list(img.GetOrigin()), list(img.GetDirection())
     if dim == 3:

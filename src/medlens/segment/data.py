@@ -243,7 +243,7 @@ def _load_cache(path: Path, index: DatasetIndex) -> SliceSet:
                         z["sources"].astype(str).tolist(), sp, list(index.problems))
 
 
-def split_patients(patients, *, val_fraction: float = 0.2, test_fraction: float = 0.0,  # noqa: ANN001
+def split_patients(patients, *, val_fraction: float = 0.2, test_fraction: float = 0.0,
                    seed: int = 0) -> dict[str, list[str]]:
     """Patient-grouped split: no patient's slices in two splits.
 
@@ -263,7 +263,7 @@ def split_patients(patients, *, val_fraction: float = 0.2, test_fraction: float 
             "train": sorted(order[n_test + n_val:])}
 
 
-def patient_folds(patients, k: int, *, seed: int = 0) -> list[list[str]]:  # noqa: ANN001
+def patient_folds(patients, k: int, *, seed: int = 0) -> list[list[str]]:
     """``k`` disjoint patient groups for leave-patients-out cross-validation."""
     ids = sorted({str(p) for p in patients})
     if not 2 <= k <= len(ids):

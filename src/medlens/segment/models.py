@@ -91,7 +91,7 @@ def dynunet(*, num_classes: int = 1, in_channels: int = 3, spatial_dims: int = 2
     model = DynUNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=num_classes,
                     kernel_size=[3] * n, strides=[1] + [2] * (n - 1),
                     upsample_kernel_size=[2] * (n - 1), filters=list(filters), res_block=True)
-    model.cam_layer = "upsamples.%d" % (n - 2)
+    model.cam_layer = f"upsamples.{n - 2}"
     return model
 
 

@@ -147,7 +147,7 @@ def predict_files(model: torch.nn.Module, metadata: dict[str, Any], inputs: Sequ
     return rows
 
 
-def _predict_image(model, metadata, path: Path, out_dir: Path, device) -> dict[str, Any]:  # noqa: ANN001
+def _predict_image(model, metadata, path: Path, out_dir: Path, device) -> dict[str, Any]:
     from PIL import Image
 
     from medlens.io.images import read_image
@@ -169,7 +169,7 @@ def _predict_image(model, metadata, path: Path, out_dir: Path, device) -> dict[s
             "lesion_pixels": int(mask.sum()), "max_probability": float(prob.max())}
 
 
-def _predict_volume(model, metadata, path: Path, out_dir: Path, device) -> dict[str, Any]:  # noqa: ANN001
+def _predict_volume(model, metadata, path: Path, out_dir: Path, device) -> dict[str, Any]:
     from medlens.io.volumes import read_volume, write_volume
     from medlens.segment.data import window_uint8
 

@@ -117,10 +117,10 @@ def write_report(path: str | Path, sl: Any, probs: np.ndarray, rows: dict[str, d
     ps = per_slice(probs >= threshold, truth)
     lesion = truth.reshape(len(truth), -1).any(1)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-             "figure{display:inline-block;margin:4px}figcaption{font-size:small;text-align:center}"
-             ".legend span{padding:2px 6px;margin-right:6px;color:#fff}</style></head><body>",
+             ("<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+              "figure{display:inline-block;margin:4px}figcaption{font-size:small;text-align:center}"
+              ".legend span{padding:2px 6px;margin-right:6px;color:#fff}</style></head><body>"),
              f"<h1>{html.escape(title)}</h1>"]
     summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     parts.append("<h2>Summary</h2><table>" + "".join(
@@ -170,8 +170,8 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         "## Held-out results (patients never seen in training)",
         f"- split: {metrics.get('split')}, patients: {', '.join(metrics.get('patient_ids', []))}",
         f"- mean per-patient-volume Dice: {_fmt(metrics.get('mean_dice', float('nan')))}",
-        f"- mean IoU: {_fmt(metrics.get('mean_iou', float('nan')))}, mean HD95: "
-        f"{_fmt(metrics.get('mean_hd95', float('nan')))} (mm when spacing is known, else px)",
+        (f"- mean IoU: {_fmt(metrics.get('mean_iou', float('nan')))}, mean HD95: "
+         f"{_fmt(metrics.get('mean_hd95', float('nan')))} (mm when spacing is known, else px)"),
         f"- lesion detection rate: {_fmt(metrics.get('mean_detection_rate', float('nan')))}", "",
         "## Limits",
         "- Few patients give wide uncertainty; check the per-patient table before trusting a mean.",

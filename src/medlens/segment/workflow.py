@@ -52,7 +52,7 @@ class SegmentConfig(BaseModel):
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(**DEFAULT_TRAIN))
 
 
-def _split(index, cfg: SegmentConfig) -> dict[str, list[str]]:  # noqa: ANN001
+def _split(index, cfg: SegmentConfig) -> dict[str, list[str]]:
     """Patients per split: explicit lists, else the classification side's grouped rule."""
     pats = sorted({str(r.patient) for r in index.records})
     if cfg.test_patients is not None or cfg.val_patients is not None:
@@ -71,7 +71,7 @@ def _split(index, cfg: SegmentConfig) -> dict[str, list[str]]:  # noqa: ANN001
     return {k: sorted(v) for k, v in out.items()}
 
 
-def _loader(sl, *, batch_size: int, shuffle: bool, seed: int, pos_fraction: float | None = None):  # noqa: ANN001, ANN202
+def _loader(sl, *, batch_size: int, shuffle: bool, seed: int, pos_fraction: float | None = None):
     from medlens.segment.data import sampling_weights
     from medlens.train.loader import BatchLoader
 
@@ -176,7 +176,7 @@ def evaluate_slices(model: Any, sl: Any, *, size: int | None, threshold: float, 
     return rows, probs
 
 
-def _save_splits(index, splits: dict[str, list[str]], path: Path) -> None:  # noqa: ANN001
+def _save_splits(index, splits: dict[str, list[str]], path: Path) -> None:
     from medlens.data.splits import save_splits
 
     where = {p: s for s, ps in splits.items() for p in ps}

@@ -84,7 +84,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float
     return n / (n.std() + 1e-8)
 
 
-def _lesion(rng, allowed, z, y, x, difficulty) -> np.ndarray:  # noqa: ANN001
+def _lesion(rng, allowed, z, y, x, difficulty) -> np.ndarray:
     """An irregular blob: union of 2–5 ellipsoids near a random centre inside the brain."""
     d = allowed.shape[0]
     scale = 0.22 * (1 - 0.55 * difficulty) * rng.uniform(0.7, 1.3)
