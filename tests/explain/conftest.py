@@ -23,8 +23,11 @@ class TinyCNN(nn.Module):
         gap = nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d
         self.in_channels = in_channels
         self.features = nn.Sequential(
-            conv(in_channels, 8, 3, padding=1), nn.ReLU(inplace=True), pool(2),
-            conv(8, 16, 3, padding=1), nn.ReLU(inplace=True),
+            conv(in_channels, 8, 3, padding=1),
+            nn.ReLU(inplace=True),
+            pool(2),
+            conv(8, 16, 3, padding=1),
+            nn.ReLU(inplace=True),
         )
         self.pool = gap(1)
         self.fc = nn.Linear(16, num_classes)
@@ -53,7 +56,9 @@ def make_squares(n: int, seed: int, spatial_dims: int = 2, size: int = SIZE, cha
     return torch.from_numpy(x), torch.from_numpy(y), boxes
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float = 1e-2) -> nn.Module:
+def train(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float = 1e-2
+) -> nn.Module:
     torch.manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(0)

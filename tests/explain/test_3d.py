@@ -20,7 +20,12 @@ def test_3d_map_shape(cube_model, method):
 
 def test_3d_lime_runs(cube_model):
     model, x, _, _ = cube_model
-    assert explain(model, x[:1], method="lime", n_samples=30, n_segments=20).shape == (1, 16, 16, 16)
+    assert explain(model, x[:1], method="lime", n_samples=30, n_segments=20).shape == (
+        1,
+        16,
+        16,
+        16,
+    )
 
 
 def test_3d_gradcam_points_at_cube(cube_model):

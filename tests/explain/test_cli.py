@@ -28,10 +28,13 @@ def package(tmp_path_factory) -> Path:
     kwargs = {"num_classes": 2, "in_channels": 3}
     model = create_model("test_cnn", **kwargs).eval()
     out = tmp_path_factory.mktemp("run") / "model"
-    meta = {"task": "classify", "classes": ["benign", "malignant"],
-            "input": {"size": 32, "channels": 3},
-            "preprocess": {"size": 32, "channels": 3},
-            "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    meta = {
+        "task": "classify",
+        "classes": ["benign", "malignant"],
+        "input": {"size": 32, "channels": 3},
+        "preprocess": {"size": 32, "channels": 3},
+        "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
+    }
     return save_model_package(out, model, model_name="test_cnn", model_kwargs=kwargs, metadata=meta)
 
 
@@ -48,21 +51,37 @@ def test_explain_cli_writes_overlays_and_maps(app, package, tmp_path):
     data = _images(tmp_path / "data")
     before = {p: p.read_bytes() for p in data.rglob("*.png")}
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["explain", str(package), str(data), "--method", "gradcam++",
-                                   "--target", "malignant", "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "explain",
+            str(package),
+            str(data),
+            "--method",
+            "gradcam++",
+            "--target",
+            "malignant",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert len(list(out.glob("*.gradcam++.png"))) == 4
     maps = sorted(out.glob("*.gradcam++.npy"))
     assert len(maps) == 4 and np.load(maps[0]).shape == (32, 32)
     recs = json.loads((out / "explanations.gradcam++.json").read_text())
-    assert {r["target"] for r in recs} == {1} and all(r["predicted"] in ("benign", "malignant") for r in recs)
+    assert {r["target"] for r in recs} == {1} and all(
+        r["predicted"] in ("benign", "malignant") for r in recs
+    )
     assert {p: p.read_bytes() for p in data.rglob("*.png")} == before  # inputs untouched
 
 
 def test_explain_cli_evaluate_prints_most_faithful(app, package, tmp_path):
     data = _images(tmp_path / "data", n=2)
     out = tmp_path / "out"
-    res = CliRunner().invoke(app, ["explain", str(package), str(data), "--evaluate", "--out", str(out)])
+    res = CliRunner().invoke(
+        app, ["explain", str(package), str(data), "--evaluate", "--out", str(out)]
+    )
     assert res.exit_code == 0, res.output
     assert "Most faithful for this model and data" in res.output
     table = json.loads((out / "faithfulness.json").read_text())
@@ -79,7 +98,9 @@ def test_explain_cli_evaluate_prints_most_faithful(app, package, tmp_path):
 )
 def test_explain_cli_user_errors(app, package, tmp_path, args, message):
     data = _images(tmp_path / "data", n=1)
-    res = CliRunner().invoke(app, ["explain", str(package), str(data), "--out", str(tmp_path / "o"), *args])
+    res = CliRunner().invoke(
+        app, ["explain", str(package), str(data), "--out", str(tmp_path / "o"), *args]
+    )
     assert res.exit_code == 2
     assert message in res.output
 
@@ -87,8 +108,20 @@ def test_explain_cli_user_errors(app, package, tmp_path, args, message):
 def test_probe_cli(app, package, tmp_path):
     data = _images(tmp_path / "data", n=6)
     out = tmp_path / "probes"
-    res = CliRunner().invoke(app, ["probe", str(package), str(data), "--out", str(out),
-                                   "--probe", "blur", "--probe", "hide-region"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "probe",
+            str(package),
+            str(data),
+            "--out",
+            str(out),
+            "--probe",
+            "blur",
+            "--probe",
+            "hide-region",
+        ],
+    )
     assert res.exit_code == 0, res.output
     result = json.loads((out / "probes.json").read_text())
     assert result["grouped_by"] == "true label"

@@ -25,8 +25,13 @@ def test_registered_default_layer_and_fallback():
     model = TinyCNN()
     assert resolve_layer(model) == "features.3"
     assert resolve_layer(model, "features.0") == "features.0"
-    plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3), nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(2, 2))
+    plain = nn.Sequential(
+        nn.Conv2d(1, 2, 3),
+        nn.Conv2d(2, 2, 3),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(2, 2),
+    )
     assert conv_layer_names(plain) == ["0", "1"]
     assert resolve_layer(plain) == "1"
 

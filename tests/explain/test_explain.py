@@ -42,8 +42,11 @@ def test_list_methods():
 def test_shape_range_and_model_restored(square_model, method):
     model, x, _, _ = square_model
     params_before = [p.clone() for p in model.parameters()]
-    maps = explain(model, x[:3], method=method, n_samples=40) if method == "lime" else explain(
-        model, x[:3], method=method)
+    maps = (
+        explain(model, x[:3], method=method, n_samples=40)
+        if method == "lime"
+        else explain(model, x[:3], method=method)
+    )
     assert maps.shape == (3, 32, 32) and maps.dtype == np.float32
     assert maps.min() >= 0.0 and maps.max() <= 1.0 and np.isfinite(maps).all()
     # hooks gone, in-place flags, requires_grad, eval flag and weights untouched
@@ -68,19 +71,20 @@ def test_explicit_target_changes_map(square_model):
     model, x, y, _ = square_model
     i = int(np.flatnonzero(y.numpy() == 1)[0])
     m1 = explain(model, x[i : i + 1], method="integrated-gradients", target=1)
-    m0 = explain(model, x[i : i + 1], method="integrated-gradients", target=ClassTarget(torch.tensor([0])))
+    m0 = explain(
+        model, x[i : i + 1], method="integrated-gradients", target=ClassTarget(torch.tensor([0]))
+    )
     assert not np.allclose(m1, m0)
 
 
 def test_hooks_released_on_error_and_error_propagates(square_model):
-    model, x, _, _ = square_model
+    model = square_model[0]
     model.train()
-    with pytest.raises(RuntimeError, match="boom"):
-        with hooks_released(model):
-            model.features[3].register_forward_hook(lambda *a: None)
-            model.features[1].inplace = False
-            assert not model.training
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), hooks_released(model):
+        model.features[3].register_forward_hook(lambda *a: None)
+        model.features[1].inplace = False
+        assert not model.training
+        raise RuntimeError("boom")
     assert model.training and model.features[1].inplace is True
     assert not model.features[3]._forward_hooks
     model.eval()

@@ -60,8 +60,9 @@ def test_blur_baseline_and_bad_baseline(square_model):
 
 def test_cam_skipped_for_model_without_convs():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2)).eval()
-    table = evaluate_faithfulness(model, torch.randn(2, 3, 8, 8), ["gradcam", "occlusion"],
-                                  n_random=1)
+    table = evaluate_faithfulness(
+        model, torch.randn(2, 3, 8, 8), ["gradcam", "occlusion"], n_random=1
+    )
     assert "gradcam" in table.skipped
     assert [r.method for r in table.rows] == ["occlusion", "random"]
 

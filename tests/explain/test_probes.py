@@ -13,8 +13,6 @@ from medlens.errors import ConfigError
 from medlens.explain import DEFAULT_PROBES, PROBES, probe
 from medlens.explain.probes import ProbeContext, foreground
 
-from .conftest import make_squares
-
 
 def test_hide_region_flips_positive_images(square_model, tmp_path):
     model, x, y, _ = square_model

@@ -12,8 +12,16 @@ def test_report_section(square_model):
     model, x, y, _ = square_model
     preds = y.clone()
     preds[0] = 1 - preds[0]  # one error so a false group is filled
-    title, html = report_section(model, x[:12], y[:12], preds[:12], classes=["empty", "square"],
-                                 per_group=2, faithfulness_images=4, methods=["gradcam"])
+    title, html = report_section(
+        model,
+        x[:12],
+        y[:12],
+        preds[:12],
+        classes=["empty", "square"],
+        per_group=2,
+        faithfulness_images=4,
+        methods=["gradcam"],
+    )
     assert title == "Explanations"
     for group in ("True positives", "False positives", "True negatives", "False negatives"):
         assert group in html

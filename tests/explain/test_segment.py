@@ -23,8 +23,14 @@ def square_segmenter():
     for i, b in enumerate(boxes):
         x[i, :, b[0] : b[2], b[1] : b[3]] = 1.5 + 0.1 * x[i, :, b[0] : b[2], b[1] : b[3]]
         mask[i, b[0] : b[2], b[1] : b[3]] = 1
-    net = UNet(spatial_dims=2, in_channels=1, out_channels=2, channels=(4, 8), strides=(2,),
-               num_res_units=0)
+    net = UNet(
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=2,
+        channels=(4, 8),
+        strides=(2,),
+        num_res_units=0,
+    )
     opt = torch.optim.Adam(net.parameters(), 1e-2)
     for _ in range(60):
         opt.zero_grad()

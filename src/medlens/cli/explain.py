@@ -38,7 +38,7 @@ def explain_command(
     evaluate: bool = typer.Option(
         False, "--evaluate", help="Also rank all methods by deletion/insertion faithfulness."
     ),
-    max_eval_images: int = typer.Option(16, "--max-eval-images", help="Images used by --evaluate."),
+    max_eval_images: int = typer.Option(8, "--max-eval-images", help="Images used by --evaluate."),
 ) -> None:
     """Write a heat-map overlay (PNG) and the raw map (.npy) for every input."""
     from rich.console import Console

@@ -20,7 +20,11 @@ from medlens.explain.base import (
     make_target,
     register_explainer,
 )
-from medlens.explain.faithfulness import FaithfulnessTable, evaluate_faithfulness, perturbation_curves
+from medlens.explain.faithfulness import (
+    FaithfulnessTable,
+    evaluate_faithfulness,
+    perturbation_curves,
+)
 from medlens.explain.layers import conv_layer_names, resolve_layer
 from medlens.explain.overlay import overlay_image, save_overlay
 from medlens.explain.probes import DEFAULT_PROBES, PROBES, probe

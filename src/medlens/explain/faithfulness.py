@@ -163,15 +163,28 @@ class FaithfulnessTable:
         best = self.best
         for r in sorted(self.rows, key=lambda r: -r.score):
             name = f"[bold green]{r.method}[/]" if r.method == best else r.method
-            t.add_row(name, f"{r.deletion_auc:.3f}", f"{r.insertion_auc:.3f}", f"{r.score:.3f}",
-                      f"{r.seconds_per_image:.3f}")
+            t.add_row(
+                name,
+                f"{r.deletion_auc:.3f}",
+                f"{r.insertion_auc:.3f}",
+                f"{r.score:.3f}",
+                f"{r.seconds_per_image:.3f}",
+            )
         return t
 
     def to_html(self) -> str:
         from html import escape
 
-        head = "".join(f"<th>{h}</th>" for h in ("method", "deletion AUC ↓", "insertion AUC ↑",
-                                                   "insertion − deletion ↑", "s / image"))
+        head = "".join(
+            f"<th>{h}</th>"
+            for h in (
+                "method",
+                "deletion AUC ↓",
+                "insertion AUC ↑",
+                "insertion − deletion ↑",
+                "s / image",
+            )
+        )
         body = "".join(
             f"<tr><td>{'<b>' + escape(r.method) + '</b>' if r.method == self.best else escape(r.method)}"
             f"</td><td>{r.deletion_auc:.3f}</td><td>{r.insertion_auc:.3f}</td>"
@@ -216,11 +229,16 @@ def evaluate_faithfulness(
             skipped[cls.name] = "needs a convolutional layer; the model has none"
             continue
         t0 = time.perf_counter()
-        maps = explain(model, x, method=cls.name, target=tgt, layer=layer,
-                       **method_opts.get(cls.name, {}))
+        maps = explain(
+            model, x, method=cls.name, target=tgt, layer=layer, **method_opts.get(cls.name, {})
+        )
         secs = (time.perf_counter() - t0) / x.shape[0]
         d, ins = perturbation_curves(model, x, maps, tgt, steps=steps, baseline=baseline)
-        rows.append(FaithfulnessRow(cls.name, float(auc(d).mean()), float(auc(ins).mean()), secs, x.shape[0]))
+        rows.append(
+            FaithfulnessRow(
+                cls.name, float(auc(d).mean()), float(auc(ins).mean()), secs, x.shape[0]
+            )
+        )
     gen = torch.Generator().manual_seed(seed)
     dels, inss = [], []
     for _ in range(max(1, n_random)):
@@ -228,5 +246,7 @@ def evaluate_faithfulness(
         d, ins = perturbation_curves(model, x, rnd, tgt, steps=steps, baseline=baseline)
         dels.append(auc(d).mean())
         inss.append(auc(ins).mean())
-    rows.append(FaithfulnessRow("random", float(np.mean(dels)), float(np.mean(inss)), 0.0, x.shape[0]))
+    rows.append(
+        FaithfulnessRow("random", float(np.mean(dels)), float(np.mean(inss)), 0.0, x.shape[0])
+    )
     return FaithfulnessTable(rows, baseline, steps, skipped)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from medlens.errors import BadInputError
-from medlens.io.atomic import atomic_write, atomic_write_json
+from medlens.io.atomic import atomic_write_bytes, atomic_write_json
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd")
 
@@ -34,8 +34,13 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and _is_input(f)
-                                and not f.name.startswith(".")))
+            files.extend(
+                sorted(
+                    f
+                    for f in p.rglob("*")
+                    if f.is_file() and _is_input(f) and not f.name.startswith(".")
+                )
+            )
         elif p.is_file():
             files.append(p)
         else:
@@ -109,7 +114,7 @@ def explain_files(
             npy = out / f"{stem}.{method}.npy"
             buf = io.BytesIO()
             np.save(buf, maps[j])
-            atomic_write(npy, lambda fh, b=buf.getvalue(): fh.write(b))
+            atomic_write_bytes(npy, buf.getvalue())
             rec: dict[str, Any] = {"input": str(f), "overlay": str(png), "map": str(npy)}
             if logits.ndim == 2:
                 pred = int(logits[j].argmax()) if logits.shape[1] > 1 else int(logits[j, 0] > 0)
@@ -136,8 +141,9 @@ def evaluate_files(
     pkg = _package(model)
     files = collect_inputs(inputs)[:max_images]
     x = _tensor(pkg, files)
-    return evaluate_faithfulness(pkg.model, x, methods or DEFAULT_METHODS, target=target,
-                                 layer=layer, **kwargs)
+    return evaluate_faithfulness(
+        pkg.model, x, methods or DEFAULT_METHODS, target=target, layer=layer, **kwargs
+    )
 
 
 def probe_files(
@@ -166,8 +172,9 @@ def probe_files(
     y = labels if all(v is not None for v in labels) else None
     x = _tensor(pkg, files)
     out = Path(out_dir)
-    result = probe(pkg.model, x, y, classes=classes or None, seed=seed,
-                   example_dir=out / "examples", **kwargs)
+    result = probe(
+        pkg.model, x, y, classes=classes or None, seed=seed, example_dir=out / "examples", **kwargs
+    )
     result["grouped_by"] = "true label" if y is not None else "original prediction"
     result["inputs"] = [str(f) for f in files]
     for entry in result["probes"].values():

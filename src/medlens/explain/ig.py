@@ -22,7 +22,12 @@ class IntegratedGradientsExplainer(Explainer):
     """
 
     def __init__(
-        self, *, n_steps: int = 32, baseline: str = "zero", internal_batch_size: int = 32, **opts: Any
+        self,
+        *,
+        n_steps: int = 32,
+        baseline: str = "zero",
+        internal_batch_size: int = 32,
+        **opts: Any,
     ) -> None:
         from medlens.options import look_up_option
 
@@ -40,7 +45,11 @@ class IntegratedGradientsExplainer(Explainer):
         for i in range(x.shape[0]):
             xi = x[i : i + 1].detach()
             score = ScoreModule(model, target.select(i))
-            base = torch.zeros_like(xi) if self.baseline == "zero" else torch.full_like(xi, float(xi.mean()))
+            base = (
+                torch.zeros_like(xi)
+                if self.baseline == "zero"
+                else torch.full_like(xi, float(xi.mean()))
+            )
             with torch.enable_grad():
                 attr = IntegratedGradients(lambda t, s=score: s(t)[:, 0]).attribute(
                     xi,

@@ -1,6 +1,6 @@
 """LIME (Ribeiro et al. 2016) via captum, on SLIC superpixels (2D) or supervoxels (3D).
 
-The sample count is bounded (default 300 perturbed images, evaluated in batches), which
+The sample count is bounded (default 200 perturbed images, evaluated in batches), which
 keeps one 224 px image under ~10 s on two CPU cores.
 """
 
@@ -16,7 +16,9 @@ from medlens.explain.base import Explainer, Target, register_explainer
 from medlens.explain.cam import ScoreModule
 
 
-def superpixels(image: torch.Tensor, n_segments: int = 50, compactness: float = 10.0) -> torch.Tensor:
+def superpixels(
+    image: torch.Tensor, n_segments: int = 50, compactness: float = 10.0
+) -> torch.Tensor:
     """SLIC segments of one image ``(C, *spatial)`` → long tensor ``(*spatial)`` from 0."""
     from skimage.segmentation import slic
 
@@ -24,10 +26,21 @@ def superpixels(image: torch.Tensor, n_segments: int = 50, compactness: float = 
     lo, hi = float(arr.min()), float(arr.max())
     arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
     if arr.shape[0] == 1:
-        seg = slic(arr[0], n_segments=n_segments, compactness=compactness / 10.0, channel_axis=None, start_label=0)
+        seg = slic(
+            arr[0],
+            n_segments=n_segments,
+            compactness=compactness / 10.0,
+            channel_axis=None,
+            start_label=0,
+        )
     else:
-        seg = slic(np.moveaxis(arr, 0, -1), n_segments=n_segments, compactness=compactness,
-                   channel_axis=-1, start_label=0)
+        seg = slic(
+            np.moveaxis(arr, 0, -1),
+            n_segments=n_segments,
+            compactness=compactness,
+            channel_axis=-1,
+            start_label=0,
+        )
     _, seg = np.unique(seg, return_inverse=True)  # consecutive ids, as captum needs
     return torch.from_numpy(seg.reshape(arr.shape[1:]).astype(np.int64))
 
@@ -48,7 +61,7 @@ class LimeExplainer(Explainer):
         self,
         *,
         n_segments: int = 50,
-        n_samples: int = 300,
+        n_samples: int = 200,
         batch_size: int = 50,
         compactness: float = 10.0,
         seed: int = 0,

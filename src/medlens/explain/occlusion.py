@@ -24,7 +24,12 @@ class OcclusionExplainer(Explainer):
     """
 
     def __init__(
-        self, *, window: int | None = None, stride: int | None = None, batch_size: int = 64, **opts: Any
+        self,
+        *,
+        window: int | None = None,
+        stride: int | None = None,
+        batch_size: int = 64,
+        **opts: Any,
     ) -> None:
         super().__init__(**opts)
         self.window = window

@@ -18,7 +18,11 @@ MIN_PANEL = 160
 
 def to_display(image: torch.Tensor | np.ndarray) -> np.ndarray:
     """One model input ``(C, *spatial)`` → float RGB ``(*spatial, 3)`` in [0, 1]."""
-    arr = image.detach().float().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image, np.float32)
+    arr = (
+        image.detach().float().cpu().numpy()
+        if isinstance(image, torch.Tensor)
+        else np.asarray(image, np.float32)
+    )
     arr = arr[:3] if arr.shape[0] >= 3 else arr[:1]
     lo, hi = float(arr.min()), float(arr.max())
     arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
@@ -26,7 +30,9 @@ def to_display(image: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr
 
 
-def blend(rgb: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45, cmap: str = "jet") -> np.ndarray:
+def blend(
+    rgb: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45, cmap: str = "jet"
+) -> np.ndarray:
     """Colour ``heat`` (H, W) in [0, 1] and blend it over ``rgb`` (H, W, 3) → uint8."""
     from matplotlib import colormaps
 
@@ -54,7 +60,9 @@ def _grid(panels: list[list[np.ndarray]], pad: int = 4) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
-def overlay_image(image: torch.Tensor | np.ndarray, heat: np.ndarray, *, alpha: float = 0.45) -> np.ndarray:
+def overlay_image(
+    image: torch.Tensor | np.ndarray, heat: np.ndarray, *, alpha: float = 0.45
+) -> np.ndarray:
     """RGB uint8 picture of one explanation.
 
     Args:
@@ -76,7 +84,9 @@ def overlay_image(image: torch.Tensor | np.ndarray, heat: np.ndarray, *, alpha: 
     peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
     slices, projections = [], []
     for axis in range(3):
-        sl = blend(np.take(rgb, peak[axis], axis=axis), np.take(heat, peak[axis], axis=axis), alpha=alpha)
+        sl = blend(
+            np.take(rgb, peak[axis], axis=axis), np.take(heat, peak[axis], axis=axis), alpha=alpha
+        )
         pj = blend(rgb.max(axis=axis), heat.max(axis=axis), alpha=alpha)
         slices.append(_enlarge(sl))
         projections.append(_enlarge(pj))
@@ -92,7 +102,11 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 
 def save_overlay(
-    path: str | os.PathLike[str], image: torch.Tensor | np.ndarray, heat: np.ndarray, *, alpha: float = 0.45
+    path: str | os.PathLike[str],
+    image: torch.Tensor | np.ndarray,
+    heat: np.ndarray,
+    *,
+    alpha: float = 0.45,
 ) -> Path:
     """Write the overlay of one explanation as a PNG (atomically)."""
     return atomic_write_bytes(path, png_bytes(overlay_image(image, heat, alpha=alpha)))

@@ -38,8 +38,13 @@ class ProbeContext:
 ProbeFn = Callable[[np.ndarray, ProbeContext], np.ndarray]
 PROBES: Registry[ProbeFn] = Registry("bias probe")
 DEFAULT_PROBES = (
-    "hide-region", "random-shapes", "replace-background", "isolate-object",
-    "blur", "colour-shift", "equalize",
+    "hide-region",
+    "random-shapes",
+    "replace-background",
+    "isolate-object",
+    "blur",
+    "colour-shift",
+    "equalize",
 )
 
 
@@ -129,11 +134,13 @@ def equalize(img: np.ndarray, ctx: ProbeContext) -> np.ndarray:
     return np.stack([equalize_hist(c) if np.ptp(c) > 0 else c for c in img]).astype(img.dtype)
 
 
-def _relied_regions(model: nn.Module, x: torch.Tensor, fraction: float, layer: str | None) -> np.ndarray:
+def _relied_regions(
+    model: nn.Module, x: torch.Tensor, fraction: float, layer: str | None
+) -> np.ndarray:
     method = "gradcam" if conv_layer_names(model) else "occlusion"
     maps = explain(model, x, method=method, layer=layer)
     flat = maps.reshape(maps.shape[0], -1)
-    k = max(1, int(round(fraction * flat.shape[1])))
+    k = max(1, round(fraction * flat.shape[1]))
     thresh = -np.sort(-flat, axis=1)[:, k - 1 : k]
     return (flat >= thresh).reshape(maps.shape) & (maps > 0)
 
@@ -191,7 +198,9 @@ def probe(
         if masks is not None:
             relied = np.asarray(torch.as_tensor(masks)).astype(bool)
             if relied.shape != (x.shape[0], *x.shape[2:]):
-                raise ValueError(f"masks must have shape {(x.shape[0], *x.shape[2:])}, got {relied.shape}")
+                raise ValueError(
+                    f"masks must have shape {(x.shape[0], *x.shape[2:])}, got {relied.shape}"
+                )
         else:
             relied = _relied_regions(model, x, hide_fraction, layer)
     xs = x.detach().float().cpu()
@@ -203,26 +212,36 @@ def probe(
     for name in names:
         rng = np.random.default_rng(seed)
         fn = PROBES.get(name)
-        pert = np.stack([
-            fn(x01[i], ProbeContext(rng, None if relied is None else relied[i]))
-            for i in range(x.shape[0])
-        ]).astype(np.float32)
+        pert = np.stack(
+            [
+                fn(x01[i], ProbeContext(rng, None if relied is None else relied[i]))
+                for i in range(x.shape[0])
+            ]
+        ).astype(np.float32)
         xp = torch.from_numpy(pert) * span + lo
         p1 = _probs(forward(model, xp.to(x.dtype)))
         flips = (p1.argmax(1) != pred0).numpy()
         dprob = (p1.gather(1, pred0[:, None]) - p0.gather(1, pred0[:, None]))[:, 0].abs().numpy()
         per_class = {
-            label(int(c)): {"n": int((groups == c).sum()),
-                            "flip_rate": float(flips[groups == c].mean()),
-                            "mean_abs_dprob": float(dprob[groups == c].mean())}
+            label(int(c)): {
+                "n": int((groups == c).sum()),
+                "flip_rate": float(flips[groups == c].mean()),
+                "mean_abs_dprob": float(dprob[groups == c].mean()),
+            }
             for c in np.unique(groups)
         }
         examples = []
         for i in np.argsort(-dprob, kind="stable")[:n_examples]:
-            ex = {"index": int(i), "before": label(int(pred0[i])), "after": label(int(p1[i].argmax())),
-                  "abs_dprob": float(dprob[i])}
+            ex = {
+                "index": int(i),
+                "before": label(int(pred0[i])),
+                "after": label(int(p1[i].argmax())),
+                "abs_dprob": float(dprob[i]),
+            }
             if example_dir is not None:
-                ex["image"] = str(_save_example(Path(example_dir) / f"{name}_{i}.png", x01[i], pert[i]))
+                ex["image"] = str(
+                    _save_example(Path(example_dir) / f"{name}_{i}.png", x01[i], pert[i])
+                )
             examples.append(ex)
         result["probes"][name] = {
             "flip_rate": float(flips.mean()),

@@ -21,8 +21,10 @@ REPORT_METHODS = ("gradcam", "gradcam++", "occlusion", "integrated-gradients")
 
 def _img_tag(rgb: np.ndarray, caption: str) -> str:
     data = base64.b64encode(png_bytes(rgb)).decode("ascii")
-    return (f'<figure style="display:inline-block;margin:4px"><img src="data:image/png;base64,{data}" '
-            f'width="160"/><figcaption style="font-size:small">{escape(caption)}</figcaption></figure>')
+    return (
+        f'<figure style="display:inline-block;margin:4px"><img src="data:image/png;base64,{data}" '
+        f'width="160"/><figcaption style="font-size:small">{escape(caption)}</figcaption></figure>'
+    )
 
 
 def _gallery_image(image: torch.Tensor, heat: np.ndarray) -> np.ndarray:
@@ -59,8 +61,11 @@ def report_section(
     """
     check_input(model, images)
     y = np.asarray(torch.as_tensor(labels)).astype(int)
-    p = (forward(model, images).argmax(1).numpy() if preds is None
-         else np.asarray(torch.as_tensor(preds)).astype(int))
+    p = (
+        forward(model, images).argmax(1).numpy()
+        if preds is None
+        else np.asarray(torch.as_tensor(preds)).astype(int)
+    )
     name = (lambda c: classes[c]) if classes else (lambda c: str(c))
     groups = {
         "True positives": (y == positive) & (p == positive),
@@ -68,8 +73,11 @@ def report_section(
         "True negatives": (y != positive) & (p != positive),
         "False negatives": (y == positive) & (p != positive),
     }
-    parts = [f"<p>Heat maps: {escape(method)} for the predicted class; positive class = "
-             f"{escape(name(positive))}.</p>"]
+    intro = (
+        f"<p>Heat maps: {escape(method)} for the predicted class; positive class = "
+        f"{escape(name(positive))}.</p>"
+    )
+    parts = [intro]
     for title, sel in groups.items():
         idx = np.flatnonzero(sel)[:per_group]
         parts.append(f"<h4>{title} ({int(sel.sum())})</h4>")
@@ -78,14 +86,23 @@ def report_section(
             continue
         x = images[torch.as_tensor(idx)]
         maps = explain(model, x, method=method, layer=layer)
-        parts.append("<div>" + "".join(
-            _img_tag(_gallery_image(x[j], maps[j]), f"#{i}: true {name(y[i])}, predicted {name(p[i])}")
-            for j, i in enumerate(idx)
-        ) + "</div>")
+        parts.append(
+            "<div>"
+            + "".join(
+                _img_tag(
+                    _gallery_image(x[j], maps[j]),
+                    f"#{i}: true {name(y[i])}, predicted {name(p[i])}",
+                )
+                for j, i in enumerate(idx)
+            )
+            + "</div>"
+        )
     rng = np.random.default_rng(seed)
     n = min(faithfulness_images, images.shape[0])
     pick = np.sort(rng.choice(images.shape[0], size=n, replace=False))
-    table = evaluate_faithfulness(model, images[torch.as_tensor(pick)], methods, layer=layer, seed=seed)
+    table = evaluate_faithfulness(
+        model, images[torch.as_tensor(pick)], methods, layer=layer, seed=seed
+    )
     parts.append(f"<h4>Faithfulness on {n} images (deletion/insertion curves)</h4>")
     parts.append(table.to_html())
     return "Explanations", "\n".join(parts)
