@@ -129,3 +129,18 @@ def test_probe_cli(app, package, tmp_path):
     assert set(result["probes"]["blur"]["per_class"]) == {"benign", "malignant"}
     assert list((out / "examples").glob("*.png"))
     assert "flip rate" in res.output
+
+
+def test_python_api_takes_a_package_and_paths(package, tmp_path):
+    import medlens
+    from medlens.explain import evaluate_faithfulness, explain
+
+    data = _images(tmp_path / "data", n=2)
+    pkg = medlens.load_model(str(package))
+    paths = sorted(data.rglob("*.png"))
+    maps = explain(pkg, paths, method="gradcam")
+    assert maps.shape == (2, 32, 32)
+    x = pkg.preprocess(pkg.load_images([str(p) for p in paths]))
+    np.testing.assert_allclose(maps, explain(pkg.model, x, method="gradcam"), atol=1e-6)
+    table = evaluate_faithfulness(pkg, paths, ["gradcam"], n_random=1)
+    assert table.row("gradcam").n_images == 2

@@ -137,6 +137,31 @@ def hooks_released(model: nn.Module) -> Iterator[nn.Module]:
 
 
 # --------------------------------------------------------------------------- checks
+def as_model_and_input(model: Any, x: Any) -> tuple[nn.Module, torch.Tensor]:
+    """Accept ``(nn.Module, tensor)`` or ``(package, paths | HWC arrays | tensor)``.
+
+    A package (``medlens.load_model``) reads paths with its loader and preprocesses
+    images the way the model was trained.
+    """
+    import os
+
+    if not isinstance(model, nn.Module) and isinstance(getattr(model, "model", None), nn.Module):
+        pkg, model = model, model.model
+        if isinstance(x, (str, os.PathLike)):
+            x = [x]
+        if isinstance(x, (list, tuple)):
+            if all(isinstance(i, (str, os.PathLike)) for i in x):
+                x = pkg.load_images([str(i) for i in x])
+            x = pkg.preprocess(list(x))
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"model must be a torch nn.Module or a model package, got {type(model).__name__}"
+        )
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x)).float()
+    return model, x
+
+
 def check_input(model: nn.Module, x: torch.Tensor) -> None:
     """Raise a clear error for an input the model cannot take."""
     if not isinstance(x, torch.Tensor):
@@ -309,7 +334,8 @@ def explain(
     """Explain a batch: one heat map per image, scaled to [0, 1] at input resolution.
 
     Args:
-        model: classifier (logits ``(B, K)``) or segmenter (``(B, K, *spatial)``).
+        model: classifier (logits ``(B, K)``) or segmenter (``(B, K, *spatial)``), or a
+            model package (then ``x`` may also be image paths or HWC arrays).
         x: ``(B, C, H, W)`` or ``(B, C, D, H, W)`` preprocessed input.
         method: ``gradcam``, ``gradcam++``, ``lime``, ``occlusion``,
             ``integrated-gradients`` (see :func:`list_methods`).
@@ -324,6 +350,7 @@ def explain(
     """
     load_builtin_explainers()
     cls = EXPLAINERS.get(method)
+    model, x = as_model_and_input(model, x)
     check_input(model, x)
     explainer = cls(**opts)
     name = resolve_layer(model, layer, method=cls.name) if cls.needs_layer else None

@@ -23,6 +23,7 @@ from torch import nn
 from medlens.explain.base import (
     EXPLAINERS,
     Target,
+    as_model_and_input,
     check_input,
     explain,
     forward,
@@ -217,6 +218,7 @@ def evaluate_faithfulness(
     reason; any other error propagates.
     """
     load_builtin_explainers()
+    model, x = as_model_and_input(model, x)
     check_input(model, x)
     baseline = look_up_option(baseline, BASELINES, what="faithfulness baseline")
     tgt = make_target(forward(model, x), target)

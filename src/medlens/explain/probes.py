@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from medlens.errors import ConfigError
-from medlens.explain.base import check_input, explain, forward
+from medlens.explain.base import as_model_and_input, check_input, explain, forward
 from medlens.explain.layers import conv_layer_names
 from medlens.registry import Registry
 
@@ -182,6 +182,7 @@ def probe(
         the mean |Δ probability| of the originally predicted class, per-class numbers and
         the examples.
     """
+    model, x = as_model_and_input(model, x)
     check_input(model, x)
     out0 = forward(model, x)
     if out0.ndim != 2:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from medlens.explain.base import check_input, explain, forward
+from medlens.explain.base import as_model_and_input, check_input, explain, forward
 from medlens.explain.faithfulness import evaluate_faithfulness
 from medlens.explain.overlay import blend, png_bytes, to_display
 
@@ -59,6 +59,7 @@ def report_section(
         per_group: images shown per group.
         faithfulness_images: images (chosen with ``seed``) used for the table.
     """
+    model, images = as_model_and_input(model, images)
     check_input(model, images)
     y = np.asarray(torch.as_tensor(labels)).astype(int)
     p = (
