@@ -182,11 +182,32 @@ def train_classifier(cfg: RunConfig, run_dir: str | Path, *, resume: bool = Fals
     from medlens.package import save_model_package
     from medlens.pipelines.reporting import model_card, write_run_report
 
+    sections = explanation_sections(model, task, cache, extras, index.classes, device)
     card = model_card(cfg, index, metrics)
     save_model_package(run_dir / "model", model.cpu(), model_name=cfg.model.name, model_kwargs=model_kwargs,
                        metadata=meta, model_card=card.get("markdown"))
-    write_run_report(run_dir, cfg, index, cache, result.history, metrics, extras, card, audit, problems)
+    write_run_report(run_dir, cfg, index, cache, result.history, metrics, extras, card, audit, problems,
+                     extra_sections=sections)
     return TrainOutcome(run_dir, metrics, result)
+
+
+def explanation_sections(model: torch.nn.Module, task: ClassificationTask, cache: ImageCache, extras: dict[str, Any],
+                         classes: list[str], device: torch.device, n: int = 48) -> list[tuple[str, str]]:
+    """CAM galleries (TP/FP/TN/FN) and the faithfulness table for the report, on a test sample."""
+    from medlens.explain import report_section
+
+    idx = np.flatnonzero(extras["eval_mask"])
+    pick = np.random.default_rng(0).permutation(len(idx))[:n]
+    x = task.prepare(torch.from_numpy(cache.images[idx[pick]]), device, train=False)
+    y = extras["eval_labels"][pick]
+    preds = extras["eval_probs"][pick].argmax(1)
+    neg = int(extras["negative_class"])
+    positive = next(k for k in range(len(classes)) if k != neg)
+    try:
+        return [report_section(model.to(device), x, y, preds, classes=classes, positive=positive)]
+    except Exception as e:  # an explanation must never cost the user a finished training run
+        log.warning("explanations left out of the report: %s: %s", type(e).__name__, e)
+        return [("Explanations", f"<p>Not available: {type(e).__name__}: {e}</p>")]
 
 
 def config_from_options(data: str, **opts: Any) -> RunConfig:
