@@ -13,9 +13,45 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import re
+
 import numpy as np
 
 SPLITS = ("train", "val", "test")
+#: Class names put first (index 0) in a two-class set: the "negative" class.
+NEGATIVE_NAMES = frozenset(
+    {
+        "0",
+        "normal",
+        "benign",
+        "negative",
+        "healthy",
+        "no",
+        "false",
+        "no idc",
+        "nevus",
+        "control",
+        "no finding",
+        "no_finding",
+        "absent",
+    }
+)
+
+
+def order_classes(names: set[str]) -> list[str]:
+    """Deterministic class order: numeric when all are integers, negative class first."""
+    if names and all(re.fullmatch(r"-?\d+", n) for n in names):
+        return sorted(names, key=int)
+    out = sorted(names, key=lambda n: (n.casefold(), n))
+    if (
+        len(out) == 2
+        and out[1].casefold() in NEGATIVE_NAMES
+        and out[0].casefold() not in NEGATIVE_NAMES
+    ):
+        out.reverse()
+    return out
+
+
 
 
 @dataclass(frozen=True)

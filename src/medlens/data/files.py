@@ -1,0 +1,71 @@
+"""File-system helpers shared by the dataset layouts (listing, indexing; never writing)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from medlens.data.records import DatasetIndex, Problem, Record
+from medlens.errors import BadInputError
+from medlens.io.images import IMAGE_EXTENSIONS
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    try:
+        return sorted(
+            Path(e.path) for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")
+        )
+    except OSError as e:
+        raise BadInputError(f"{folder}: cannot list folder ({e})") from None
+
+
+def _images_in(folder: Path, *, recursive: bool = True) -> list[Path]:
+    """Image files (by extension, case-insensitive) below ``folder``, sorted, hidden skipped."""
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+        found.extend(
+            Path(dirpath, f)
+            for f in filenames
+            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
+        )
+    return sorted(found)
+
+
+def _has_images(folder: Path, depth: int) -> bool:
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return False
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
+            return True
+    return depth > 0 and any(
+        _has_images(Path(e.path), depth - 1) for e in entries if e.is_dir() and e.name[0] != "."
+    )
+
+
+def _stray_images(folder: Path, where: str) -> list[Problem]:
+    return [
+        Problem(str(f), f"image directly under {where} is not in a class folder; ignored")
+        for f in _images_in(folder, recursive=False)
+    ]
+
+
+def _index(
+    root: Path,
+    layout: str,
+    records: list[Record],
+    problems: list[Problem],
+    classes: list[str],
+    **kw,
+) -> DatasetIndex:
+    return DatasetIndex(
+        root=str(root),
+        layout=layout,
+        classes=classes,
+        records=sorted(records, key=lambda r: r.path),
+        problems=problems,
+        **kw,
+    )

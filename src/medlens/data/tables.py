@@ -1,0 +1,270 @@
+"""CSV tables: manifests (``path,label[,patient][,split]``) and patient diagnosis tables.
+
+Column names are mapped from common aliases (ISIC's ``image,benign_malignant`` too) or
+given by options; every bad row becomes a :class:`Problem` naming its line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from medlens.data.files import _index
+from medlens.data.records import DatasetIndex, Problem, Record, order_classes
+from medlens.errors import BadInputError, ConfigError
+from medlens.io.images import IMAGE_EXTENSIONS
+from medlens.options import look_up_option
+
+PATH_COLUMNS = ("path", "image", "image_id", "file", "filename", "image_path", "filepath")
+LABEL_COLUMNS = ("label", "benign_malignant", "diagnosis", "target", "class")
+PATIENT_COLUMNS = ("patient", "patient_id", "lesion_id", "subject", "subject_id")
+SPLIT_COLUMNS = ("split", "fold")
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "tr": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+    "holdout": "test",
+}
+MANIFEST_NAMES = ("labels.csv", "manifest.csv")
+PATIENT_TABLE_NAMES = ("patients.csv", "diagnosis.csv")
+
+
+def _header(path: Path) -> list[str]:
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            head = fh.readline()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [h.strip() for h in next(csv.reader([head], delimiter=_delimiter(head)), [])]
+
+
+def _delimiter(head: str) -> str:
+    return max(",;\t", key=head.count)
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Header and ``(line number, row)`` pairs of a CSV (``,``/``;``/tab, BOM tolerated)."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            head = fh.readline()
+            fh.seek(0)
+            reader = csv.DictReader(fh, delimiter=_delimiter(head))
+            header = [h.strip() for h in reader.fieldnames or []]
+            reader.fieldnames = header
+            rows = [
+                (reader.line_num, {k: (v or "").strip() for k, v in row.items() if k is not None})
+                for row in reader
+            ]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise BadInputError(f"{path}: cannot read CSV ({e})") from None
+    if not header:
+        raise BadInputError(f"{path}: empty CSV (no header row)")
+    return header, rows
+
+
+def _pick(
+    header: list[str],
+    aliases: tuple[str, ...],
+    override: str | None,
+    what: str,
+    table: Path,
+    required: bool,
+) -> str | None:
+    if override is not None:
+        return look_up_option(override, header, what=f"{what} column of {table.name}")
+    lowered = {h.lower(): h for h in header}
+    for alias in aliases:
+        if alias in lowered:
+            return lowered[alias]
+    if required:
+        raise BadInputError(
+            f"{table}: no {what} column found (columns: {', '.join(header)}); expected one of "
+            f"{', '.join(aliases)}, or pass {what}_column="
+        )
+    return None
+
+
+def _has_column(path: Path, aliases: tuple[str, ...]) -> bool:
+    return any(h.lower() in aliases for h in _header(path))
+
+
+def _find_manifest(path: Path) -> Path | None:
+    if path.is_file():
+        return path if path.suffix.lower() in (".csv", ".tsv") else None
+    if not path.is_dir():
+        return None
+    for name in MANIFEST_NAMES:
+        if (path / name).is_file():
+            return path / name
+    csvs = sorted(path.glob("*.csv"))
+    with_paths = [c for c in csvs if _has_column(c, PATH_COLUMNS)]
+    if len(with_paths) == 1:
+        return with_paths[0]
+    return csvs[0] if len(csvs) == 1 else None
+
+
+def _find_patient_table(root: Path) -> Path | None:
+    for name in PATIENT_TABLE_NAMES:
+        if (root / name).is_file():
+            return root / name
+    fits = [
+        c
+        for c in sorted(root.glob("*.csv"))
+        if _has_column(c, PATIENT_COLUMNS)
+        and _has_column(c, LABEL_COLUMNS)
+        and not _has_column(c, PATH_COLUMNS)
+    ]
+    return fits[0] if len(fits) == 1 else None
+
+
+class _Resolver:
+    """Finds a manifest's image: as given, under ``images/``, or by trying extensions."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self._listings: dict[Path, tuple[set[str], dict[str, str]]] = {}
+
+    def _listing(self, folder: Path) -> tuple[set[str], dict[str, str]]:
+        if folder not in self._listings:
+            try:
+                names = sorted(e.name for e in os.scandir(folder) if e.is_file())
+            except OSError:
+                names = []
+            stems: dict[str, str] = {}
+            for n in names:
+                stem, ext = os.path.splitext(n)
+                if ext.lower() in IMAGE_EXTENSIONS:
+                    stems.setdefault(stem, n)
+            self._listings[folder] = (set(names), stems)
+        return self._listings[folder]
+
+    def __call__(self, raw: str) -> Path | None:
+        rel = Path(raw)
+        for cand in [rel] if rel.is_absolute() else [self.base / rel, self.base / "images" / rel]:
+            names, stems = self._listing(cand.parent)
+            if cand.name in names:
+                return Path(os.path.normpath(cand))
+            if cand.suffix.lower() not in IMAGE_EXTENSIONS and cand.name in stems:
+                return Path(os.path.normpath(cand.parent / stems[cand.name]))
+        return None
+
+
+def _load_manifest(
+    manifest: Path,
+    *,
+    label_column: str | None = None,
+    path_column: str | None = None,
+    patient_column: str | None = None,
+    split_column: str | None = None,
+) -> DatasetIndex:
+    header, rows = _read_csv(manifest)
+    pcol = _pick(header, PATH_COLUMNS, path_column, "path", manifest, True)
+    lcol = _pick(header, LABEL_COLUMNS, label_column, "label", manifest, False)
+    patcol = _pick(header, PATIENT_COLUMNS, patient_column, "patient", manifest, False)
+    scol = _pick(header, SPLIT_COLUMNS, split_column, "split", manifest, False)
+    values = {r[scol] for _, r in rows if r.get(scol)} if scol else set()
+    as_fold = any(v.lower() not in SPLIT_ALIASES for v in values)
+    if as_fold and not all(re.fullmatch(r"\d+", v) for v in values):
+        odd = sorted(v for v in values if v.lower() not in SPLIT_ALIASES)[:5]
+        raise ConfigError(
+            f"{manifest}: column {scol!r} has values {odd} that are neither "
+            "train/val/test nor fold numbers; fix them or pass split_column="
+        )
+    used = {pcol, lcol, patcol, scol}
+    resolve = _Resolver(manifest.parent)
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    kept: list[tuple[Path, str | None, dict[str, str], int]] = []
+    for line, row in rows:
+        raw = row.get(pcol, "")
+        where = f"{manifest.name} line {line}"
+        if not raw:
+            problems.append(Problem(f"{manifest}:{line}", f"{where}: empty {pcol!r} value"))
+            continue
+        f = resolve(raw)
+        if f is None:
+            problems.append(Problem(str(manifest.parent / raw), f"{where}: image file not found"))
+            continue
+        if str(f) in seen:
+            problems.append(
+                Problem(
+                    str(f),
+                    f"{where}: listed again (first at line {seen[str(f)]}); later row ignored",
+                    "warning",
+                )
+            )
+            continue
+        label = row.get(lcol, "") if lcol else None
+        if lcol and not label:
+            problems.append(Problem(str(f), f"{where}: empty label in column {lcol!r}"))
+            continue
+        seen[str(f)] = line
+        kept.append((f, label, row, line))
+    classes = order_classes({lab for _, lab, _, _ in kept if lab is not None})
+    records = []
+    for f, label, row, line in kept:
+        meta: dict[str, object] = {k: v for k, v in row.items() if k not in used and v}
+        meta["line"] = line
+        split = None
+        if scol and row.get(scol):
+            if as_fold:
+                meta["fold"] = int(row[scol])
+            else:
+                split = SPLIT_ALIASES[row[scol].lower()]
+        records.append(
+            Record(
+                str(f),
+                label=None if label is None else classes.index(label),
+                patient=(row.get(patcol) or None) if patcol else None,
+                split=split,
+                meta=meta,
+            )
+        )
+    info = {
+        "manifest": str(manifest),
+        "columns": {"path": pcol, "label": lcol, "patient": patcol, "split": scol},
+    }
+    if lcol is None:
+        info["unlabeled"] = True
+    return _index(manifest.parent, "csv", records, problems, classes, info=info)
+
+
+def _read_patient_labels(
+    table: Path, label_column: str | None, patient_column: str | None
+) -> tuple[dict[str, str], list[Problem]]:
+    header, rows = _read_csv(table)
+    pc = _pick(header, PATIENT_COLUMNS, patient_column, "patient", table, True)
+    lc = _pick(header, LABEL_COLUMNS, label_column, "label", table, True)
+    labels: dict[str, tuple[str, int]] = {}
+    bad: set[str] = set()
+    problems: list[Problem] = []
+    for line, row in rows:
+        pid, lab = row.get(pc, ""), row.get(lc, "")
+        if not pid or not lab:
+            problems.append(
+                Problem(f"{table}:{line}", f"{table.name} line {line}: empty patient or label")
+            )
+        elif pid in labels and labels[pid][0] != lab:
+            problems.append(
+                Problem(
+                    str(table.parent / pid),
+                    f"{table.name} line {line}: patient "
+                    f"{pid} labelled {lab!r} here but {labels[pid][0]!r} at line "
+                    f"{labels[pid][1]}; patient skipped",
+                )
+            )
+            bad.add(pid)
+        else:
+            labels.setdefault(pid, (lab, line))
+    return {p: v[0] for p, v in labels.items() if p not in bad}, problems
