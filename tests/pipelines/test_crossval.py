@@ -80,7 +80,14 @@ def test_cv_metrics_per_fold_pooled_and_cis(cv_run):
     cv = json.loads((out / "cv_metrics.json").read_text())
     assert cv["folds"] == 3 and cv["grouping"] == "patient" and len(cv["per_fold"]) == 3
     for row in cv["per_fold"]:
-        for key in ("roc_auc", "sensitivity", "specificity", "balanced_accuracy", "threshold"):
+        for key in (
+            "roc_auc",
+            "sensitivity",
+            "specificity",
+            "balanced_accuracy",
+            "threshold",
+            "seconds",
+        ):
             assert row[key] is not None, key
     aucs = [r["roc_auc"] for r in cv["per_fold"]]
     assert cv["summary"]["roc_auc"]["mean"] == pytest.approx(np.mean(aucs))

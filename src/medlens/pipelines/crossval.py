@@ -137,7 +137,8 @@ def cross_validate(
         for i in range(folds)
     ]
     cv = _summarise(results, usable, cache, cfg)
-    cv["seconds"] = round(time.perf_counter() - t0, 1)
+    cv["seconds"] = round(time.perf_counter() - t0, 1)  # this call (a resumed run skips folds)
+    cv["seconds_folds"] = round(sum(r.row.get("seconds") or 0.0 for r in results), 1)
     cv["audit"] = audit
     atomic_write_json(out_dir / "cv_metrics.json", cv)
     _write_report(out_dir, cfg, index, cache, problems, results, cv)
@@ -261,6 +262,7 @@ def _run_fold(
     if (fold_dir / "result.json").exists():  # finished earlier: reuse, never retrain
         log.info("fold %d: already finished, reusing %s", i, fold_dir)
         return _load_fold(fold_dir, usable)
+    t0 = time.perf_counter()
     fold_dir.mkdir(parents=True, exist_ok=True)
     split = _inner_splits(i, fold_of, usable, cfg, fold_dir)
     train_m, val_m, test_m = split == "train", split == "val", split == "test"
@@ -324,6 +326,7 @@ def _run_fold(
         "temperature": temperature,
         "best_epoch": fit_res.best_epoch,
         "epochs_run": len(fit_res.history),
+        "seconds": round(time.perf_counter() - t0, 1),  # this session's share when resumed
     }
     test_paths = np.array([r.path for r, m in zip(usable.records, test_m, strict=True) if m])
     atomic_write(
@@ -433,7 +436,12 @@ def _summarise(
                 "ci_fold_t": fold_t_interval([x["roc_auc"] for x in rows]),
                 "ci_pooled_bootstrap": None
                 if boot is None
-                else {**boot, "level": pooled["ci"]["level"], "method": pooled["ci"]["method"]},
+                else {
+                    **boot,
+                    "level": pooled["ci"]["level"],
+                    "method": pooled["ci"]["method"]
+                    + " (images resampled; pools models of all folds)",
+                },
             },
             "pooled": pooled,
             "pooled_operating_point": {
