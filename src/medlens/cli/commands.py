@@ -27,10 +27,21 @@ def inspect_cmd(
     as_json: bool = typer.Option(False, "--json", help="print the description as JSON"),
 ) -> None:
     """Show what medlens detects in DATA: layout, classes, counts, patients, unreadable files."""
-    from medlens.data.describe import format_description, inspect_path
+    from medlens.data.describe import check_readable, describe, format_description, inspect_path
 
-    index, desc = inspect_path(data, workers=os.cpu_count() or 1, layout=layout, label_column=label_column, path_column=path_column,
-                               patient_column=patient_column, patient_table=patient_table)
+    workers = os.cpu_count() or 1
+    seg_layout = segmentation_layout(data, layout)
+    if seg_layout is not None:  # image/mask pairs: the segmentation reader knows them
+        from medlens.segment.layouts import load_segmentation_dataset
+
+        index = load_segmentation_dataset(data, layout=seg_layout)
+        if seg_layout in ("kaggle_3m", "pairs"):  # 2D files: decode each (volumes are read at training)
+            index = check_readable(index, workers=workers)
+        desc = describe(index)
+    else:
+        index, desc = inspect_path(data, workers=workers, layout=layout, label_column=label_column,
+                                   path_column=path_column, patient_column=patient_column,
+                                   patient_table=patient_table)
     if as_json:
         typer.echo(json.dumps(desc, indent=2, default=str))
     else:
@@ -44,7 +55,8 @@ def inspect_cmd(
 def train_cmd(
     data: Path = typer.Argument(..., help="data folder, CSV manifest or MedMNIST .npz"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (default runs/<data>-<time>)"),
-    task: str = typer.Option("classify", "--task", help="classify or segment"),
+    task: Optional[str] = typer.Option(None, "--task",
+                                       help="classify or segment (default: segment when DATA holds image/mask pairs)"),
     config: Optional[Path] = typer.Option(None, "--config", help="JSON/YAML config; flags override it"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model name (see `medlens models`)"),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="local weights file"),
@@ -80,6 +92,10 @@ def train_cmd(
     from medlens.pipelines.config import RunConfig, deep_update, load_config_file
     from medlens.pipelines.recipes import apply_recipe
 
+    if task is None:
+        task = "segment" if segmentation_layout(data, layout) else "classify"
+        if task == "segment":
+            typer.echo(f"{data}: image/mask pairs found, training a segmenter (--task classify to override)")
     if task == "segment":
         _train_segment(data, out, config, resume, locals())
         return
@@ -121,6 +137,17 @@ def train_cmd(
 
     outcome = train_classifier(cfg, out, resume=resume)
     _print_summary(outcome.metrics, out)
+
+
+def segmentation_layout(data: Path, layout: Optional[str]) -> Optional[str]:
+    """The segmentation layout DATA is in (the one named by --layout, or detected), else None."""
+    try:
+        from medlens.segment.layouts import SEGMENT_LAYOUTS, detect_segmentation_layout
+    except ImportError:  # a build without segmentation
+        return None
+    if layout:
+        return layout if layout in SEGMENT_LAYOUTS.names() else None
+    return detect_segmentation_layout(data)
 
 
 def _train_segment(data: Path, out: Optional[Path], config: Optional[Path], resume: bool, opts: dict) -> None:

@@ -92,6 +92,7 @@ def describe(index: DatasetIndex, *, top_patients: int = 10) -> dict[str, Any]:
         "layout": index.layout,
         "task": index.task,
         "images": len(index),
+        "masks": sum(r.mask is not None for r in index.records),
         "classes": list(index.classes),
         "class_names": index.info.get("class_names", {}),
         "class_counts": index.class_counts(),
@@ -114,17 +115,11 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
     return ["  " + fmt.format(*header)] + ["  " + fmt.format(*map(str, r)) for r in rows]
 
 
-def format_description(desc: dict[str, Any], *, max_problems: int = 200) -> str:
-    """Plain-text report of :func:`describe` output, problems one per line as ``path: reason``."""
+def _class_lines(desc: dict[str, Any]) -> list[str]:
+    """Image counts per class (and per official split)."""
     names = desc.get("class_names") or {}
-    lines = [
-        f"Data set: {desc['root']}",
-        f"Layout:   {desc['layout']}  (task: {desc['task']})",
-        f"Images:   {desc['images']:,} usable"
-        + (f", {desc['unlabeled']:,} unlabeled" if desc.get("unlabeled") else ""),
-        "",
-        "Classes:",
-    ]
+    lines = [f"Images:   {desc['images']:,} usable"
+             + (f", {desc['unlabeled']:,} unlabeled" if desc.get("unlabeled") else ""), "", "Classes:"]
     splits = list(desc["splits"])
     rows = []
     for i, c in enumerate(desc["classes"]):
@@ -135,17 +130,33 @@ def format_description(desc: dict[str, Any], *, max_problems: int = 200) -> str:
         lines.append(f"  ({desc['unassigned_split']:,} images have no split)")
     if not splits:
         lines.append("  No official splits: medlens will make patient-grouped stratified ones.")
+    return lines
+
+
+def format_description(desc: dict[str, Any], *, max_problems: int = 200) -> str:
+    """Plain-text report of :func:`describe` output, problems one per line as ``path: reason``."""
+    segment = desc.get("task") == "segment"
+    lines = [
+        f"Data set: {desc['root']}",
+        f"Layout:   {desc['layout']}  (task: {desc['task']})",
+    ]
+    if segment:  # image/mask pairs: no classes to count, masks instead
+        lines += [f"Images:   {desc['images']:,} usable, {desc.get('masks', 0):,} with a mask", ""]
+        if not desc["splits"]:
+            lines.append("No official splits: medlens will split by patient.")
+    else:
+        lines += _class_lines(desc)
     lines.append("")
     if desc["patients"]:
-        kind = "patient-level labels" if desc["patient_labels"] else "image-level labels"
+        kind = "segmentation" if segment else (
+            "patient-level labels" if desc["patient_labels"] else "image-level labels")
         lines.append(f"Patients: {desc['patients']:,} ({kind}); largest:")
-        lines += _table(
-            [
-                [p["patient"], p["images"], ", ".join(f"{k}={v}" for k, v in p["classes"].items())]
-                for p in desc["top_patients"]
-            ],
-            ["patient", "images", "classes"],
-        )
+        rows = [[p["patient"], p["images"], ", ".join(f"{k}={v}" for k, v in p["classes"].items())]
+                for p in desc["top_patients"]]
+        header = ["patient", "images", "classes"]
+        if segment:
+            rows, header = [r[:2] for r in rows], header[:2]
+        lines += _table(rows, header)
     else:
         lines.append("Patients: unknown (each image counts as its own patient in splits)")
     if desc.get("image_shapes"):

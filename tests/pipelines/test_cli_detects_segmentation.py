@@ -1,0 +1,44 @@
+"""`inspect` and `train` recognise image/mask folders without being told `--task segment`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medlens.cli.main import get_app
+from medlens.data.synthetic.brain import make_brain_mri_like
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def brain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_brain_mri_like(tmp_path_factory.mktemp("brain") / "data", patients=3, slices=4,
+                               size=32, seed=3)
+
+
+def test_inspect_shows_segmentation_pairs_not_classes(brain):
+    res = runner.invoke(get_app(), ["inspect", str(brain)])
+    assert res.exit_code == 0, res.output
+    assert "kaggle_3m" in res.output and "task: segment" in res.output
+    assert "12 usable, 12 with a mask" in res.output
+    assert "Patients: 3 (segmentation)" in res.output
+    assert "Classes:" not in res.output  # case folders are not classes
+
+
+def test_inspect_json_counts_masks(brain):
+    res = runner.invoke(get_app(), ["inspect", str(brain), "--json"])
+    desc = json.loads(res.output)
+    assert desc["task"] == "segment" and desc["masks"] == desc["images"] == 12
+
+
+def test_train_without_task_trains_a_segmenter(brain, tmp_path):
+    out = tmp_path / "run"
+    res = runner.invoke(get_app(), ["train", str(brain), "--out", str(out), "--model", "test_unet",
+                                    "--epochs", "1", "--max-steps", "1", "--size", "32"])
+    assert res.exit_code == 0, res.output
+    assert "training a segmenter" in res.output
+    assert json.loads((out / "model" / "metadata.json").read_text())["task"] == "segment"
