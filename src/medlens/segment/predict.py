@@ -10,6 +10,12 @@
 Models trained with a fixed ``resize`` see inputs resized to it and their probability
 maps resized back; models trained on patches (``resize: null``) run
 ``monai.inferers.sliding_window_inference`` whenever the input exceeds the patch.
+
+3D packages (metadata ``input.spatial_dims == 3``) take whole volumes: slices resized
+in-plane to ``resize`` (when set), then sliding-window inference with the training patch
+``(D, H, W)`` over the whole volume, probabilities resized back to the input's voxels.
+A 3D package refuses 2D images (one slice is no volume); a 2D package predicts a volume
+slice by slice.
 """
 
 from __future__ import annotations
@@ -71,6 +77,45 @@ def predict_slices(model: torch.nn.Module, images: np.ndarray, *, resize: int | 
             logits = _pad_forward(model, x, divisor)
         out[i:i + len(x)] = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
     return out
+
+
+@torch.no_grad()
+def volume_logits(model: torch.nn.Module, image: np.ndarray, *, patch: Sequence[int],
+                  resize: int | None = None, sw_batch_size: int = 4, overlap: float = 0.25,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """Logits ``(1, 1, D, H, W)`` of one volume by sliding-window inference.
+
+    Args:
+        image: ``(C, D, H, W)`` uint8 (windowed as in :func:`medlens.segment.data.window_uint8`).
+        patch: the training patch ``(D, H, W)``; its sides are multiples of the model's
+            divisor, so every window fits the network. MONAI pads a volume smaller than a
+            window (zeros, as training pads) and blends overlapping windows with a Gaussian.
+        resize: the training in-plane side; slices are resized to it (area) and the
+            logits back to ``(H, W)`` (trilinear). ``None`` keeps the voxels as they are.
+    """
+    from monai.inferers import sliding_window_inference
+
+    if image.ndim != 4:
+        raise ValueError(f"volume_logits: expected (C, D, H, W), got shape {image.shape}")
+    model.eval()
+    x = torch.from_numpy(np.ascontiguousarray(image)[None]).to(torch.device(device)).float().div_(255.0)
+    d, h, w = x.shape[-3:]
+    if resize is not None and (h, w) != (resize, resize):
+        x = F.interpolate(x, size=(d, resize, resize), mode="area")
+    logits = sliding_window_inference(x, roi_size=tuple(int(p) for p in patch), sw_batch_size=sw_batch_size,
+                                      predictor=model, overlap=overlap, mode="gaussian")
+    logits = torch.as_tensor(logits).float()
+    if tuple(logits.shape[-2:]) != (h, w):
+        logits = F.interpolate(logits, size=(d, h, w), mode="trilinear", align_corners=False)
+    return logits
+
+
+def predict_volume(model: torch.nn.Module, image: np.ndarray, *, patch: Sequence[int],
+                   resize: int | None = None, sw_batch_size: int = 4,
+                   device: torch.device | str = "cpu") -> np.ndarray:
+    """Lesion probabilities ``(D, H, W)`` float32 of one ``(C, D, H, W)`` uint8 volume."""
+    logits = volume_logits(model, image, patch=patch, resize=resize, sw_batch_size=sw_batch_size, device=device)
+    return torch.sigmoid(logits)[0, 0].cpu().numpy().astype(np.float32)
 
 
 def overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
@@ -147,12 +192,19 @@ def predict_files(model: torch.nn.Module, metadata: dict[str, Any], inputs: Sequ
     return rows
 
 
+def _spatial_dims(metadata: dict[str, Any]) -> int:
+    return int(metadata.get("input", {}).get("spatial_dims", 2))
+
+
 def _predict_image(model, metadata, path: Path, out_dir: Path, device) -> dict[str, Any]:
     from PIL import Image
 
     from medlens.io.images import read_image
     from medlens.io.volumes import write_mask_2d
 
+    if _spatial_dims(metadata) == 3:
+        raise BadInputError(f"{path}: a 2D image, but this model is a 3D U-Net that needs volumes "
+                            "(NIfTI, MetaImage, NRRD or a DICOM series folder); use a 2D model for images")
     channels, resize, patch, thr, div = _spec(metadata)
     img = np.moveaxis(read_image(path, channels=channels), -1, 0)
     with Image.open(path) as im:
@@ -183,7 +235,12 @@ def _predict_volume(model, metadata, path: Path, out_dir: Path, device) -> dict[
             raise BadInputError(f"{path}: {arr.shape[0]} channels but the model expects {channels}")
     img = window_uint8(arr)  # (C, D, H, W)
     slices = np.moveaxis(img, 1, 0)  # (D, C, H, W)
-    prob = predict_slices(model, slices, resize=resize, patch=patch, divisor=div, device=device)
+    if _spatial_dims(metadata) == 3:
+        if not patch:
+            raise BadInputError(f"{path}: the 3D model's metadata gives no input.patch; retrain or fix metadata.json")
+        prob = predict_volume(model, img, patch=patch, resize=resize, device=device)
+    else:
+        prob = predict_slices(model, slices, resize=resize, patch=patch, divisor=div, device=device)
     mask = (prob >= thr).astype(np.uint8)
     suffix = volume_suffix(path)
     stem = path.name[: -len(suffix)] if suffix in VOLUME_SUFFIXES else path.name

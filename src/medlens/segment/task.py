@@ -21,7 +21,10 @@ class SegmentAugment:
     """Augmentations applied to a whole batch at once (images and masks alike).
 
     Flips and a random affine (rotation, scale, shift) resample masks nearest-neighbour;
-    intensity scale/shift touch images only.
+    intensity scale/shift touch images only. 2D batches ``(B, C, H, W)`` flip left-right;
+    3D batches ``(B, C, D, H, W)`` flip each axis independently (nnU-Net's mirroring) and
+    rotate/scale/shift within the axial plane only, since slices are often much thicker
+    than the in-plane pixels and a tilt would smear them.
     """
 
     flip: bool = True
@@ -32,6 +35,10 @@ class SegmentAugment:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.ndim == 5:
+            return self._call_3d(x, y, gen)
+        if x.ndim != 4:
+            raise ValueError(f"SegmentAugment: expected (B, C, H, W) or (B, C, D, H, W), got {tuple(x.shape)}")
         b = x.shape[0]
         dev = x.device
         if self.flip:
@@ -51,6 +58,34 @@ class SegmentAugment:
         if self.intensity:
             k = (torch.rand(b, 2, generator=gen) * 2 - 1).to(dev, x.dtype) * self.intensity
             x = x * (1 + k[:, :1, None, None]) + k[:, 1:, None, None]
+        return x, y
+
+    def _call_3d(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        b = x.shape[0]
+        dev = x.device
+        if self.flip:
+            f = (torch.rand(b, 3, generator=gen) < 0.5).to(dev)
+            for k, axis in enumerate((-3, -2, -1)):
+                sel = f[:, k].view(b, 1, 1, 1, 1)
+                x = torch.where(sel, x.flip(axis), x)
+                y = torch.where(sel, y.flip(axis), y)
+        if self.rotate_deg or self.scale or self.shift:
+            r = torch.rand(b, 4, generator=gen) * 2 - 1
+            ang = r[:, 0] * math.radians(self.rotate_deg)
+            s = 1 + r[:, 1] * self.scale
+            cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
+            zero, one = torch.zeros(b), torch.ones(b)
+            # affine_grid's 3D coordinates are (x, y, z) = (W, H, D); z is left alone
+            theta = torch.stack([torch.stack([cos, -sin, zero, r[:, 2] * self.shift * 2], 1),
+                                 torch.stack([sin, cos, zero, r[:, 3] * self.shift * 2], 1),
+                                 torch.stack([zero, zero, one, zero], 1)], 1).to(dev, x.dtype)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        if self.intensity:
+            k = (torch.rand(b, 2, generator=gen) * 2 - 1).to(dev, x.dtype) * self.intensity
+            x = x * (1 + k[:, :1].view(b, 1, 1, 1, 1)) + k[:, 1:].view(b, 1, 1, 1, 1)
         return x, y
 
 
@@ -114,4 +149,45 @@ class SegmentTask:
             "val_iou": float(np.mean([r["iou"] for r in rows.values()])),
             "val_slice_dice": float(sl["dice"][lesion].mean()) if lesion.any() else float("nan"),
             "val_loss": loss,
+        }
+
+
+@dataclass
+class SegmentTask3D(SegmentTask):
+    """3D lesion segmentation: the same loss and augmentation on patch batches, whole-volume
+    validation.
+
+    Training batches are dicts with ``image`` uint8 ``(B, C, D, H, W)`` and ``mask`` uint8
+    ``(B, 1, D, H, W)`` (see :class:`medlens.segment.volumes.PatchLoader`). Validation
+    iterates ``(patient, image (C, D, H, W), mask (D, H, W))`` over whole volumes and
+    predicts each by sliding-window inference with ``patch``, so early stopping watches the
+    figure that is reported (whole-volume Dice per patient), not Dice on cherry-picked
+    patches. ``val_loss`` is the loss of each whole volume, averaged over patients.
+    """
+
+    patch: tuple[int, int, int] = (32, 64, 64)
+    sw_batch_size: int = 4
+
+    def validate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+        from medlens.segment.metrics import dice, iou
+        from medlens.segment.predict import volume_logits
+
+        model.eval()
+        dices, ious, losses, slice_dice = [], [], [], []
+        for _pid, image, mask in loader:
+            logits = volume_logits(model, image, patch=self.patch, sw_batch_size=self.sw_batch_size,
+                                   device=device)
+            y = torch.from_numpy(np.ascontiguousarray(mask)[None, None]).to(logits.device).float()
+            losses.append(float(self._loss_fn(logits, y)))
+            pred = (torch.sigmoid(logits)[0, 0] >= self.threshold).cpu().numpy()
+            dices.append(dice(pred, mask))
+            ious.append(iou(pred, mask))
+            lesion = mask.reshape(len(mask), -1).any(1)
+            if lesion.any():
+                slice_dice.append(per_slice(pred[lesion], mask[lesion])["dice"])
+        return {
+            "val_dice": float(np.mean(dices)) if dices else float("nan"),
+            "val_iou": float(np.mean(ious)) if ious else float("nan"),
+            "val_slice_dice": float(np.concatenate(slice_dice).mean()) if slice_dice else float("nan"),
+            "val_loss": float(np.mean(losses)) if losses else float("nan"),
         }
