@@ -1,5 +1,6 @@
 """Self-contained HTML report for segmentation runs, and the model card.
 
+3D runs use the same report: their volumes are shown as slices through the lesion.
 Worst patients come first everywhere: the table is sorted by Dice ascending and the
 overlays (true positive green, false positive red, false negative orange) show each
 patient's slices with the most lesion (truth or prediction), worst patient at the top.
@@ -163,8 +164,12 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         "# Model card: lesion segmentation", "",
         "**Intended use**: research and teaching; outlines FLAIR-hyperintense abnormalities on",
         "axial brain MRI slices. Not a medical device; every output needs expert review.", "",
-        f"- Input: {inp.get('channels')} channel(s), resized to {meta.get('preprocess', {}).get('resize')} px,",
+        (f"- Input: {inp.get('channels')} channel(s), "
+         + (f"resized to {r} px," if (r := meta.get("preprocess", {}).get("resize")) else "at native resolution,")),
         "  uint8 scaled to [0, 1]; volumes windowed per channel at percentiles 0.5-99.5.",
+        *([(f"- Model: 3D U-Net trained on patches of {'×'.join(str(v) for v in inp.get('patch') or [])} "
+            "voxels (D×H×W); whole volumes predicted by sliding-window inference.")]
+          if inp.get("spatial_dims") == 3 else []),
         f"- Output: lesion probability per pixel; mask = probability >= {meta.get('threshold')}.",
         f"- Loss: {meta.get('loss')}. Data: {meta.get('data', {}).get('path')}.", "",
         "## Held-out results (patients never seen in training)",

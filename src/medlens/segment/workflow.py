@@ -1,5 +1,10 @@
 """Segmentation workflows called by the CLI: train, evaluate, cross-validate, demo.
 
+``spatial_dims=2`` (default) trains on slices (:mod:`medlens.segment.data`);
+``spatial_dims=3`` trains a 3D U-Net on random ``patch``-sized crops of whole volumes and
+evaluates whole volumes by sliding-window inference (:mod:`medlens.segment.volumes`).
+Both write the same files.
+
 A run directory holds ``config.json`` (resolved :class:`SegmentConfig`), ``splits.csv``,
 ``checkpoints/``, ``logs/``, ``metrics.json`` + ``per_patient.csv`` (test patients, or
 validation patients when there is no test split), ``report.html`` and the model package
@@ -14,11 +19,12 @@ import io
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medlens.errors import BadInputError, ConfigError
 from medlens.io.atomic import atomic_write_json, atomic_write_text
@@ -50,6 +56,32 @@ class SegmentConfig(BaseModel):
     val_patients: list[str] | None = None
     test_patients: list[str] | None = None
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(**DEFAULT_TRAIN))
+    spatial_dims: int = Field(2, description="2: U-Net on slices; 3: U-Net on volume patches")
+    patch: list[int] | None = Field(
+        None, description="3D only: training patch (D, H, W) in voxels, array order (slices, rows, "
+                          "columns); None = 32×64×64, clipped to the smallest training volume")
+    samples_per_volume: int = Field(4, ge=1, description="3D only: patches per training volume per epoch")
+
+    @field_validator("spatial_dims")
+    @classmethod
+    def _check_dims(cls, v: int) -> int:
+        if v not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 (slices) or 3 (volumes), got {v}")
+        return v
+
+    @field_validator("patch")
+    @classmethod
+    def _check_patch(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (len(v) != 3 or any(int(s) < 1 for s in v)):
+            raise ValueError(f"patch must be three positive sides (D, H, W), e.g. [32, 64, 64]; got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _patch_needs_3d(self) -> SegmentConfig:
+        if self.patch is not None and self.spatial_dims != 3:
+            raise ValueError("patch is the 3D training patch; set spatial_dims=3 (--spatial-dims 3) "
+                             "or leave patch out (2D trains on whole slices of side `size`)")
+        return self
 
 
 def _split(index, cfg: SegmentConfig) -> dict[str, list[str]]:
@@ -82,28 +114,81 @@ def _loader(sl, *, batch_size: int, shuffle: bool, seed: int, pos_fraction: floa
                        drop_last=shuffle and len(sl) > batch_size)
 
 
+@dataclass
+class Fitted:
+    """What a 2D or 3D training step hands to the shared tail of ``train_segmentation``."""
+
+    model: Any
+    result: Any
+    eval_split: str
+    rows: dict[str, dict[str, float]]
+    report_slices: Any
+    report_probs: np.ndarray
+    problems: list[Any]
+    counts: dict[str, Any]
+    input_meta: dict[str, Any]
+
+
 def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
     """Train, evaluate on held-out patients, write the report and the model package.
 
+    ``cfg.spatial_dims`` picks slices (2) or volume patches (3); the rest is shared.
     Returns the metrics dict also written to ``metrics.json``.
     """
-    from medlens.models.registry import create_model
-    from medlens.segment.data import build_slices
     from medlens.segment.layouts import load_segmentation_dataset
-    from medlens.segment.models import divisor, init_output_bias
-    from medlens.segment.task import SegmentAugment, SegmentTask
-    from medlens.train.engine import fit, resolve_device
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     atomic_write_json(run_dir / "config.json", cfg.model_dump())
     index = load_segmentation_dataset(cfg.data, layout=cfg.layout, mask_pattern=cfg.mask_pattern)
+    if cfg.spatial_dims == 3:
+        from medlens.segment.volumes import require_volume_layout
+
+        require_volume_layout(index)
     splits = _split(index, cfg)
     if not splits["val"]:
         raise ConfigError("segmentation training needs at least one validation patient "
                           "(set val_fraction > 0 or val_patients)")
     _save_splits(index, splits, run_dir / "splits.csv")
+    if cfg.spatial_dims == 3:
+        from medlens.segment.volumes import fit_volumes
+
+        fitted = fit_volumes(cfg, index, splits, run_dir, resume=resume)
+    else:
+        fitted = _fit_slices(cfg, index, splits, run_dir, resume=resume)
+    from medlens.segment.metrics import summarise
+
+    eval_split, rows, model, result = fitted.eval_split, fitted.rows, fitted.model, fitted.result
+    metrics = {"split": eval_split, "patient_ids": splits[eval_split], **summarise(rows),
+               "per_patient": rows, "best_epoch": result.best_epoch, "best_val_dice": result.best_score,
+               "train_seconds": time.perf_counter() - t0, "problems": len(fitted.problems), **fitted.counts}
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    _write_per_patient(run_dir / "per_patient.csv", rows)
+    meta = package_metadata(cfg, fitted.input_meta, metrics)
+    from medlens.package import save_model_package
+    from medlens.segment.report import model_card, write_report
+
+    card = model_card(meta, metrics)
+    save_model_package(run_dir / "model", model, model_name=model.medlens_name,
+                       model_kwargs={k: v for k, v in model.medlens_config.items() if k != "name"},
+                       metadata=meta, model_card=card)
+    dims = " 3D" if cfg.spatial_dims == 3 else ""
+    write_report(run_dir / "report.html", fitted.report_slices, fitted.report_probs, rows, metrics,
+                 history=result.history, problems=fitted.problems, threshold=cfg.threshold,
+                 title=f"Segmentation{dims}: {Path(cfg.data).name} ({eval_split} patients)", card=card)
+    return metrics
+
+
+def _fit_slices(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], run_dir: Path,
+                *, resume: bool = False) -> Fitted:
+    """The 2D step: train on slices, evaluate the held-out patients' slice stacks."""
+    from medlens.models.registry import create_model
+    from medlens.segment.data import build_slices
+    from medlens.segment.models import divisor, init_output_bias
+    from medlens.segment.task import SegmentAugment, SegmentTask
+    from medlens.train.engine import fit, resolve_device
+
     slices = build_slices(index, size=cfg.size, cache_dir=run_dir / "cache")
     parts = {k: slices.select(v) for k, v in splits.items()}
     if len(parts["train"]) == 0:
@@ -122,37 +207,19 @@ def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool 
     eval_split = "test" if len(parts["test"]) else "val"
     rows, probs = evaluate_slices(model, parts[eval_split], size=cfg.size, threshold=cfg.threshold,
                                   divisor=divisor(model), device=device)
-    from medlens.segment.metrics import summarise
-
-    metrics = {"split": eval_split, "patient_ids": splits[eval_split], **summarise(rows),
-               "per_patient": rows, "best_epoch": result.best_epoch, "best_val_dice": result.best_score,
-               "train_seconds": time.perf_counter() - t0, "problems": len(slices.problems),
-               "slices": {k: len(v) for k, v in parts.items()}}
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    _write_per_patient(run_dir / "per_patient.csv", rows)
-    meta = package_metadata(cfg, model, slices, metrics)
-    from medlens.package import save_model_package
-    from medlens.segment.report import model_card, write_report
-
-    card = model_card(meta, metrics)
-    save_model_package(run_dir / "model", model, model_name=model.medlens_name,
-                       model_kwargs={k: v for k, v in model.medlens_config.items() if k != "name"},
-                       metadata=meta, model_card=card)
-    write_report(run_dir / "report.html", parts[eval_split], probs, rows, metrics,
-                 history=result.history, problems=slices.problems, threshold=cfg.threshold,
-                 title=f"Segmentation: {Path(cfg.data).name} ({eval_split} patients)", card=card)
-    return metrics
+    shape = list(slices.images.shape[-2:])
+    input_meta = {"channels": int(slices.images.shape[1]), "size": shape, "divisor": divisor(model),
+                  "spatial_dims": 2, "patch": shape if cfg.size is None else None}
+    return Fitted(model, result, eval_split, rows, parts[eval_split], probs, slices.problems,
+                  {"slices": {k: len(v) for k, v in parts.items()}}, input_meta)
 
 
-def package_metadata(cfg: SegmentConfig, model: Any, slices: Any, metrics: dict[str, Any]) -> dict[str, Any]:
-    from medlens.segment.models import divisor
-
+def package_metadata(cfg: SegmentConfig, input_meta: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metadata.json`` of a segmentation package; ``input_meta`` holds channels, size,
+    divisor, spatial_dims and patch (``(D, H, W)`` for 3D models)."""
     return {
         "task": "segment", "classes": ["background", "lesion"], "threshold": cfg.threshold,
-        "input": {"channels": int(slices.images.shape[1]), "size": list(slices.images.shape[-2:]),
-                  "divisor": divisor(model), "spatial_dims": 2,
-                  "patch": list(slices.images.shape[-2:]) if cfg.size is None else None,
-                  "dtype": "uint8 scaled to [0, 1]"},
+        "input": {**input_meta, "dtype": "uint8 scaled to [0, 1]"},
         "preprocess": {"resize": cfg.size, "volume_window_percentiles": [0.5, 99.5],
                        "mask_rule": "binary masks; other values binarised (see medlens.segment.data)"},
         "loss": cfg.loss, "metrics": {k: v for k, v in metrics.items() if k != "per_patient"},
@@ -216,9 +283,17 @@ def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out: st
             raise BadInputError(f"{data}: no slices in split {split!r}")
     meta = pkg.metadata
     size = meta.get("preprocess", {}).get("resize")
-    sl = build_slices(index, size=size, channels=int(meta["input"]["channels"]))
-    rows, probs = evaluate_slices(pkg.model, sl, size=size, threshold=float(meta.get("threshold", 0.5)),
-                                  divisor=int(meta["input"].get("divisor", 16)), device=pkg.device)
+    if int(meta["input"].get("spatial_dims", 2)) == 3:
+        from medlens.segment.volumes import build_volumes, evaluate_volumes
+
+        vols = build_volumes(index, size=size, channels=int(meta["input"]["channels"]))
+        rows, vprobs = evaluate_volumes(pkg.model, vols, patch=meta["input"]["patch"],
+                                        threshold=float(meta.get("threshold", 0.5)), device=pkg.device)
+        sl, probs = vols.as_slices(vprobs)
+    else:
+        sl = build_slices(index, size=size, channels=int(meta["input"]["channels"]))
+        rows, probs = evaluate_slices(pkg.model, sl, size=size, threshold=float(meta.get("threshold", 0.5)),
+                                      divisor=int(meta["input"].get("divisor", 16)), device=pkg.device)
     metrics = {"split": split, "data": str(data), "model": str(pkg.path), **summarise(rows), "per_patient": rows}
     out_dir = Path(out) if out else run_dir / f"eval-{Path(data).name}-{split}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -240,6 +315,10 @@ def cross_validate(cfg: SegmentConfig, out_dir: str | Path, *, folds: int = 3) -
 
     out_dir = Path(out_dir)
     index = load_segmentation_dataset(cfg.data, layout=cfg.layout, mask_pattern=cfg.mask_pattern)
+    if cfg.spatial_dims == 3:
+        from medlens.segment.volumes import require_volume_layout
+
+        require_volume_layout(index)
     pats = sorted({str(r.patient) for r in index.records})
     groups = patient_folds(pats, folds, seed=cfg.train.seed)
     all_rows: dict[str, dict[str, float]] = {}
@@ -270,9 +349,11 @@ def train_from_cli(*, data: Path, out: Path | None, config: Path | None, resume:
     else:
         base = load_config_file(config) if config else {}
         over: dict[str, Any] = {"data": str(data)}
-        for key in ("layout", "size", "val_fraction", "test_fraction"):
+        for key in ("layout", "size", "val_fraction", "test_fraction", "spatial_dims"):
             if options.get(key) is not None:
                 over[key] = options[key]
+        if options.get("patch"):
+            over["patch"] = parse_patch(options["patch"])
         if options.get("model"):
             over["model"] = options["model"]
         if options.get("no_augment"):
@@ -284,7 +365,7 @@ def train_from_cli(*, data: Path, out: Path | None, config: Path | None, resume:
             if options.get(key) is not None:
                 train[field] = options[key]
         over["train"] = train
-        cfg = SegmentConfig(**deep_update(base, over))
+        cfg = make_config(**deep_update(base, over))
         out = out or Path("runs") / f"{Path(data).name}-segment-{time.strftime('%Y%m%d-%H%M%S')}"
         if (out / "checkpoints" / "last.pt").exists():
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -292,6 +373,33 @@ def train_from_cli(*, data: Path, out: Path | None, config: Path | None, resume:
     print(f"mean per-patient Dice ({metrics['split']}, {len(metrics['patient_ids'])} patients): "
           f"{metrics.get('mean_dice', float('nan')):.3f}; report: {out / 'report.html'}")
     return metrics
+
+
+def make_config(**values: Any) -> SegmentConfig:
+    """:class:`SegmentConfig` from user values; a bad value becomes one ConfigError line
+    naming the field (the CLI prints it without a traceback)."""
+    from pydantic import ValidationError
+
+    try:
+        return SegmentConfig(**values)
+    except ValidationError as e:
+        msgs = [f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors()]
+        raise ConfigError("invalid segmentation config: " + "; ".join(msgs)) from None
+
+
+def parse_patch(text: str | list[int]) -> list[int]:
+    """``"32,64,64"`` (or ``32x64x64``) → ``[32, 64, 64]``: the 3D patch (D, H, W) of ``--patch``."""
+    if isinstance(text, list):
+        return [int(v) for v in text]
+    parts = [p for p in str(text).replace("x", ",").replace("×", ",").split(",") if p.strip()]
+    try:
+        sides = [int(p) for p in parts]
+    except ValueError:
+        sides = []
+    if len(sides) != 3 or min(sides) < 1:
+        raise ConfigError(f"--patch must be three positive integers D,H,W (slices, rows, columns), "
+                          f"e.g. 32,64,64; got {text!r}")
+    return sides
 
 
 def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False) -> Path:
