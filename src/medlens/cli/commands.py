@@ -87,6 +87,8 @@ def train_cmd(
     no_audit: bool = typer.Option(False, "--no-audit", help="skip the quick audit"),
     ignore_audit: bool = typer.Option(False, "--ignore-audit", help="train despite blocking audit findings"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    spatial_dims: Optional[int] = typer.Option(None, "--spatial-dims", help="segment: 2 (slices, default) or 3 (volumes)"),
+    patch: Optional[str] = typer.Option(None, "--patch", help="segment, 3D: patch D,H,W (slices,rows,columns), e.g. 32,64,64"),
 ) -> None:
     """Train a model on DATA and write a run directory (report, metrics, model package)."""
     from medlens.pipelines.config import RunConfig, deep_update, load_config_file

@@ -27,15 +27,16 @@ def segment_cv(
     max_steps: int | None = typer.Option(None, "--max-steps", help="cap on steps per epoch"),
     layout: str | None = typer.Option(None, "--layout"),
     seed: int = typer.Option(0, "--seed"),
+    spatial_dims: int = typer.Option(2, "--spatial-dims", help="2: U-Net on slices; 3: 3D U-Net on volumes"),
+    patch: str | None = typer.Option(None, "--patch", help="3D patch D,H,W (slices,rows,columns), e.g. 32,64,64"),
 ) -> None:
     """Train on some patients, test on patients never seen; mean per-patient-volume Dice."""
-    from medlens.segment.workflow import DEFAULT_TRAIN, SegmentConfig, cross_validate
-    from medlens.train.config import TrainConfig
+    from medlens.segment.workflow import DEFAULT_TRAIN, cross_validate, make_config, parse_patch
 
     train = dict(DEFAULT_TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                  max_steps_per_epoch=max_steps)
-    cfg = SegmentConfig(data=str(data), layout=layout, model=model, size=size, loss=loss,
-                        train=TrainConfig(**train))
+    cfg = make_config(data=str(data), layout=layout, model=model, size=size, loss=loss, train=train,
+                      spatial_dims=spatial_dims, patch=parse_patch(patch) if patch else None)
     res = cross_validate(cfg, out, folds=folds)
     for pid, row in sorted(res["per_patient"].items(), key=lambda kv: kv[1]["dice"]):
         typer.echo(f"{pid}: Dice {row['dice']:.3f}")

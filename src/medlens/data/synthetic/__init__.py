@@ -18,15 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from medlens.data.synthetic.blood import make_blood_like
+from medlens.data.synthetic.brain import make_brain_mri_like
 from medlens.data.synthetic.dermoscopy import make_dermoscopy_like
 from medlens.data.synthetic.histology import make_idc_like
 from medlens.options import look_up_option
 
-#: Synthetic data set kind → generator. Further kinds (e.g. ``"brain"``) are added here.
+#: Synthetic data set kind → generator. ``"brain"`` writes segmentation data (TIFF slices
+#: in ``kaggle_3m``, or NIfTI volumes with ``fmt="nifti"``/``"nnunet"``).
 GENERATORS: dict[str, Callable[..., Path]] = {
     "idc": make_idc_like,
     "blood": make_blood_like,
     "dermoscopy": make_dermoscopy_like,
+    "brain": make_brain_mri_like,
 }
 
 
@@ -40,4 +43,5 @@ def make_dataset(kind: str, root: str | os.PathLike[str], **kwargs: Any) -> Path
     return GENERATORS[name](root, **kwargs)
 
 
-__all__ = ["GENERATORS", "make_blood_like", "make_dataset", "make_dermoscopy_like", "make_idc_like"]
+__all__ = ["GENERATORS", "make_blood_like", "make_brain_mri_like", "make_dataset", "make_dermoscopy_like",
+           "make_idc_like"]
