@@ -131,6 +131,42 @@ def _channels_last(cfg: RunConfig) -> bool:
         return False
 
 
+@dataclass
+class Fitted:
+    model: torch.nn.Module
+    task: ClassificationTask
+    result: FitResult
+    model_kwargs: dict[str, Any]  # what rebuilds the network (stored in the package)
+    mean: list[float]  # per-channel normalisation of the training rows
+    std: list[float]
+
+
+def fit_classifier(cfg: RunConfig, images: np.ndarray, labels: np.ndarray, train_m: np.ndarray,
+                   val_m: np.ndarray, num_classes: int, run_dir: Path, *, resume: bool = False) -> Fitted:
+    """Model, task and loaders from ``cfg`` on the masked cache rows, then the engine's ``fit``.
+
+    One place for ``medlens train`` and every cross-validation fold, so a fold trains
+    exactly as a single run does. Normalisation statistics come from the training rows.
+    """
+    k = num_classes
+    mean, std = _norm_stats(images[train_m])
+    cl = _channels_last(cfg)
+    weights = class_weights(labels[train_m], k) if cfg.balance == "weighted_loss" else None
+    task = ClassificationTask(num_classes=k, mean=mean, std=std, augment=cfg.augment,
+                              weights=weights, channels_last=cl)
+    sampler_w = class_weights(labels[train_m], k)[labels[train_m]] if cfg.balance == "sampler" else None
+    bs = cfg.train.batch_size
+    train_loader = BatchLoader({"image": images[train_m], "label": labels[train_m]}, batch_size=bs,
+                               shuffle=True, seed=cfg.train.seed, weights=sampler_w)
+    val_loader = BatchLoader({"image": images[val_m], "label": labels[val_m]}, batch_size=bs * 2,
+                             shuffle=False)
+    seed_everything(cfg.train.seed)  # the initial weights depend on the seed alone
+    model, model_kwargs = build_model(cfg, k)
+    train_cfg = cfg.train.model_copy(update={"channels_last": cl})
+    result = fit(model, task, train_loader, val_loader, train_cfg, run_dir, resume=resume)
+    return Fitted(model, task, result, model_kwargs, mean, std)
+
+
 def train_classifier(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False) -> TrainOutcome:
     """Train, evaluate, report and package a classifier. See the module docstring."""
     run_dir = Path(run_dir)
@@ -151,24 +187,8 @@ def train_classifier(cfg: RunConfig, run_dir: str | Path, *, resume: bool = Fals
                             f"is empty (train={int(train_m.sum())}, val={int(val_m.sum())})")
     k = len(index.classes)
     labels = cache.labels
-    mean, std = _norm_stats(cache.images[train_m])
-    cl = _channels_last(cfg)
-    weights = class_weights(labels[train_m], k) if cfg.balance == "weighted_loss" else None
-    task = ClassificationTask(num_classes=k, mean=mean, std=std, augment=cfg.augment,
-                              weights=weights, channels_last=cl)
-    sampler_w = None
-    if cfg.balance == "sampler":
-        cw = class_weights(labels[train_m], k)
-        sampler_w = cw[labels[train_m]]
-    bs = cfg.train.batch_size
-    train_loader = BatchLoader({"image": cache.images[train_m], "label": labels[train_m]}, batch_size=bs,
-                               shuffle=True, seed=cfg.train.seed, weights=sampler_w)
-    val_loader = BatchLoader({"image": cache.images[val_m], "label": labels[val_m]}, batch_size=bs * 2,
-                             shuffle=False)
-    seed_everything(cfg.train.seed)  # the initial weights depend on the seed alone
-    model, model_kwargs = build_model(cfg, k)
-    train_cfg = cfg.train.model_copy(update={"channels_last": cl})
-    result = fit(model, task, train_loader, val_loader, train_cfg, run_dir, resume=resume)
+    fitted = fit_classifier(cfg, cache.images, labels, train_m, val_m, k, run_dir, resume=resume)
+    model, task, result = fitted.model, fitted.task, fitted.result
 
     from medlens.pipelines.evaluation import evaluate_cache, package_metadata
 
@@ -178,13 +198,13 @@ def train_classifier(cfg: RunConfig, run_dir: str | Path, *, resume: bool = Fals
                            "monitor": task.monitor, "epochs_run": len(result.history),
                            "stopped_early": result.stopped_early}
     atomic_write_json(run_dir / "metrics.json", metrics)
-    meta = package_metadata(cfg, index.classes, metrics, mean, std, extras)
+    meta = package_metadata(cfg, index.classes, metrics, fitted.mean, fitted.std, extras)
     from medlens.package import save_model_package
     from medlens.pipelines.reporting import model_card, write_run_report
 
     sections = explanation_sections(model, task, cache, extras, index.classes, device)
     card = model_card(cfg, index, metrics)
-    save_model_package(run_dir / "model", model.cpu(), model_name=cfg.model.name, model_kwargs=model_kwargs,
+    save_model_package(run_dir / "model", model.cpu(), model_name=cfg.model.name, model_kwargs=fitted.model_kwargs,
                        metadata=meta, model_card=card.get("markdown"))
     write_run_report(run_dir, cfg, index, cache, result.history, metrics, extras, card, audit, problems,
                      extra_sections=sections)

@@ -22,15 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from medlens.data.cache import ImageCache, build_cache
 from medlens.data.records import DatasetIndex
 from medlens.errors import BadInputError, ConfigError
 from medlens.io.atomic import atomic_write, atomic_write_json
+from medlens.pipelines.classification import fit_classifier
 from medlens.pipelines.config import RunConfig
-from medlens.train.classify import ClassificationTask
-from medlens.train.engine import FitResult
 
 log = logging.getLogger(__name__)
 
@@ -54,51 +52,6 @@ class FoldResult:
     threshold: float
     row: dict[str, Any]
     history: list[dict[str, Any]]
-
-
-def fit_classifier(
-    cfg: RunConfig,
-    images: np.ndarray,
-    labels: np.ndarray,
-    train_m: np.ndarray,
-    val_m: np.ndarray,
-    num_classes: int,
-    run_dir: Path,
-    *,
-    resume: bool = False,
-) -> tuple[torch.nn.Module, ClassificationTask, FitResult]:
-    """Build model, task and loaders exactly as ``train_classifier`` does and run ``fit``."""
-    from medlens.pipelines.classification import _channels_last, _norm_stats, build_model
-    from medlens.train.classify import class_weights
-    from medlens.train.engine import fit, seed_everything
-    from medlens.train.loader import BatchLoader
-
-    k = num_classes
-    mean, std = _norm_stats(images[train_m])
-    cl = _channels_last(cfg)
-    weights = class_weights(labels[train_m], k) if cfg.balance == "weighted_loss" else None
-    task = ClassificationTask(
-        num_classes=k, mean=mean, std=std, augment=cfg.augment, weights=weights, channels_last=cl
-    )
-    sampler_w = (
-        class_weights(labels[train_m], k)[labels[train_m]] if cfg.balance == "sampler" else None
-    )
-    bs = cfg.train.batch_size
-    train_loader = BatchLoader(
-        {"image": images[train_m], "label": labels[train_m]},
-        batch_size=bs,
-        shuffle=True,
-        seed=cfg.train.seed,
-        weights=sampler_w,
-    )
-    val_loader = BatchLoader(
-        {"image": images[val_m], "label": labels[val_m]}, batch_size=bs * 2, shuffle=False
-    )
-    seed_everything(cfg.train.seed)  # every fold starts from the same initial weights
-    model, _ = build_model(cfg, k)
-    train_cfg = cfg.train.model_copy(update={"channels_last": cl})
-    result = fit(model, task, train_loader, val_loader, train_cfg, run_dir, resume=resume)
-    return model, task, result
 
 
 def cross_validate(
@@ -277,9 +230,9 @@ def _run_fold(
         test_m.sum(),
         " (resuming)" if resume_fold else "",
     )
-    model, task, fit_res = fit_classifier(
-        cfg, cache.images, labels, train_m, val_m, len(classes), fold_dir, resume=resume_fold
-    )
+    fitted = fit_classifier(cfg, cache.images, labels, train_m, val_m, len(classes), fold_dir,
+                            resume=resume_fold)
+    model, task, fit_res = fitted.model, fitted.task, fitted.result
     device = resolve_device(cfg.train.device)
     neg = negative_class_index(classes, cfg.eval.negative_class)
     z_val, y_val = cache_logits(model, task, cache.images[val_m], device), labels[val_m]
