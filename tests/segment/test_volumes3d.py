@@ -71,6 +71,20 @@ def test_3d_training_writes_run_and_learns(run3d):
     assert "val_dice" in (run / "logs/history.csv").read_text()
 
 
+def test_3d_same_seed_same_run_and_exact_resume(easy_volumes, tmp_path):
+    def cfg(epochs: int) -> SegmentConfig:
+        return SegmentConfig(data=str(easy_volumes), size=None, model="test_unet", spatial_dims=3, patch=[8, 16, 16],
+                             val_fraction=0.25, test_fraction=0.25,
+                             train={"epochs": epochs, "batch_size": 2, "max_steps_per_epoch": 2, "scheduler": "none",
+                                    "progress": False, "threads": 1})
+
+    train_segmentation(cfg(2), tmp_path / "whole")
+    train_segmentation(cfg(1), tmp_path / "killed")  # as if killed after epoch 0
+    train_segmentation(cfg(2), tmp_path / "killed", resume=True)
+    a, b = (torch.load(tmp_path / r / "checkpoints/last.pt", weights_only=False)["model"] for r in ("whole", "killed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_3d_patient_splits_hold(run3d):
     run, metrics = run3d
     with open(run / "splits.csv", encoding="utf-8") as fh:

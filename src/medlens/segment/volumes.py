@@ -315,7 +315,7 @@ def fit_volumes(cfg: Any, index: DatasetIndex, splits: dict[str, list[str]], run
     from medlens.segment.models import divisor, init_output_bias
     from medlens.segment.task import SegmentAugment, SegmentTask3D
     from medlens.segment.workflow import Fitted
-    from medlens.train.engine import fit, resolve_device
+    from medlens.train.engine import fit, resolve_device, seed_everything
 
     vols = build_volumes(index, size=cfg.size)
     parts = {k: vols.select(v) for k, v in splits.items()}
@@ -327,6 +327,7 @@ def fit_volumes(cfg: Any, index: DatasetIndex, splits: dict[str, list[str]], run
     if kwargs.pop("spatial_dims", 3) != 3:
         raise ConfigError("model_kwargs.spatial_dims contradicts spatial_dims=3; leave it out of model_kwargs")
     tc = cfg.train
+    seed_everything(tc.seed)  # the initial weights too: same config, same run
     model = create_model(cfg.model, num_classes=1, in_channels=vols.channels, spatial_dims=3, **kwargs)
     patch = resolve_patch(cfg.patch, parts["train"].shapes, divisor(model))
     fg = sum(float(m.sum()) for m in parts["train"].masks) / sum(m.size for m in parts["train"].masks)
