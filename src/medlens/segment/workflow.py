@@ -46,9 +46,11 @@ class SegmentConfig(BaseModel):
     mask_pattern: str | None = None
     model: str = "unet"
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    size: int | None = Field(128, ge=16, description="train on slices resized to size×size")
+    size: int | None = Field(128, ge=16, description="train on slices resized to size×size "
+                                                      "(3D: every slice of a volume, in-plane)")
     loss: str = "dice_bce"
-    pos_fraction: float | None = Field(0.5, gt=0, lt=1, description="share of lesion slices drawn")
+    pos_fraction: float | None = Field(0.5, gt=0, lt=1, description="share of lesion slices drawn "
+                                                                     "(3D: of patches centred on a lesion voxel)")
     augment: bool = True
     threshold: float = Field(0.5, gt=0, lt=1)
     val_fraction: float = Field(0.2, ge=0, lt=1)
