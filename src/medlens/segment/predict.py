@@ -201,6 +201,7 @@ def _predict_image(model, metadata, path: Path, out_dir: Path, device) -> dict[s
 
     from medlens.io.images import read_image
     from medlens.io.volumes import write_mask_2d
+    from medlens.segment.postprocess import apply_postprocess
 
     if _spatial_dims(metadata) == 3:
         raise BadInputError(f"{path}: a 2D image, but this model is a 3D U-Net that needs volumes "
@@ -212,7 +213,7 @@ def _predict_image(model, metadata, path: Path, out_dir: Path, device) -> dict[s
             raise BadInputError(f"{path}: a 3D volume ({im.n_frames} frames) where a 2D image is "
                                 "expected; convert it to NIfTI/MetaImage to predict it as a volume")
     prob = predict_slices(model, img[None], resize=resize, patch=patch, divisor=div, device=device)[0]
-    mask = prob >= thr
+    mask = apply_postprocess(prob >= thr, metadata.get("postprocess"))
     ext = path.suffix.lower() if path.suffix.lower() in (".png", ".tif", ".tiff", ".bmp") else ".png"
     mask_path = write_mask_2d(out_dir / f"{path.stem}_mask{ext}", mask)
     ov = out_dir / f"{path.stem}_overlay.png"
@@ -224,6 +225,7 @@ def _predict_image(model, metadata, path: Path, out_dir: Path, device) -> dict[s
 def _predict_volume(model, metadata, path: Path, out_dir: Path, device) -> dict[str, Any]:
     from medlens.io.volumes import read_volume, write_volume
     from medlens.segment.data import window_uint8
+    from medlens.segment.postprocess import apply_postprocess
 
     channels, resize, patch, thr, div = _spec(metadata)
     vol = read_volume(path)
@@ -241,7 +243,7 @@ def _predict_volume(model, metadata, path: Path, out_dir: Path, device) -> dict[
         prob = predict_volume(model, img, patch=patch, resize=resize, device=device)
     else:
         prob = predict_slices(model, slices, resize=resize, patch=patch, divisor=div, device=device)
-    mask = (prob >= thr).astype(np.uint8)
+    mask = apply_postprocess(prob >= thr, metadata.get("postprocess")).astype(np.uint8)
     suffix = volume_suffix(path)
     stem = path.name[: -len(suffix)] if suffix in VOLUME_SUFFIXES else path.name
     suffix = suffix if suffix in (".nii.gz", ".nii", ".mha", ".nrrd") else ".nii.gz"

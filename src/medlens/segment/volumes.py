@@ -285,17 +285,20 @@ class PatchLoader:
 
 
 def evaluate_volumes(model: Any, volumes: VolumeSet, *, patch: Sequence[int], threshold: float,
-                     resize: int | None = None, device: Any = "cpu"
+                     resize: int | None = None, device: Any = "cpu", postprocess: str | None = None
                      ) -> tuple[dict[str, dict[str, float]], list[np.ndarray]]:
     """Full per-patient metrics (Dice, IoU, HD95 in mm, volume error, lesion detection) and
-    the probability volume of each patient, by sliding-window inference on whole volumes."""
+    the probability volume of each patient, by sliding-window inference on whole volumes,
+    after the post-processing rule (removed voxels get probability 0)."""
     from medlens.segment.metrics import per_patient
+    from medlens.segment.postprocess import postprocess_probs
     from medlens.segment.predict import predict_volume
 
     rows: dict[str, dict[str, float]] = {}
     probs = []
     for pid, image, mask in volumes:
-        prob = predict_volume(model, image, patch=patch, resize=resize, device=device)
+        prob = postprocess_probs(predict_volume(model, image, patch=patch, resize=resize, device=device),
+                                 threshold, postprocess)
         probs.append(prob)
         rows.update(per_patient(prob >= threshold, mask.astype(bool), np.full(len(mask), pid),
                                 spacing=volumes.spacing.get(pid)))
@@ -339,13 +342,19 @@ def fit_volumes(cfg: Any, index: DatasetIndex, splits: dict[str, list[str]], run
     logger.info("3D training: %d train volumes, patch %s (D, H, W), %d batches per epoch",
                 len(parts["train"]), patch, len(loader))
     result = fit(model, task, loader, parts["val"], tc, run_dir, resume=resume)
+    from medlens.segment.predict import predict_volume
+    from medlens.segment.workflow import choose_rule
+
+    device = resolve_device(tc.device)
+    post = choose_rule(cfg, ((predict_volume(model, img, patch=patch, device=device), m)
+                             for _, img, m in parts["val"]))
     eval_split = "test" if len(parts["test"]) else "val"
     rows, probs = evaluate_volumes(model, parts[eval_split], patch=patch, threshold=cfg.threshold,
-                                   device=resolve_device(tc.device))
+                                   device=device, postprocess=post["rule"])
     sl, stacked = parts[eval_split].as_slices(probs)
     counts = {"volumes": {k: len(v) for k, v in parts.items()},
               "slices": {k: int(sum(s[0] for s in v.shapes)) for k, v in parts.items()},
               "patch": list(patch)}
     input_meta = {"channels": vols.channels, "size": list(patch), "divisor": divisor(model),
                   "spatial_dims": 3, "patch": list(patch)}
-    return Fitted(model, result, eval_split, rows, sl, stacked, vols.problems, counts, input_meta)
+    return Fitted(model, result, eval_split, rows, sl, stacked, vols.problems, counts, input_meta, post)

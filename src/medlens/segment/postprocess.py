@@ -1,0 +1,68 @@
+"""Post-processing of predicted masks, chosen on validation patients (as nnU-Net does).
+
+A U-Net trained on few patients often leaves small false-positive islands next to one
+true lesion. Keeping only the largest connected component removes them, but it would
+also drop real second lesions, so it is not a fixed rule: :func:`choose_postprocess`
+compares mean per-patient Dice on the *validation* patients with and without it and
+keeps the rule only when it helps there. The choice is stored in the model package and
+applied by ``evaluate`` and ``predict``; test patients never take part in it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+POSTPROCESS = ("none", "largest_component")
+
+
+def keep_largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected foreground component of a 2D slice or 3D volume (full
+    connectivity); an empty mask stays empty."""
+    from monai.transforms.utils import get_largest_connected_component_mask
+
+    m = np.asarray(mask, dtype=bool)
+    if not m.any():
+        return m
+    return np.asarray(get_largest_connected_component_mask(m), dtype=bool)
+
+
+def apply_postprocess(mask: np.ndarray, rule: str | None) -> np.ndarray:
+    """``mask`` (one slice or one patient's volume) after ``rule``."""
+    if rule in (None, "none"):
+        return np.asarray(mask, dtype=bool)
+    if rule == "largest_component":
+        return keep_largest_component(mask)
+    raise ValueError(f"unknown post-processing {rule!r}; choose from {', '.join(POSTPROCESS)}")
+
+
+def choose_postprocess(volumes: Iterable[tuple[np.ndarray, np.ndarray]], *, threshold: float,
+                       min_gain: float = 0.0) -> tuple[str, dict[str, float]]:
+    """Pick the rule with the best mean per-patient Dice on validation.
+
+    Args:
+        volumes: ``(probabilities, truth)`` per validation patient, each a slice stack
+            ``(D, H, W)`` in slice order (or one 2D slice).
+        threshold: the decision threshold.
+        min_gain: how much mean Dice a rule must add over ``none`` to be kept.
+
+    Returns:
+        The chosen rule and the validation mean Dice of every rule.
+    """
+    from medlens.segment.metrics import dice
+
+    pairs = [(np.asarray(p) >= threshold, np.asarray(t, dtype=bool)) for p, t in volumes]
+    scores = {rule: float(np.mean([dice(apply_postprocess(p, rule), t) for p, t in pairs]))
+              if pairs else float("nan") for rule in POSTPROCESS}
+    best = "largest_component" if scores["largest_component"] > scores["none"] + min_gain else "none"
+    return best, scores
+
+
+def postprocess_probs(prob: np.ndarray, threshold: float, rule: str | None) -> np.ndarray:
+    """``prob`` with the voxels that ``rule`` removes set to 0, so that thresholding the
+    result gives the post-processed mask (reports and overlays show what is scored)."""
+    if rule in (None, "none"):
+        return prob
+    keep = apply_postprocess(prob >= threshold, rule)
+    return np.where(keep | (prob < threshold), prob, 0).astype(prob.dtype, copy=False)
