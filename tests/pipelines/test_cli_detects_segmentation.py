@@ -42,3 +42,8 @@ def test_train_without_task_trains_a_segmenter(brain, tmp_path):
     assert res.exit_code == 0, res.output
     assert "training a segmenter" in res.output
     assert json.loads((out / "model" / "metadata.json").read_text())["task"] == "segment"
+
+
+def test_classify_refuses_3d_options(tmp_path):
+    res = runner.invoke(get_app(), ["train", str(tmp_path), "--task", "classify", "--spatial-dims", "3"])
+    assert res.exit_code != 0 and "segmentation options" in res.output

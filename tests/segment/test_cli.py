@@ -29,7 +29,10 @@ def test_cli_train_evaluate_predict(cli_run, kaggle_set, tmp_path):
     res = runner.invoke(get_app(), ["evaluate", str(cli_run), str(kaggle_set), "--split", "test",
                                     "--out", str(tmp_path / "ev")])
     assert res.exit_code == 0, res.output + repr(res.exception)
-    assert "mean_dice" in json.loads((tmp_path / "ev/metrics.json").read_text(encoding="utf-8"))
+    ev = json.loads((tmp_path / "ev/metrics.json").read_text(encoding="utf-8"))
+    assert "mean_dice" in ev
+    assert "per-patient segmentation" in res.output and f"{ev['mean_dice']:.3f}" in res.output
+    assert all(pid in res.output for pid in ev["per_patient"])
     img = next(kaggle_set.glob("*/*_2.tif"))
     res = runner.invoke(get_app(), ["predict", str(cli_run), str(img), "--out", str(tmp_path / "pred")])
     assert res.exit_code == 0, res.output + repr(res.exception)

@@ -103,6 +103,9 @@ def train_cmd(
         return
     if task != "classify":
         raise ConfigError(f"--task must be classify or segment, got {task!r}")
+    if spatial_dims not in (None, 2) or patch is not None:
+        raise ConfigError("--spatial-dims/--patch are segmentation options; classification trains on 2D images "
+                          "(add --task segment for a 3D U-Net)")
     if resume:
         if out is None or not (out / "config.json").exists():
             raise ConfigError("--resume needs --out pointing at an existing run directory (with config.json)")
@@ -180,6 +183,9 @@ def _nest(flat: dict) -> dict:
 def _print_summary(metrics: dict, run_dir: Path) -> None:
     from rich.table import Table
 
+    if "mean_dice" in metrics:  # a segmentation package
+        _print_segment_summary(metrics, run_dir)
+        return
     t = Table(title=f"test metrics ({metrics.get('split', 'test')} split)")
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -204,6 +210,24 @@ def _print_summary(metrics: dict, run_dir: Path) -> None:
     con = _console()
     con.print(t)
     con.print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
+
+
+def _print_segment_summary(metrics: dict, run_dir: Path) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"per-patient segmentation ({metrics.get('split', 'test')} split, "
+                    f"{int(metrics.get('patients', 0))} patients)")
+    t.add_column("patient")
+    for col in ("dice", "iou", "hd95", "volume_error_rel"):
+        t.add_column(col, justify="right")
+    rows = metrics.get("per_patient") or {}
+    for pid, r in sorted(rows.items(), key=lambda kv: kv[1].get("dice", 0)):  # worst first
+        t.add_row(pid, *(f"{r.get(c, float('nan')):.3f}" for c in ("dice", "iou", "hd95", "volume_error_rel")))
+    t.add_row("mean", *(f"{metrics.get('mean_' + c, float('nan')):.3f}"
+                        for c in ("dice", "iou", "hd95", "volume_error_rel")))
+    con = _console()
+    con.print(t)
+    con.print(f"output: {run_dir}  (report: {run_dir / 'report.html'})")
 
 
 @app.command("evaluate")
