@@ -64,6 +64,8 @@ def test_training_records_the_choice_in_metrics_and_package(kaggle_set, tmp_path
     assert set(m["postprocess"]["validation_dice"]) == {"none", "largest_component"}
     meta = json.loads((tmp_path / "run" / "model" / "metadata.json").read_text())
     assert meta["postprocess"] == m["postprocess"]["rule"]
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["postprocess"] == m["postprocess"]
     fixed = cfg.model_copy(update={"postprocess": "largest_component"})
     m2 = train_segmentation(fixed, tmp_path / "run2")
     assert m2["postprocess"] == {"rule": "largest_component", "chosen_by": "config"}

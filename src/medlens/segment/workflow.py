@@ -168,10 +168,10 @@ def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool 
     eval_split, rows, model, result = fitted.eval_split, fitted.rows, fitted.model, fitted.result
     metrics = {"split": eval_split, "patient_ids": splits[eval_split], **summarise(rows),
                "per_patient": rows, "best_epoch": result.best_epoch, "best_val_dice": result.best_score,
-               "train_seconds": time.perf_counter() - t0, "problems": len(fitted.problems), **fitted.counts}
+               "train_seconds": time.perf_counter() - t0, "problems": len(fitted.problems), **fitted.counts,
+               "postprocess": fitted.postprocess}
     atomic_write_json(run_dir / "metrics.json", metrics)
     _write_per_patient(run_dir / "per_patient.csv", rows)
-    metrics["postprocess"] = fitted.postprocess
     meta = package_metadata(cfg, fitted.input_meta, metrics)
     from medlens.package import save_model_package
     from medlens.segment.report import model_card, write_report
