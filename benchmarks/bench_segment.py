@@ -13,7 +13,7 @@ process (the machines are shared and noisy: compare within one run only).
 
 Usage::
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_segment.py --size 128 --slices 64 --steps 6
+    OMP_NUM_THREADS=2 python benchmarks/bench_segment.py --size 128 --slices 64 --steps 10 --rounds 3
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ def _time_train_plain(images: np.ndarray, masks: np.ndarray, bs: int, steps: int
     return statistics.median(rates)
 
 
-def _time_train_medlens(images: np.ndarray, masks: np.ndarray, bs: int, steps: int, model_name: str | None) -> float:
+def _time_train_medlens(images: np.ndarray, masks: np.ndarray, bs: int, steps: int, model_name: str | None,
+                        *, same_work: bool = False) -> float:
+    """``same_work``: Dice loss and no augmentation, the plain loop's exact work."""
     from medlens.models.registry import create_model
     from medlens.segment.data import sampling_weights
     from medlens.segment.task import SegmentTask
@@ -78,7 +80,7 @@ def _time_train_medlens(images: np.ndarray, masks: np.ndarray, bs: int, steps: i
     model = _monai_unet() if model_name is None else create_model(model_name, num_classes=1)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    task = SegmentTask()
+    task = SegmentTask(loss="dice", augment=None) if same_work else SegmentTask()
     pos = masks.reshape(len(masks), -1).any(1)
     loader = BatchLoader({"image": images, "mask": masks}, batch_size=bs, shuffle=True,
                          weights=sampling_weights(pos, 0.5), drop_last=True)
@@ -126,7 +128,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--slices", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=6, help="timed training steps per side")
+    ap.add_argument("--steps", type=int, default=10, help="timed training steps per side and round")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     ap.add_argument("--repeats", type=int, default=2, help="timed inference passes per side")
     ap.add_argument("--model", default="unet_small", help="medlens model for the default-model row")
     ap.add_argument("--threads", type=int, default=None)
@@ -136,22 +139,39 @@ def main() -> None:
     from medlens.models.registry import create_model
 
     images, masks = _data(a.slices, a.size)
-    print(f"data: {len(images)} slices {a.size}x{a.size}x3, batch {a.batch_size}, torch threads {torch.get_num_threads()}")
-    rows = []
-    plain_tr = _time_train_plain(images, masks, a.batch_size, a.steps)
-    same_tr = _time_train_medlens(images, masks, a.batch_size, a.steps, None)
-    dflt_tr = _time_train_medlens(images, masks, a.batch_size, a.steps, a.model)
+    print(f"data: {len(images)} slices {a.size}x{a.size}x3, batch {a.batch_size}, "
+          f"torch threads {torch.get_num_threads()}, {a.rounds} interleaved rounds (medians)")
     torch.manual_seed(0)
     unet = _monai_unet()
-    plain_inf = _time_infer(images, a.batch_size, a.repeats, unet, medlens=False)
-    same_inf = _time_infer(images, a.batch_size, a.repeats, unet, medlens=True)
-    dflt_inf = _time_infer(images, a.batch_size, a.repeats, create_model(a.model, num_classes=1), medlens=True)
-    rows = [("plain PyTorch + MONAI UNet", plain_tr, plain_inf),
-            ("medlens pipeline + MONAI UNet", same_tr, same_inf),
-            (f"medlens pipeline + {a.model}", dflt_tr, dflt_inf)]
-    print(f"{'':34s} {'train slices/s':>15s} {'infer slices/s':>15s} {'train ratio':>12s} {'infer ratio':>12s}")
-    for name, tr, inf in rows:
-        print(f"{name:34s} {tr:15.2f} {inf:15.2f} {tr / plain_tr:12.2f} {inf / plain_inf:12.2f}")
+    other = create_model(a.model, num_classes=1)
+    pipelines = {  # name → (train timer, inference timer)
+        "plain PyTorch + MONAI UNet (Dice)": (
+            lambda: _time_train_plain(images, masks, a.batch_size, a.steps),
+            lambda: _time_infer(images, a.batch_size, a.repeats, unet, medlens=False)),
+        "medlens + MONAI UNet, same work": (
+            lambda: _time_train_medlens(images, masks, a.batch_size, a.steps, None, same_work=True),
+            lambda: _time_infer(images, a.batch_size, a.repeats, unet, medlens=True)),
+        "medlens + MONAI UNet, default task": (
+            lambda: _time_train_medlens(images, masks, a.batch_size, a.steps, None), None),
+        f"medlens + {a.model}, default task": (
+            lambda: _time_train_medlens(images, masks, a.batch_size, a.steps, a.model),
+            lambda: _time_infer(images, a.batch_size, a.repeats, other, medlens=True)),
+    }
+    runs: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in pipelines}
+    for r in range(a.rounds):  # A B C D, then D C B A: drift on a noisy machine hits all alike
+        for name in (list(pipelines) if r % 2 == 0 else list(reversed(pipelines))):
+            train_t, infer_t = pipelines[name]
+            runs[name][0].append(train_t())
+            if infer_t is not None:
+                runs[name][1].append(infer_t())
+    med = {k: (statistics.median(tr), statistics.median(inf) if inf else float("nan"))
+           for k, (tr, inf) in runs.items()}
+    plain_tr, plain_inf = next(iter(med.values()))
+    print("| pipeline | train slices/s | infer slices/s | train ratio | infer ratio |\n|---|---|---|---|---|")
+    for name, (tr, inf) in med.items():
+        print(f"| {name} | {tr:.1f} | {inf:.1f} | {tr / plain_tr:.2f} | {inf / plain_inf:.2f} |")
+    print("same work: Dice loss, no augmentation (the plain loop's work); default task: Dice+BCE with "
+          "flips/affine/intensity augmentation. Target for the same-work row: ratio >= 1.0.")
 
 
 if __name__ == "__main__":
