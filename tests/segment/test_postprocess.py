@@ -9,6 +9,7 @@ import numpy as np
 from medlens.segment.postprocess import (
     apply_postprocess,
     choose_postprocess,
+    count_components,
     keep_largest_component,
     postprocess_probs,
 )
@@ -47,6 +48,15 @@ def test_auto_keeps_rule_only_when_validation_dice_rises():
     assert rule == "none" and scores["none"] > scores["largest_component"]
 
 
+def test_tie_on_validation_is_settled_by_the_training_lesion_count():
+    clean = [_lesion_with_islands(False)]  # one blob predicted: both rules score the same
+    assert choose_postprocess(clean, threshold=0.5, single_lesion=True)[0] == "largest_component"
+    assert choose_postprocess(clean, threshold=0.5, single_lesion=False)[0] == "none"
+    two = np.zeros((3, 8, 8), bool)
+    two[0, :2, :2] = two[2, 5:, 5:] = True
+    assert count_components(two) == 2 and count_components(np.zeros((2, 2), bool)) == 0
+
+
 def test_postprocess_probs_zeroes_only_removed_voxels():
     prob, _ = _lesion_with_islands(True)
     out = postprocess_probs(prob, 0.5, "largest_component")
@@ -61,6 +71,7 @@ def test_training_records_the_choice_in_metrics_and_package(kaggle_set, tmp_path
                         val_fraction=0.25, test_fraction=0.25)
     m = train_segmentation(cfg, tmp_path / "run")
     assert m["postprocess"]["chosen_by"] == "validation patients"
+    assert isinstance(m["postprocess"]["training_single_lesion"], bool)
     assert set(m["postprocess"]["validation_dice"]) == {"none", "largest_component"}
     meta = json.loads((tmp_path / "run" / "model" / "metadata.json").read_text())
     assert meta["postprocess"] == m["postprocess"]["rule"]

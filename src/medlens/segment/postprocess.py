@@ -37,15 +37,28 @@ def apply_postprocess(mask: np.ndarray, rule: str | None) -> np.ndarray:
     raise ValueError(f"unknown post-processing {rule!r}; choose from {', '.join(POSTPROCESS)}")
 
 
+def count_components(mask: np.ndarray) -> int:
+    """Connected foreground components of a slice or volume (full connectivity)."""
+    from skimage.measure import label
+
+    m = np.asarray(mask, dtype=bool)
+    return int(label(m, connectivity=m.ndim).max()) if m.any() else 0
+
+
 def choose_postprocess(volumes: Iterable[tuple[np.ndarray, np.ndarray]], *, threshold: float,
-                       min_gain: float = 0.0) -> tuple[str, dict[str, float]]:
+                       single_lesion: bool = False) -> tuple[str, dict[str, float]]:
     """Pick the rule with the best mean per-patient Dice on validation.
+
+    Largest-component filtering is kept when it raises validation Dice. On a tie (the
+    validation predictions were one blob already, so validation cannot tell), the
+    training data decides: ``single_lesion`` — every training truth volume holds at most
+    one lesion — keeps it, else nothing is removed.
 
     Args:
         volumes: ``(probabilities, truth)`` per validation patient, each a slice stack
             ``(D, H, W)`` in slice order (or one 2D slice).
         threshold: the decision threshold.
-        min_gain: how much mean Dice a rule must add over ``none`` to be kept.
+        single_lesion: the training truths have at most one connected lesion each.
 
     Returns:
         The chosen rule and the validation mean Dice of every rule.
@@ -55,7 +68,8 @@ def choose_postprocess(volumes: Iterable[tuple[np.ndarray, np.ndarray]], *, thre
     pairs = [(np.asarray(p) >= threshold, np.asarray(t, dtype=bool)) for p, t in volumes]
     scores = {rule: float(np.mean([dice(apply_postprocess(p, rule), t) for p, t in pairs]))
               if pairs else float("nan") for rule in POSTPROCESS}
-    best = "largest_component" if scores["largest_component"] > scores["none"] + min_gain else "none"
+    gain = scores["largest_component"] - scores["none"]
+    best = "largest_component" if gain > 1e-9 or (abs(gain) <= 1e-9 and single_lesion) else "none"
     return best, scores
 
 

@@ -347,7 +347,7 @@ def fit_volumes(cfg: Any, index: DatasetIndex, splits: dict[str, list[str]], run
 
     device = resolve_device(tc.device)
     post = choose_rule(cfg, ((predict_volume(model, img, patch=patch, device=device), m)
-                             for _, img, m in parts["val"]))
+                             for _, img, m in parts["val"]), parts["train"].masks)
     eval_split = "test" if len(parts["test"]) else "val"
     rows, probs = evaluate_volumes(model, parts[eval_split], patch=patch, threshold=cfg.threshold,
                                    device=device, postprocess=post["rule"])

@@ -215,8 +215,10 @@ def _fit_slices(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], ru
     device = resolve_device(tc.device)
     val = parts["val"]
     val_probs = predict_slices(model, val.images, resize=cfg.size, divisor=divisor(model), device=device)
+    tr = parts["train"]
     post = choose_rule(cfg, ((val_probs[val.patients == p], val.masks[val.patients == p, 0])
-                             for p in dict.fromkeys(val.patients.tolist())))
+                             for p in dict.fromkeys(val.patients.tolist())),
+                       (tr.masks[tr.patients == p, 0] for p in dict.fromkeys(tr.patients.tolist())))
     eval_split = "test" if len(parts["test"]) else "val"
     rows, probs = evaluate_slices(model, parts[eval_split], size=cfg.size, threshold=cfg.threshold,
                                   divisor=divisor(model), device=device, postprocess=post["rule"])
@@ -227,17 +229,21 @@ def _fit_slices(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], ru
                   {"slices": {k: len(v) for k, v in parts.items()}}, input_meta, post)
 
 
-def choose_rule(cfg: SegmentConfig, val_volumes: Any) -> dict[str, Any]:
+def choose_rule(cfg: SegmentConfig, val_volumes: Any, train_truths: Any) -> dict[str, Any]:
     """The post-processing rule of ``cfg``; ``auto`` decides on the validation patients'
-    ``(probabilities, truth)`` volumes and records their mean Dice under each rule."""
+    ``(probabilities, truth)`` volumes (ties: on whether every training truth volume in
+    ``train_truths`` holds at most one lesion) and records the evidence."""
     if cfg.postprocess != "auto":
         return {"rule": cfg.postprocess, "chosen_by": "config"}
-    from medlens.segment.postprocess import choose_postprocess
+    from medlens.segment.postprocess import choose_postprocess, count_components
 
-    rule, scores = choose_postprocess(val_volumes, threshold=cfg.threshold)
-    logger.info("post-processing %s (validation mean Dice %s)", rule,
-                {k: round(v, 4) for k, v in scores.items()})
-    return {"rule": rule, "chosen_by": "validation patients", "validation_dice": scores}
+    lesions = [count_components(t) for t in train_truths]
+    single = bool(lesions) and max(lesions) <= 1
+    rule, scores = choose_postprocess(val_volumes, threshold=cfg.threshold, single_lesion=single)
+    logger.info("post-processing %s (validation mean Dice %s; training volumes with > 1 lesion: %d of %d)",
+                rule, {k: round(v, 4) for k, v in scores.items()}, sum(n > 1 for n in lesions), len(lesions))
+    return {"rule": rule, "chosen_by": "validation patients", "validation_dice": scores,
+            "training_single_lesion": single}
 
 
 def package_metadata(cfg: SegmentConfig, input_meta: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
