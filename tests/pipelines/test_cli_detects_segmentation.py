@@ -47,3 +47,26 @@ def test_train_without_task_trains_a_segmenter(brain, tmp_path):
 def test_classify_refuses_3d_options(tmp_path):
     res = runner.invoke(get_app(), ["train", str(tmp_path), "--task", "classify", "--spatial-dims", "3"])
     assert res.exit_code != 0 and "segmentation options" in res.output
+
+
+def test_mask_pattern_pairs_any_naming(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for sub in ("images", "seg"):
+        (tmp_path / "data" / sub).mkdir(parents=True)
+    for i in range(8):
+        img = rng.integers(0, 80, (32, 32, 3), dtype=np.uint8)
+        mask = np.zeros((32, 32), np.uint8)
+        mask[8 + i:20, 8:20] = 255
+        img[mask > 0] = 220
+        Image.fromarray(img).save(tmp_path / "data" / "images" / f"case{i}.png")
+        Image.fromarray(mask).save(tmp_path / "data" / "seg" / f"case{i}_label.png")
+    out = tmp_path / "run"
+    res = runner.invoke(get_app(), ["train", str(tmp_path / "data"), "--mask-pattern", "../seg/{stem}_label{ext}",
+                                    "--out", str(out), "--model", "test_unet", "--epochs", "1",
+                                    "--max-steps", "1", "--size", "32"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["slices"]["train"] + metrics["slices"]["val"] + metrics["slices"]["test"] == 8

@@ -88,6 +88,8 @@ def train_cmd(
     ignore_audit: bool = typer.Option(False, "--ignore-audit", help="train despite blocking audit findings"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     spatial_dims: Optional[int] = typer.Option(None, "--spatial-dims", help="segment: 2 (slices, default) or 3 (volumes)"),
+    mask_pattern: Optional[str] = typer.Option(None, "--mask-pattern",
+                                               help="segment, pairs layout: mask path from the image's"),
     patch: Optional[str] = typer.Option(None, "--patch", help="segment, 3D: patch D,H,W (slices,rows,columns), e.g. 32,64,64"),
 ) -> None:
     """Train a model on DATA and write a run directory (report, metrics, model package)."""
@@ -95,7 +97,7 @@ def train_cmd(
     from medlens.pipelines.recipes import apply_recipe
 
     if task is None:
-        task = "segment" if segmentation_layout(data, layout) else "classify"
+        task = "segment" if mask_pattern or segmentation_layout(data, layout) else "classify"
         if task == "segment":
             typer.echo(f"{data}: image/mask pairs found, training a segmenter (--task classify to override)")
     if task == "segment":
@@ -103,8 +105,8 @@ def train_cmd(
         return
     if task != "classify":
         raise ConfigError(f"--task must be classify or segment, got {task!r}")
-    if spatial_dims not in (None, 2) or patch is not None:
-        raise ConfigError("--spatial-dims/--patch are segmentation options; classification trains on 2D images "
+    if spatial_dims not in (None, 2) or patch is not None or mask_pattern is not None:
+        raise ConfigError("--spatial-dims/--patch/--mask-pattern are segmentation options; classification trains on 2D images "
                           "(add --task segment for a 3D U-Net)")
     if resume:
         if out is None or not (out / "config.json").exists():

@@ -26,6 +26,8 @@ def segment_cv(
     loss: str = typer.Option("dice_bce", "--loss", help="dice, dice_bce, jaccard, focal, dice_focal"),
     max_steps: int | None = typer.Option(None, "--max-steps", help="cap on steps per epoch"),
     layout: str | None = typer.Option(None, "--layout"),
+    mask_pattern: str | None = typer.Option(None, "--mask-pattern",
+                                            help="pairs: mask path relative to the image's folder, e.g. '../masks/{stem}_seg{ext}'"),
     seed: int = typer.Option(0, "--seed"),
     spatial_dims: int = typer.Option(2, "--spatial-dims", help="2: U-Net on slices; 3: 3D U-Net on volumes"),
     patch: str | None = typer.Option(None, "--patch", help="3D patch D,H,W (slices,rows,columns), e.g. 32,64,64"),
@@ -35,7 +37,7 @@ def segment_cv(
 
     train = dict(DEFAULT_TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                  max_steps_per_epoch=max_steps)
-    cfg = make_config(data=str(data), layout=layout, model=model, size=size, loss=loss, train=train,
+    cfg = make_config(data=str(data), layout=layout, mask_pattern=mask_pattern, model=model, size=size, loss=loss, train=train,
                       spatial_dims=spatial_dims, patch=parse_patch(patch) if patch else None)
     res = cross_validate(cfg, out, folds=folds)
     for pid, row in sorted(res["per_patient"].items(), key=lambda kv: kv[1]["dice"]):

@@ -388,7 +388,7 @@ def train_from_cli(*, data: Path, out: Path | None, config: Path | None, resume:
     else:
         base = load_config_file(config) if config else {}
         over: dict[str, Any] = {"data": str(data)}
-        for key in ("layout", "size", "val_fraction", "test_fraction", "spatial_dims"):
+        for key in ("layout", "mask_pattern", "size", "val_fraction", "test_fraction", "spatial_dims"):
             if options.get(key) is not None:
                 over[key] = options[key]
         if options.get("patch"):
