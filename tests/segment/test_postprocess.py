@@ -80,3 +80,31 @@ def test_training_records_the_choice_in_metrics_and_package(kaggle_set, tmp_path
     fixed = cfg.model_copy(update={"postprocess": "largest_component"})
     m2 = train_segmentation(fixed, tmp_path / "run2")
     assert m2["postprocess"] == {"rule": "largest_component", "chosen_by": "config"}
+
+
+class _TwoBlobs(__import__("torch").nn.Module):
+    """A stand-in segmenter: a big blob and a speck, whatever the input."""
+
+    def forward(self, x):
+        import torch
+
+        out = torch.full((x.shape[0], 1, *x.shape[-2:]), -5.0)
+        out[..., 4:14, 4:14] = 5.0
+        out[..., 26:28, 26:28] = 5.0
+        return out
+
+
+def test_predict_applies_the_packaged_rule(tmp_path):
+    from PIL import Image
+
+    from medlens.segment.predict import predict_files
+
+    img = tmp_path / "scan.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(img)
+    meta = {"task": "segment", "threshold": 0.5, "preprocess": {"resize": None},
+            "input": {"channels": 3, "spatial_dims": 2, "divisor": 1}}
+    kept = {}
+    for rule in ("none", "largest_component"):
+        rows = predict_files(_TwoBlobs(), {**meta, "postprocess": rule}, [img], tmp_path / rule)
+        kept[rule] = rows[0]["lesion_pixels"]
+    assert kept == {"none": 104, "largest_component": 100}
