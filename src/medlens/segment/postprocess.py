@@ -10,9 +10,13 @@ applied by ``evaluate`` and ``predict``; test patients never take part in it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 POSTPROCESS = ("none", "largest_component")
 
@@ -71,6 +75,25 @@ def choose_postprocess(volumes: Iterable[tuple[np.ndarray, np.ndarray]], *, thre
     gain = scores["largest_component"] - scores["none"]
     best = "largest_component" if gain > 1e-9 or (abs(gain) <= 1e-9 and single_lesion) else "none"
     return best, scores
+
+
+def decide_postprocess(setting: str, threshold: float, val_volumes: Iterable[tuple[np.ndarray, np.ndarray]],
+                       train_truths: Iterable[np.ndarray]) -> dict[str, Any]:
+    """The rule for a run (``setting``: ``auto`` or a rule name) with its evidence.
+
+    ``auto`` decides on the validation patients' ``(probabilities, truth)`` volumes; a tie
+    is settled by whether every training truth volume in ``train_truths`` holds at most
+    one lesion. The returned dict goes into ``metrics.json``, its ``rule`` into the package.
+    """
+    if setting != "auto":
+        return {"rule": setting, "chosen_by": "config"}
+    lesions = [count_components(t) for t in train_truths]
+    single = bool(lesions) and max(lesions) <= 1
+    rule, scores = choose_postprocess(val_volumes, threshold=threshold, single_lesion=single)
+    logger.info("post-processing %s (validation mean Dice %s; training volumes with > 1 lesion: %d of %d)",
+                rule, {k: round(v, 4) for k, v in scores.items()}, sum(n > 1 for n in lesions), len(lesions))
+    return {"rule": rule, "chosen_by": "validation patients", "validation_dice": scores,
+            "training_single_lesion": single}
 
 
 def postprocess_probs(prob: np.ndarray, threshold: float, rule: str | None) -> np.ndarray:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from medlens.errors import BadInputError
 from medlens.io.images import IMAGE_EXTENSIONS
 from medlens.io.volumes import VOLUME_SUFFIXES, volume_suffix
+from medlens.segment.task import to_float
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def predict_slices(model: torch.nn.Module, images: np.ndarray, *, resize: int | 
     n, _, h, w = images.shape
     out = np.empty((n, h, w), dtype=np.float32)
     for i in range(0, n, batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(dev).float().div_(255.0)
+        x = to_float(torch.from_numpy(np.ascontiguousarray(images[i:i + batch_size])).to(dev))
         if resize is not None and (h, w) != (resize, resize):
             xi = F.interpolate(x, size=(resize, resize), mode="area")
             logits = _pad_forward(model, xi, divisor)
@@ -98,7 +99,7 @@ def volume_logits(model: torch.nn.Module, image: np.ndarray, *, patch: Sequence[
     if image.ndim != 4:
         raise ValueError(f"volume_logits: expected (C, D, H, W), got shape {image.shape}")
     model.eval()
-    x = torch.from_numpy(np.ascontiguousarray(image)[None]).to(torch.device(device)).float().div_(255.0)
+    x = to_float(torch.from_numpy(np.ascontiguousarray(image)[None]).to(torch.device(device)))
     d, h, w = x.shape[-3:]
     if resize is not None and (h, w) != (resize, resize):
         x = F.interpolate(x, size=(d, resize, resize), mode="area")

@@ -35,58 +35,39 @@ class SegmentAugment:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        if x.ndim == 5:
-            return self._call_3d(x, y, gen)
-        if x.ndim != 4:
+        if x.ndim not in (4, 5):
             raise ValueError(f"SegmentAugment: expected (B, C, H, W) or (B, C, D, H, W), got {tuple(x.shape)}")
-        b = x.shape[0]
-        dev = x.device
-        if self.flip:
-            f = torch.rand(b, generator=gen) < 0.5
-            x = torch.where(f.to(dev)[:, None, None, None], x.flip(-1), x)
-            y = torch.where(f.to(dev)[:, None, None, None], y.flip(-1), y)
-        if self.rotate_deg or self.scale or self.shift:
-            r = torch.rand(b, 4, generator=gen) * 2 - 1
-            ang = r[:, 0] * math.radians(self.rotate_deg)
-            s = 1 + r[:, 1] * self.scale
-            cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
-            theta = torch.stack([torch.stack([cos, -sin, r[:, 2] * self.shift * 2], 1),
-                                 torch.stack([sin, cos, r[:, 3] * self.shift * 2], 1)], 1).to(dev, x.dtype)
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-        if self.intensity:
-            k = (torch.rand(b, 2, generator=gen) * 2 - 1).to(dev, x.dtype) * self.intensity
-            x = x * (1 + k[:, :1, None, None]) + k[:, 1:, None, None]
-        return x, y
-
-    def _call_3d(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        b = x.shape[0]
-        dev = x.device
-        if self.flip:
-            f = (torch.rand(b, 3, generator=gen) < 0.5).to(dev)
-            for k, axis in enumerate((-3, -2, -1)):
-                sel = f[:, k].view(b, 1, 1, 1, 1)
+        b, dev = x.shape[0], x.device
+        per_item = (b,) + (1,) * (x.ndim - 1)  # broadcasts one value per batch item
+        if self.flip:  # 2D: left-right; 3D: every axis (nnU-Net's mirroring)
+            axes = (-1,) if x.ndim == 4 else (-3, -2, -1)
+            f = (torch.rand(b, len(axes), generator=gen) < 0.5).to(dev)
+            for k, axis in enumerate(axes):
+                sel = f[:, k].view(per_item)
                 x = torch.where(sel, x.flip(axis), x)
                 y = torch.where(sel, y.flip(axis), y)
         if self.rotate_deg or self.scale or self.shift:
-            r = torch.rand(b, 4, generator=gen) * 2 - 1
-            ang = r[:, 0] * math.radians(self.rotate_deg)
-            s = 1 + r[:, 1] * self.scale
-            cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
-            zero, one = torch.zeros(b), torch.ones(b)
-            # affine_grid's 3D coordinates are (x, y, z) = (W, H, D); z is left alone
-            theta = torch.stack([torch.stack([cos, -sin, zero, r[:, 2] * self.shift * 2], 1),
-                                 torch.stack([sin, cos, zero, r[:, 3] * self.shift * 2], 1),
-                                 torch.stack([zero, zero, one, zero], 1)], 1).to(dev, x.dtype)
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            grid = F.affine_grid(self._theta(b, x.ndim, gen).to(dev, x.dtype), list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
             y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
         if self.intensity:
             k = (torch.rand(b, 2, generator=gen) * 2 - 1).to(dev, x.dtype) * self.intensity
-            x = x * (1 + k[:, :1].view(b, 1, 1, 1, 1)) + k[:, 1:].view(b, 1, 1, 1, 1)
+            x = x * (1 + k[:, :1].view(per_item)) + k[:, 1:].view(per_item)
         return x, y
+
+    def _theta(self, b: int, ndim: int, gen: torch.Generator | None) -> torch.Tensor:
+        """Affine matrices of a rotation/scale/shift in the (H, W) plane; in 3D the slice
+        axis is left alone (``affine_grid`` orders 3D coordinates (W, H, D))."""
+        r = torch.rand(b, 4, generator=gen) * 2 - 1
+        ang = r[:, 0] * math.radians(self.rotate_deg)
+        s = 1 + r[:, 1] * self.scale
+        cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
+        tx, ty = r[:, 2] * self.shift * 2, r[:, 3] * self.shift * 2
+        if ndim == 4:
+            return torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+        zero, one = torch.zeros(b), torch.ones(b)
+        return torch.stack([torch.stack([cos, -sin, zero, tx], 1), torch.stack([sin, cos, zero, ty], 1),
+                            torch.stack([zero, zero, one, zero], 1)], 1)
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:

@@ -342,11 +342,11 @@ def fit_volumes(cfg: Any, index: DatasetIndex, splits: dict[str, list[str]], run
     logger.info("3D training: %d train volumes, patch %s (D, H, W), %d batches per epoch",
                 len(parts["train"]), patch, len(loader))
     result = fit(model, task, loader, parts["val"], tc, run_dir, resume=resume)
+    from medlens.segment.postprocess import decide_postprocess
     from medlens.segment.predict import predict_volume
-    from medlens.segment.workflow import choose_rule
 
     device = resolve_device(tc.device)
-    post = choose_rule(cfg, ((predict_volume(model, img, patch=patch, device=device), m)
+    post = decide_postprocess(cfg.postprocess, cfg.threshold, ((predict_volume(model, img, patch=patch, device=device), m)
                              for _, img, m in parts["val"]), parts["train"].masks)
     eval_split = "test" if len(parts["test"]) else "val"
     rows, probs = evaluate_volumes(model, parts[eval_split], patch=patch, threshold=cfg.threshold,

@@ -193,6 +193,7 @@ def _fit_slices(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], ru
     from medlens.models.registry import create_model
     from medlens.segment.data import build_slices
     from medlens.segment.models import divisor, init_output_bias
+    from medlens.segment.postprocess import decide_postprocess
     from medlens.segment.predict import predict_slices
     from medlens.segment.task import SegmentAugment, SegmentTask
     from medlens.train.engine import fit, resolve_device, seed_everything
@@ -216,7 +217,7 @@ def _fit_slices(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], ru
     val = parts["val"]
     val_probs = predict_slices(model, val.images, resize=cfg.size, divisor=divisor(model), device=device)
     tr = parts["train"]
-    post = choose_rule(cfg, ((val_probs[val.patients == p], val.masks[val.patients == p, 0])
+    post = decide_postprocess(cfg.postprocess, cfg.threshold, ((val_probs[val.patients == p], val.masks[val.patients == p, 0])
                              for p in dict.fromkeys(val.patients.tolist())),
                        (tr.masks[tr.patients == p, 0] for p in dict.fromkeys(tr.patients.tolist())))
     eval_split = "test" if len(parts["test"]) else "val"
@@ -227,23 +228,6 @@ def _fit_slices(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], ru
                   "spatial_dims": 2, "patch": shape if cfg.size is None else None}
     return Fitted(model, result, eval_split, rows, parts[eval_split], probs, slices.problems,
                   {"slices": {k: len(v) for k, v in parts.items()}}, input_meta, post)
-
-
-def choose_rule(cfg: SegmentConfig, val_volumes: Any, train_truths: Any) -> dict[str, Any]:
-    """The post-processing rule of ``cfg``; ``auto`` decides on the validation patients'
-    ``(probabilities, truth)`` volumes (ties: on whether every training truth volume in
-    ``train_truths`` holds at most one lesion) and records the evidence."""
-    if cfg.postprocess != "auto":
-        return {"rule": cfg.postprocess, "chosen_by": "config"}
-    from medlens.segment.postprocess import choose_postprocess, count_components
-
-    lesions = [count_components(t) for t in train_truths]
-    single = bool(lesions) and max(lesions) <= 1
-    rule, scores = choose_postprocess(val_volumes, threshold=cfg.threshold, single_lesion=single)
-    logger.info("post-processing %s (validation mean Dice %s; training volumes with > 1 lesion: %d of %d)",
-                rule, {k: round(v, 4) for k, v in scores.items()}, sum(n > 1 for n in lesions), len(lesions))
-    return {"rule": rule, "chosen_by": "validation patients", "validation_dice": scores,
-            "training_single_lesion": single}
 
 
 def package_metadata(cfg: SegmentConfig, input_meta: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
