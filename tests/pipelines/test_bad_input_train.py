@@ -56,7 +56,7 @@ def test_train_skips_bad_files_and_names_them(tmp_path):
     assert any("empty_class" in p["path"] for p in problems)
     assert _hashes(data) == before  # nothing modified, moved or deleted
     assert not (data / "empty_class").exists() or (data / "empty_class").is_dir()
-    html = (out / "report.html").read_text()
+    html = (out / "report.html").read_text(encoding="utf-8")
     assert "truncated.png" in html
 
 

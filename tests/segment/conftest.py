@@ -19,6 +19,29 @@ def tree_hash(root: Path) -> str:
     return h.hexdigest()
 
 
+RUN_FILES = ("config.json", "splits.csv", "metrics.json", "per_patient.csv", "report.html",
+             "model/metadata.json", "model/weights.pt", "model/model_card.md", "checkpoints/best.pt")
+
+
+def train_leaving_data_untouched(cfg, run: Path) -> dict:
+    """``train_segmentation(cfg, run)``, asserting the input folder is byte-for-byte unchanged."""
+    from medlens.segment.workflow import train_segmentation
+
+    before = tree_hash(Path(cfg.data))
+    metrics = train_segmentation(cfg, run)
+    assert tree_hash(Path(cfg.data)) == before  # inputs untouched
+    return metrics
+
+
+def assert_run_directory(run: Path) -> dict:
+    """Every file of a segmentation run exists; returns the package metadata."""
+    import json
+
+    for name in RUN_FILES:
+        assert (run / name).is_file(), name
+    return json.loads((run / "model/metadata.json").read_text(encoding="utf-8"))
+
+
 @pytest.fixture(scope="session")
 def kaggle_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_brain_mri_like(tmp_path_factory.mktemp("kaggle") / "data", patients=4, slices=6,

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 
+from medlens.segment.config import SegmentConfig
 from medlens.segment.postprocess import (
     apply_postprocess,
     choose_postprocess,
@@ -13,7 +14,7 @@ from medlens.segment.postprocess import (
     keep_largest_component,
     postprocess_probs,
 )
-from medlens.segment.workflow import SegmentConfig, train_segmentation
+from medlens.segment.workflow import train_segmentation
 from medlens.train.config import TrainConfig
 
 

@@ -42,7 +42,8 @@ def test_lgg_indexes_as_kaggle_3m_with_binary_masks(lgg):
 
 @pytest.mark.skipif(os.environ.get("MEDLENS_LONG_TESTS") != "1", reason="set MEDLENS_LONG_TESTS=1 (about 10-25 min on 2 CPU cores)")
 def test_lgg_unseen_patient_dice(lgg, tmp_path):
-    from medlens.segment.workflow import SegmentConfig, train_segmentation
+    from medlens.segment.config import SegmentConfig
+    from medlens.segment.workflow import train_segmentation
     from medlens.train.config import TrainConfig
 
     cfg = SegmentConfig(data=str(lgg), size=128, model="unet",

@@ -33,7 +33,11 @@ def test_multichannel_is_channel_first(tmp_path):
 
 
 def test_dicom_series_folder(tmp_path):
+    import locale
+
     import SimpleITK as sitk
+
+    saved = locale.setlocale(locale.LC_ALL)  # GDCM's DICOM writer sets the process locale to "C"
 
     arr = (np.random.default_rng(1).random((3, 8, 8)) * 1000).astype(np.int16)
     img = sitk.GetImageFromArray(arr)
@@ -51,6 +55,7 @@ def test_dicom_series_folder(tmp_path):
         w.KeepOriginalImageUIDOn()
         w.SetFileName(str(folder / f"{z}.dcm"))
         w.Execute(s)
+    locale.setlocale(locale.LC_ALL, saved)  # later tests open text files with the default encoding
     v = read_volume(folder)
     assert v.spatial_shape == (3, 8, 8)
     assert v.spacing[2] == pytest.approx(2.5, rel=1e-3)

@@ -11,22 +11,19 @@ import pytest
 import torch
 from PIL import Image
 from pydantic import ValidationError
-from tests.segment.conftest import tree_hash
+from tests.segment.conftest import assert_run_directory, train_leaving_data_untouched, tree_hash
 from typer.testing import CliRunner
 
 from medlens.data.synthetic import GENERATORS, make_brain_mri_like
 from medlens.errors import ConfigError
 from medlens.io.volumes import read_volume, write_volume
+from medlens.segment.config import SegmentConfig, parse_patch
+from medlens.segment.evaluation import evaluate_package
 from medlens.segment.layouts import load_segmentation_dataset
 from medlens.segment.predict import predict_files, predict_volume
 from medlens.segment.task import SegmentAugment
 from medlens.segment.volumes import PatchLoader, build_volumes, resolve_patch
-from medlens.segment.workflow import (
-    SegmentConfig,
-    evaluate_package,
-    parse_patch,
-    train_segmentation,
-)
+from medlens.segment.workflow import train_segmentation
 
 runner = CliRunner()
 PATCH = [16, 16, 16]  # smaller than the 16×32×32 volumes in-plane: sliding windows at evaluation
@@ -42,22 +39,16 @@ def easy_volumes(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run3d(easy_volumes, tmp_path_factory):
     run = tmp_path_factory.mktemp("run3d") / "run"
-    before = tree_hash(easy_volumes)
     cfg = SegmentConfig(data=str(easy_volumes), size=None, model="test_unet", spatial_dims=3, patch=PATCH,
                         val_fraction=0.25, test_fraction=0.25, samples_per_volume=100,
                         train={"epochs": 4, "batch_size": 4, "lr": 1e-2, "max_steps_per_epoch": 10,
                                "progress": False, "threads": 1, "patience": 50})
-    metrics = train_segmentation(cfg, run)
-    assert tree_hash(easy_volumes) == before  # inputs untouched
-    return run, metrics
+    return run, train_leaving_data_untouched(cfg, run)
 
 
 def test_3d_training_writes_run_and_learns(run3d):
     run, metrics = run3d
-    for name in ("config.json", "splits.csv", "metrics.json", "per_patient.csv", "report.html",
-                 "model/metadata.json", "model/weights.pt", "model/model_card.md", "checkpoints/best.pt"):
-        assert (run / name).is_file(), name
-    meta = json.loads((run / "model/metadata.json").read_text(encoding="utf-8"))
+    meta = assert_run_directory(run)
     assert meta["input"]["spatial_dims"] == 3 and meta["input"]["patch"] == PATCH
     assert meta["model"]["kwargs"]["spatial_dims"] == 3
     assert metrics["volumes"] == {"train": 2, "val": 1, "test": 1} and metrics["patch"] == PATCH

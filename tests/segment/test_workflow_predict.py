@@ -1,17 +1,16 @@
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tests.segment.conftest import tree_hash
+from tests.segment.conftest import assert_run_directory, train_leaving_data_untouched, tree_hash
 
 from medlens.io.volumes import read_volume, write_volume
+from medlens.segment.config import SegmentConfig
+from medlens.segment.evaluation import evaluate_package
 from medlens.segment.predict import overlay, predict_files, predict_slices
 from medlens.segment.task import SegmentAugment, SegmentTask
-from medlens.segment.workflow import SegmentConfig, evaluate_package, train_segmentation
 from medlens.train.config import TrainConfig
 
 
@@ -47,20 +46,14 @@ def test_task_step_and_validate_keys():
 @pytest.fixture(scope="module")
 def trained_run(kaggle_set, tmp_path_factory):
     run = tmp_path_factory.mktemp("run") / "run"
-    before = tree_hash(kaggle_set)
     cfg = SegmentConfig(data=str(kaggle_set), size=32, model="test_unet", val_fraction=0.25, test_fraction=0.25,
                         train=TrainConfig(epochs=2, batch_size=8, lr=5e-3, progress=False, threads=1))
-    metrics = train_segmentation(cfg, run)
-    assert tree_hash(kaggle_set) == before
-    return run, metrics
+    return run, train_leaving_data_untouched(cfg, run)
 
 
 def test_train_writes_run_directory(trained_run):
     run, metrics = trained_run
-    for name in ("config.json", "splits.csv", "metrics.json", "per_patient.csv", "report.html",
-                 "model/metadata.json", "model/weights.pt", "model/model_card.md", "checkpoints/best.pt"):
-        assert (run / name).is_file(), name
-    meta = json.loads((run / "model/metadata.json").read_text(encoding="utf-8"))
+    meta = assert_run_directory(run)
     assert meta["task"] == "segment" and meta["preprocess"]["resize"] == 32 and meta["threshold"] == 0.5
     assert metrics["split"] == "test" and len(metrics["patient_ids"]) == 1
     assert 0 <= metrics["mean_dice"] <= 1

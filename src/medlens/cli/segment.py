@@ -33,7 +33,8 @@ def segment_cv(
     patch: str | None = typer.Option(None, "--patch", help="3D patch D,H,W (slices,rows,columns), e.g. 32,64,64"),
 ) -> None:
     """Train on some patients, test on patients never seen; mean per-patient-volume Dice."""
-    from medlens.segment.workflow import DEFAULT_TRAIN, cross_validate, make_config, parse_patch
+    from medlens.segment.config import DEFAULT_TRAIN, make_config, parse_patch
+    from medlens.segment.workflow import cross_validate
 
     train = dict(DEFAULT_TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                  max_steps_per_epoch=max_steps)

@@ -39,7 +39,7 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, split: str = "te
 
     pkg = ModelPackage(model_path)
     if pkg.task != "classify":
-        from medlens.segment.workflow import evaluate_package
+        from medlens.segment.evaluation import evaluate_package
 
         return evaluate_package(pkg, data, split=split, out=out, **layout_opts)
     index = load_dataset(data, **{k: v for k, v in layout_opts.items() if v is not None})

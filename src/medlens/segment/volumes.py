@@ -310,7 +310,7 @@ def fit_volumes(cfg: Any, index: DatasetIndex, splits: dict[str, list[str]], run
     """Train a 3D U-Net on random patches, early-stop on whole-volume validation Dice,
     evaluate the held-out patients' whole volumes.
 
-    ``cfg`` is a :class:`~medlens.segment.workflow.SegmentConfig`; returns the
+    ``cfg`` is a :class:`~medlens.segment.config.SegmentConfig`; returns the
     :class:`~medlens.segment.workflow.Fitted` that ``train_segmentation`` turns into
     metrics, report and model package.
     """
@@ -346,8 +346,8 @@ def fit_volumes(cfg: Any, index: DatasetIndex, splits: dict[str, list[str]], run
     from medlens.segment.predict import predict_volume
 
     device = resolve_device(tc.device)
-    post = decide_postprocess(cfg.postprocess, cfg.threshold, ((predict_volume(model, img, patch=patch, device=device), m)
-                             for _, img, m in parts["val"]), parts["train"].masks)
+    val_volumes = ((predict_volume(model, img, patch=patch, device=device), m) for _, img, m in parts["val"])
+    post = decide_postprocess(cfg.postprocess, cfg.threshold, val_volumes, parts["train"].masks)
     eval_split = "test" if len(parts["test"]) else "val"
     rows, probs = evaluate_volumes(model, parts[eval_split], patch=patch, threshold=cfg.threshold,
                                    device=device, postprocess=post["rule"])

@@ -1,4 +1,7 @@
-"""Segmentation workflows called by the CLI: train, evaluate, cross-validate, demo.
+"""Segmentation workflows called by the CLI: train, cross-validate, demo.
+
+The run's configuration is :mod:`medlens.segment.config`; evaluation of held-out patients
+and of saved packages is :mod:`medlens.segment.evaluation`.
 
 ``spatial_dims=2`` (default) trains on slices (:mod:`medlens.segment.data`);
 ``spatial_dims=3`` trains a 3D U-Net on random ``patch``-sized crops of whole volumes and
@@ -13,81 +16,23 @@ validation patients when there is no test split), ``report.html`` and the model 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medlens.errors import BadInputError, ConfigError
-from medlens.io.atomic import atomic_write_json, atomic_write_text
+from medlens.io.atomic import atomic_write_json
+from medlens.segment.config import DEFAULT_TRAIN, SegmentConfig, make_config, parse_patch
+from medlens.segment.evaluation import evaluate_slices, write_per_patient
 from medlens.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TRAIN = {"epochs": 50, "batch_size": 16, "lr": 3e-3, "patience": 20, "scheduler": "cosine"}
-
-
-class SegmentConfig(BaseModel):
-    """Everything that defines a segmentation run (saved as ``config.json``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    task: str = "segment"
-    data: str
-    layout: str | None = None
-    mask_pattern: str | None = None
-    model: str = "unet"
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    size: int | None = Field(128, ge=16, description="train on slices resized to size×size "
-                                                      "(3D: every slice of a volume, in-plane)")
-    loss: str = "dice_bce"
-    pos_fraction: float | None = Field(0.5, gt=0, lt=1, description="share of lesion slices drawn "
-                                                                     "(3D: of patches centred on a lesion voxel)")
-    augment: bool = True
-    threshold: float = Field(0.5, gt=0, lt=1)
-    postprocess: Literal["auto", "none", "largest_component"] = Field(
-        "auto", description="auto: keep the largest connected component per patient only if that "
-                            "raises mean Dice on the validation patients (nnU-Net's rule)")
-    val_fraction: float = Field(0.2, ge=0, lt=1)
-    test_fraction: float = Field(0.2, ge=0, lt=1)
-    val_patients: list[str] | None = None
-    test_patients: list[str] | None = None
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(**DEFAULT_TRAIN))
-    spatial_dims: int = Field(2, description="2: U-Net on slices; 3: U-Net on volume patches")
-    patch: list[int] | None = Field(
-        None, description="3D only: training patch (D, H, W) in voxels, array order (slices, rows, "
-                          "columns); None = 32×64×64, clipped to the smallest training volume")
-    samples_per_volume: int = Field(4, ge=1, description="3D only: patches per training volume per epoch")
-
-    @field_validator("spatial_dims")
-    @classmethod
-    def _check_dims(cls, v: int) -> int:
-        if v not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 (slices) or 3 (volumes), got {v}")
-        return v
-
-    @field_validator("patch")
-    @classmethod
-    def _check_patch(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and (len(v) != 3 or any(int(s) < 1 for s in v)):
-            raise ValueError(f"patch must be three positive sides (D, H, W), e.g. [32, 64, 64]; got {v}")
-        return v
-
-    @model_validator(mode="after")
-    def _patch_needs_3d(self) -> SegmentConfig:
-        if self.patch is not None and self.spatial_dims != 3:
-            raise ValueError("patch is the 3D training patch; set spatial_dims=3 (--spatial-dims 3) "
-                             "or leave patch out (2D trains on whole slices of side `size`)")
-        return self
-
 
 def _split(index, cfg: SegmentConfig) -> dict[str, list[str]]:
     """Patients per split: explicit lists, else the classification side's grouped rule."""
@@ -171,7 +116,7 @@ def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool 
                "train_seconds": time.perf_counter() - t0, "problems": len(fitted.problems), **fitted.counts,
                "postprocess": fitted.postprocess}
     atomic_write_json(run_dir / "metrics.json", metrics)
-    _write_per_patient(run_dir / "per_patient.csv", rows)
+    write_per_patient(run_dir / "per_patient.csv", rows)
     meta = package_metadata(cfg, fitted.input_meta, metrics)
     from medlens.package import save_model_package
     from medlens.segment.report import model_card, write_report
@@ -217,9 +162,10 @@ def _fit_slices(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], ru
     val = parts["val"]
     val_probs = predict_slices(model, val.images, resize=cfg.size, divisor=divisor(model), device=device)
     tr = parts["train"]
-    post = decide_postprocess(cfg.postprocess, cfg.threshold, ((val_probs[val.patients == p], val.masks[val.patients == p, 0])
-                             for p in dict.fromkeys(val.patients.tolist())),
-                       (tr.masks[tr.patients == p, 0] for p in dict.fromkeys(tr.patients.tolist())))
+    val_volumes = ((val_probs[val.patients == p], val.masks[val.patients == p, 0])
+                   for p in dict.fromkeys(val.patients.tolist()))
+    train_truths = (tr.masks[tr.patients == p, 0] for p in dict.fromkeys(tr.patients.tolist()))
+    post = decide_postprocess(cfg.postprocess, cfg.threshold, val_volumes, train_truths)
     eval_split = "test" if len(parts["test"]) else "val"
     rows, probs = evaluate_slices(model, parts[eval_split], size=cfg.size, threshold=cfg.threshold,
                                   divisor=divisor(model), device=device, postprocess=post["rule"])
@@ -244,87 +190,11 @@ def package_metadata(cfg: SegmentConfig, input_meta: dict[str, Any], metrics: di
     }
 
 
-def evaluate_slices(model: Any, sl: Any, *, size: int | None, threshold: float, divisor: int,
-                    device: Any = "cpu", postprocess: str | None = None
-                    ) -> tuple[dict[str, dict[str, float]], np.ndarray]:
-    """Full per-patient metrics of ``sl`` (a SliceSet) and the probability maps, after the
-    post-processing ``rule`` on each patient's slice stack (removed voxels get 0)."""
-    from medlens.segment.metrics import per_patient
-    from medlens.segment.postprocess import postprocess_probs
-    from medlens.segment.predict import predict_slices
-
-    probs = predict_slices(model, sl.images, resize=size, divisor=divisor, device=device)
-    truth = sl.masks[:, 0].astype(bool)
-    rows: dict[str, dict[str, float]] = {}
-    for pid in dict.fromkeys(sl.patients.tolist()):
-        sel = sl.patients == pid
-        probs[sel] = postprocess_probs(probs[sel], threshold, postprocess)
-        sp = sl.spacing.get(pid)
-        rows.update(per_patient(probs[sel] >= threshold, truth[sel], sl.patients[sel], spacing=sp))
-    return rows, probs
-
-
 def _save_splits(index, splits: dict[str, list[str]], path: Path) -> None:
     from medlens.data.splits import save_splits
 
     where = {p: s for s, ps in splits.items() for p in ps}
     save_splits(index.subset([dataclasses.replace(r, split=where.get(str(r.patient))) for r in index.records]), path)
-
-
-def _write_per_patient(path: Path, rows: dict[str, dict[str, float]]) -> None:
-    buf = io.StringIO()
-    keys = sorted({k for r in rows.values() for k in r})
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["patient", *keys])
-    for pid, r in sorted(rows.items(), key=lambda kv: kv[1].get("dice", 0)):
-        w.writerow([pid, *(f"{r.get(k, float('nan')):.6g}" for k in keys)])
-    atomic_write_text(path, buf.getvalue())
-
-
-def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out: str | Path | None = None,
-                     **layout_opts: Any) -> tuple[dict[str, Any], Path]:
-    """``medlens evaluate`` for a segmentation package: per-patient metrics + report."""
-    from medlens.data.splits import load_splits
-    from medlens.segment.data import build_slices
-    from medlens.segment.layouts import load_segmentation_dataset
-    from medlens.segment.metrics import summarise
-    from medlens.segment.report import write_report
-
-    layout = layout_opts.get("layout")
-    index = load_segmentation_dataset(data, layout=layout if layout not in ("", None) else None)
-    run_dir = Path(pkg.path).parent
-    table = load_splits(run_dir / "splits.csv") if (run_dir / "splits.csv").exists() else {}
-    table = {str(Path(k).resolve()): v for k, v in table.items()}  # relative or absolute alike
-    if split != "all":
-        where = {r.path: table.get(str(Path(r.path).resolve())) for r in index.records}
-        if not any(where.values()):
-            raise ConfigError(f"{data}: the run's splits do not cover this data; use --split all")
-        index = index.subset([r for r in index.records if where[r.path] == split])
-        if not index.records:
-            raise BadInputError(f"{data}: no slices in split {split!r}")
-    meta = pkg.metadata
-    size = meta.get("preprocess", {}).get("resize")
-    if int(meta["input"].get("spatial_dims", 2)) == 3:
-        from medlens.segment.volumes import build_volumes, evaluate_volumes
-
-        vols = build_volumes(index, size=size, channels=int(meta["input"]["channels"]))
-        rows, vprobs = evaluate_volumes(pkg.model, vols, patch=meta["input"]["patch"],
-                                        threshold=float(meta.get("threshold", 0.5)), device=pkg.device,
-                                        postprocess=meta.get("postprocess"))
-        sl, probs = vols.as_slices(vprobs)
-    else:
-        sl = build_slices(index, size=size, channels=int(meta["input"]["channels"]))
-        rows, probs = evaluate_slices(pkg.model, sl, size=size, threshold=float(meta.get("threshold", 0.5)),
-                                      divisor=int(meta["input"].get("divisor", 16)), device=pkg.device,
-                                      postprocess=meta.get("postprocess"))
-    metrics = {"split": split, "data": str(data), "model": str(pkg.path), **summarise(rows), "per_patient": rows}
-    out_dir = Path(out) if out else run_dir / f"eval-{Path(data).name}-{split}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    _write_per_patient(out_dir / "per_patient.csv", rows)
-    write_report(out_dir / "report.html", sl, probs, rows, metrics, problems=sl.problems,
-                 threshold=float(meta.get("threshold", 0.5)), title=f"Evaluation on {Path(data).name} ({split})")
-    return metrics, out_dir
 
 
 def cross_validate(cfg: SegmentConfig, out_dir: str | Path, *, folds: int = 3) -> dict[str, Any]:
@@ -396,33 +266,6 @@ def train_from_cli(*, data: Path, out: Path | None, config: Path | None, resume:
     print(f"mean per-patient Dice ({metrics['split']}, {len(metrics['patient_ids'])} patients): "
           f"{metrics.get('mean_dice', float('nan')):.3f}; report: {out / 'report.html'}")
     return metrics
-
-
-def make_config(**values: Any) -> SegmentConfig:
-    """:class:`SegmentConfig` from user values; a bad value becomes one ConfigError line
-    naming the field (the CLI prints it without a traceback)."""
-    from pydantic import ValidationError
-
-    try:
-        return SegmentConfig(**values)
-    except ValidationError as e:
-        msgs = [f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors()]
-        raise ConfigError("invalid segmentation config: " + "; ".join(msgs)) from None
-
-
-def parse_patch(text: str | list[int]) -> list[int]:
-    """``"32,64,64"`` (or ``32x64x64``) → ``[32, 64, 64]``: the 3D patch (D, H, W) of ``--patch``."""
-    if isinstance(text, list):
-        return [int(v) for v in text]
-    parts = [p for p in str(text).replace("x", ",").replace("×", ",").split(",") if p.strip()]
-    try:
-        sides = [int(p) for p in parts]
-    except ValueError:
-        sides = []
-    if len(sides) != 3 or min(sides) < 1:
-        raise ConfigError(f"--patch must be three positive integers D,H,W (slices, rows, columns), "
-                          f"e.g. 32,64,64; got {text!r}")
-    return sides
 
 
 def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False) -> Path:

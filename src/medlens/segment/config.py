@@ -1,0 +1,93 @@
+"""The configuration of a segmentation run (saved as ``config.json`` in its run directory)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from medlens.errors import ConfigError
+from medlens.train.config import TrainConfig
+
+DEFAULT_TRAIN = {"epochs": 50, "batch_size": 16, "lr": 3e-3, "patience": 20, "scheduler": "cosine"}
+
+
+class SegmentConfig(BaseModel):
+    """Everything that defines a segmentation run (saved as ``config.json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = "segment"
+    data: str
+    layout: str | None = None
+    mask_pattern: str | None = None
+    model: str = "unet"
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    size: int | None = Field(128, ge=16, description="train on slices resized to size×size "
+                                                      "(3D: every slice of a volume, in-plane)")
+    loss: str = "dice_bce"
+    pos_fraction: float | None = Field(0.5, gt=0, lt=1, description="share of lesion slices drawn "
+                                                                     "(3D: of patches centred on a lesion voxel)")
+    augment: bool = True
+    threshold: float = Field(0.5, gt=0, lt=1)
+    postprocess: Literal["auto", "none", "largest_component"] = Field(
+        "auto", description="auto: keep the largest connected component per patient only if that "
+                            "raises mean Dice on the validation patients (nnU-Net's rule)")
+    val_fraction: float = Field(0.2, ge=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    val_patients: list[str] | None = None
+    test_patients: list[str] | None = None
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(**DEFAULT_TRAIN))
+    spatial_dims: int = Field(2, description="2: U-Net on slices; 3: U-Net on volume patches")
+    patch: list[int] | None = Field(
+        None, description="3D only: training patch (D, H, W) in voxels, array order (slices, rows, "
+                          "columns); None = 32×64×64, clipped to the smallest training volume")
+    samples_per_volume: int = Field(4, ge=1, description="3D only: patches per training volume per epoch")
+
+    @field_validator("spatial_dims")
+    @classmethod
+    def _check_dims(cls, v: int) -> int:
+        if v not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 (slices) or 3 (volumes), got {v}")
+        return v
+
+    @field_validator("patch")
+    @classmethod
+    def _check_patch(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (len(v) != 3 or any(int(s) < 1 for s in v)):
+            raise ValueError(f"patch must be three positive sides (D, H, W), e.g. [32, 64, 64]; got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _patch_needs_3d(self) -> SegmentConfig:
+        if self.patch is not None and self.spatial_dims != 3:
+            raise ValueError("patch is the 3D training patch; set spatial_dims=3 (--spatial-dims 3) "
+                             "or leave patch out (2D trains on whole slices of side `size`)")
+        return self
+
+
+def make_config(**values: Any) -> SegmentConfig:
+    """:class:`SegmentConfig` from user values; a bad value becomes one ConfigError line
+    naming the field (the CLI prints it without a traceback)."""
+    from pydantic import ValidationError
+
+    try:
+        return SegmentConfig(**values)
+    except ValidationError as e:
+        msgs = [f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors()]
+        raise ConfigError("invalid segmentation config: " + "; ".join(msgs)) from None
+
+
+def parse_patch(text: str | list[int]) -> list[int]:
+    """``"32,64,64"`` (or ``32x64x64``) → ``[32, 64, 64]``: the 3D patch (D, H, W) of ``--patch``."""
+    if isinstance(text, list):
+        return [int(v) for v in text]
+    parts = [p for p in str(text).replace("x", ",").replace("×", ",").split(",") if p.strip()]
+    try:
+        sides = [int(p) for p in parts]
+    except ValueError:
+        sides = []
+    if len(sides) != 3 or min(sides) < 1:
+        raise ConfigError(f"--patch must be three positive integers D,H,W (slices, rows, columns), "
+                          f"e.g. 32,64,64; got {text!r}")
+    return sides
