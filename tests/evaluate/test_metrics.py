@@ -22,7 +22,7 @@ from medlens.evaluate import (
     patient_metrics,
     reliability_curve,
 )
-from medlens.evaluate.metrics import _weighted_auc
+from medlens.evaluate.bootstrap import weighted_auc
 
 # 4 positives, 6 negatives; p(positive) chosen so every count can be checked by hand
 Y10 = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
@@ -107,7 +107,7 @@ def test_weighted_auc_equals_sklearn_on_resampled_data_with_ties() -> None:
     y = rng.integers(0, 2, 80)
     s = np.round(rng.random(80), 1)  # many ties
     w = rng.integers(0, 4, size=(5, 80)).astype(float)
-    got = _weighted_auc(s, y == 1, w)
+    got = weighted_auc(s, y == 1, w)
     for b in range(5):
         idx = np.repeat(np.arange(80), w[b].astype(int))
         assert got[b] == pytest.approx(roc_auc_score(y[idx], s[idx]))

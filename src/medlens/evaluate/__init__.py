@@ -19,6 +19,7 @@ from medlens.evaluate.calibration import (
     reliability_curve,
 )
 from medlens.evaluate.metrics import classification_metrics, roc_auc_medmnist, to_jsonable
+from medlens.evaluate.model_card import NOT_FOR_CLINICAL_USE, model_card_markdown
 from medlens.evaluate.operating_point import (
     apply_threshold,
     choose_threshold,
@@ -26,12 +27,7 @@ from medlens.evaluate.operating_point import (
     guess_negative_class,
 )
 from medlens.evaluate.patients import patient_metrics
-from medlens.evaluate.report import (
-    NOT_FOR_CLINICAL_USE,
-    model_card_markdown,
-    select_samples,
-    write_report,
-)
+from medlens.evaluate.report import select_samples, write_report
 
 __all__ = [
     "NOT_FOR_CLINICAL_USE",

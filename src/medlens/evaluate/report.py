@@ -1,4 +1,4 @@
-"""A self-contained HTML report of one run, and the model card in Markdown.
+"""A self-contained HTML report of one run (the Markdown model card: :mod:`medlens.evaluate.model_card`).
 
 The report is one file: inline CSS, figures embedded as base64 PNG data URIs, no
 scripts and no external link, so it can be mailed or archived and still render. Every
@@ -21,12 +21,11 @@ from typing import Any
 import numpy as np
 
 from medlens.evaluate import figures
+from medlens.evaluate.model_card import CARD_ORDER as _CARD_ORDER
+from medlens.evaluate.model_card import NOT_FOR_CLINICAL_USE
+from medlens.evaluate.model_card import fmt_value as _fmt
 from medlens.io.atomic import atomic_write_text
 
-NOT_FOR_CLINICAL_USE = (
-    "Not for clinical use. This model and report are research and education outputs; "
-    "they have not been validated for diagnosis or treatment decisions."
-)
 SECTIONS = (
     "Summary",
     "Data summary",
@@ -39,17 +38,6 @@ SECTIONS = (
     "Per-patient results",
     "Sample predictions",
     "Model card",
-)
-_CARD_ORDER = (
-    ("name", "Model"),
-    ("version", "Version"),
-    ("intended_use", "Intended use"),
-    ("out_of_scope", "Out-of-scope uses"),
-    ("data", "Data"),
-    ("training", "Training"),
-    ("evaluation", "Evaluation"),
-    ("limitations", "Limitations"),
-    ("ethical_considerations", "Ethical considerations"),
 )
 _MAX_PATIENT_ROWS = 500
 
@@ -75,18 +63,6 @@ nav a{margin-right:.8em;color:#1f5fa8}
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return f"{int(value):,}"
-    if isinstance(value, (float, np.floating)):
-        return f"{float(value):.{digits}f}" if np.isfinite(value) else "n/a"
-    return str(value)
 
 
 def _cell(value: Any) -> str:
@@ -376,45 +352,3 @@ def select_samples(
             caption = f"{tag} true {classes[y[i]]} / pred {classes[pred[i]]} {conf[i]:.2f}"
             out.append((int(i), caption))
     return out
-
-
-def model_card_markdown(model_card: dict[str, Any], metrics: dict[str, Any]) -> str:
-    """The model card as Markdown (for the exported model package)."""
-    card = model_card or {}
-    lines = [
-        f"# Model card: {card.get('name', 'medlens model')}",
-        "",
-        f"> **{NOT_FOR_CLINICAL_USE}**",
-        "",
-    ]
-    seen = {"name"}
-    for key, label in _CARD_ORDER + tuple((k, k.replace("_", " ").capitalize()) for k in card):
-        if key in seen or key not in card:
-            continue
-        seen.add(key)
-        value = card[key]
-        lines += [f"## {label}", ""]
-        if isinstance(value, (list, tuple)):
-            lines += [f"- {v}" for v in value]
-        elif isinstance(value, dict):
-            lines += [f"- **{k}**: {v}" for k, v in value.items()]
-        else:
-            lines.append(str(value))
-        lines.append("")
-    ci = metrics.get("ci") or {}
-    lines += ["## Metrics (test set)", "", "| metric | value | 95% CI |", "|---|---|---|"]
-    for key in ("roc_auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity"):
-        band = ci.get(key) if isinstance(ci, dict) else None
-        rng = f"{band['low']:.3f}–{band['high']:.3f}" if band else ""
-        lines.append(f"| {key} | {_fmt(metrics.get(key))} | {rng} |")
-    op = metrics.get("operating_point")
-    if op:
-        lines += [
-            "",
-            (
-                f"Operating point (chosen on validation data): threshold {op['threshold']:.4f}, "
-                f"sensitivity {_fmt(op.get('sensitivity'))}, "
-                f"specificity {_fmt(op.get('specificity'))}."
-            ),
-        ]
-    return "\n".join(lines) + "\n"

@@ -16,7 +16,7 @@ INTENDED_USE = ("Research and teaching: screening-style triage experiments on im
 
 
 def model_card(cfg: RunConfig, index: DatasetIndex, metrics: dict[str, Any]) -> dict[str, Any]:
-    from medlens.evaluate.report import model_card_markdown
+    from medlens.evaluate.model_card import model_card_markdown
 
     card = {
         "model": cfg.model.name,
