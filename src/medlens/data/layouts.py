@@ -22,10 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from medlens.data.files import _has_images, _images_in, _index, _stray_images, _visible_dirs  # noqa: F401
-from medlens.data.records import NEGATIVE_NAMES, DatasetIndex, Problem, Record, order_classes  # noqa: F401
-from medlens.data.tables import (  # noqa: F401
-    PATH_COLUMNS, SPLIT_ALIASES, _find_manifest, _find_patient_table, _has_column, _load_manifest,
+from medlens.data.files import _has_images, _images_in, _index, _stray_images, _visible_dirs
+from medlens.data.records import DatasetIndex, Problem, Record, order_classes
+from medlens.data.tables import (
+    PATH_COLUMNS,
+    SPLIT_ALIASES,
+    _find_manifest,
+    _find_patient_table,
+    _has_column,
+    _load_manifest,
     _read_patient_labels,
 )
 from medlens.errors import BadInputError, ConfigError
@@ -408,10 +413,3 @@ def _load_imagefolder(root: Path) -> DatasetIndex:
         for f in files
     ]
     return _index(root, "imagefolder", records, problems, classes)
-
-
-def check_readable(index: DatasetIndex, *, workers: int = 1) -> DatasetIndex:
-    """Decode every record; see :func:`medlens.data.describe.check_readable`."""
-    from medlens.data.describe import check_readable as _check
-
-    return _check(index, workers=workers)
