@@ -71,9 +71,11 @@ def test_evaluate_cli_reuses_run_splits(trained_run, idc_small, tmp_path):
     assert (tmp_path / "ev" / "report.html").exists()
 
 
-def test_user_errors_are_one_clean_line(tmp_path):
+def test_user_errors_are_one_clean_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     res = runner.invoke(get_app(), ["train", str(tmp_path / "nope")])
     assert res.exit_code == 2 and "error:" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "runs").exists(), "a failed start must not leave a run directory behind"
     res = runner.invoke(get_app(), ["predict", str(tmp_path), "x.png"])
     assert res.exit_code == 2 and "not a medlens model package" in res.output
 

@@ -170,11 +170,11 @@ def fit_classifier(cfg: RunConfig, images: np.ndarray, labels: np.ndarray, train
 def train_classifier(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False) -> TrainOutcome:
     """Train, evaluate, report and package a classifier. See the module docstring."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", cfg.model_dump())
-    index = load_index(cfg)
+    index = load_index(cfg)  # before the run directory exists: a wrong path leaves nothing behind
     if not index.records:
         raise BadInputError(f"{cfg.data.path}: no usable images found")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", cfg.model_dump())
     audit = run_quick_audit(index, cfg, run_dir)
     index = make_splits(index, cfg, run_dir)
     cache = build_cache(index, cfg.preprocess, progress=False)

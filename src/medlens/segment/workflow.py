@@ -89,10 +89,10 @@ def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool 
     from medlens.segment.layouts import load_segmentation_dataset
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    atomic_write_json(run_dir / "config.json", cfg.model_dump())
     index = load_segmentation_dataset(cfg.data, layout=cfg.layout, mask_pattern=cfg.mask_pattern)
+    run_dir.mkdir(parents=True, exist_ok=True)  # only once the data is found
+    atomic_write_json(run_dir / "config.json", cfg.model_dump())
     if cfg.spatial_dims == 3:
         from medlens.segment.volumes import require_volume_layout
 
