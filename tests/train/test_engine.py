@@ -81,8 +81,10 @@ class _CrashingTask:
         return self.task.validate(*a)
 
 
-def test_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_resume_equals_uninterrupted(tmp_path, ema):
     task, tr, va, cfg = _setup(epochs=4)
+    cfg = cfg.model_copy(update={"ema": ema})
     torch.manual_seed(0)
     full = _net()
     r_full = fit(full, task, tr, va, cfg, tmp_path / "full")
@@ -98,6 +100,43 @@ def test_resume_equals_uninterrupted(tmp_path):
     assert [h["train_loss"] for h in r_res.history] == [h["train_loss"] for h in r_full.history]
     for a, b in zip(full.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
+
+
+class _Recorder:
+    """Records the weights each training step starts from and the weights validated."""
+
+    def __init__(self, task) -> None:
+        self.task, self.monitor, self.mode = task, task.monitor, task.mode
+        self.stepped, self.validated = [], []
+
+    def training_step(self, model, batch, device):
+        self.stepped.append([p.detach().clone() for p in model.parameters()])
+        return self.task.training_step(model, batch, device)
+
+    def validate(self, model, loader, device):
+        self.validated.append([p.detach().clone() for p in model.parameters()])
+        return self.task.validate(model, loader, device)
+
+
+def test_ema_validates_and_returns_the_moving_average(tmp_path):
+    task, tr, va, cfg = _setup(epochs=1)
+    cfg = cfg.model_copy(update={"ema": 0.8})
+    rec = _Recorder(task)
+    torch.manual_seed(0)
+    model = _net()
+    fit(model, rec, tr, va, cfg, tmp_path)
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)["model"]
+    names = [n for n, _ in model.named_parameters()]
+    # weights after step k are those step k+1 starts from; after the last step: last.pt
+    after = rec.stepped[1:] + [[last[n] for n in names]]
+    avg = [p.clone() for p in after[0]]  # the first update copies, then avg = d·avg + (1-d)·w
+    for w in after[1:]:
+        avg = [0.8 * a + 0.2 * b for a, b in zip(avg, w)]
+    for a, v, raw, p in zip(avg, rec.validated[0], after[-1], model.parameters()):
+        assert torch.allclose(v, a, atol=1e-6)  # validated: the average ...
+        assert torch.allclose(p.detach(), a, atol=1e-6)  # ... and returned (best of one epoch)
+    assert any(not torch.allclose(v, raw) for v, raw in zip(rec.validated[0], after[-1])), \
+        "the average must differ from the raw weights of the last step"
 
 
 def test_early_stopping(tmp_path):

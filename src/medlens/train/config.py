@@ -25,6 +25,9 @@ class TrainConfig(BaseModel):
     device: str = "auto"
     max_steps_per_epoch: int | None = Field(None, ge=1)
     grad_clip: float | None = Field(None, gt=0)
+    ema: float | None = Field(None, gt=0, lt=1, description="decay per step of an exponential moving "
+                              "average of the weights (e.g. 0.95); validation, the best checkpoint and "
+                              "the returned model use the averaged weights. None = off")
     progress: bool | None = Field(None, description="progress bar; None = only on a TTY")
     channels_last: bool | None = Field(None, description="None = the model's registered preference")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch default")
