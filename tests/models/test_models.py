@@ -38,6 +38,7 @@ def _own_models() -> list[str]:
     """Classification models registered in medlens.models (not e.g. segmentation U-Nets)."""
     return [
         n for n in list_models() if MODELS.get(n).factory.__module__.startswith("medlens.models")
+        and MODELS.get(n).family != "ensemble"  # built from trained members: test_ensemble.py
     ]
 
 

@@ -91,6 +91,8 @@ def train_cmd(
     mask_pattern: Optional[str] = typer.Option(None, "--mask-pattern",
                                                help="segment, pairs layout: mask path from the image's"),
     patch: Optional[str] = typer.Option(None, "--patch", help="segment, 3D: patch D,H,W (slices,rows,columns), e.g. 32,64,64"),
+    ensemble: Optional[int] = typer.Option(None, "--ensemble",
+                                           help="segment: models from seeds seed, seed+1, …, probabilities averaged"),
 ) -> None:
     """Train a model on DATA and write a run directory (report, metrics, model package)."""
     from medlens.pipelines.config import RunConfig, deep_update, load_config_file
@@ -105,9 +107,9 @@ def train_cmd(
         return
     if task != "classify":
         raise ConfigError(f"--task must be classify or segment, got {task!r}")
-    if spatial_dims not in (None, 2) or patch is not None or mask_pattern is not None:
-        raise ConfigError("--spatial-dims/--patch/--mask-pattern are segmentation options; classification trains on 2D images "
-                          "(add --task segment for a 3D U-Net)")
+    if spatial_dims not in (None, 2) or patch is not None or mask_pattern is not None or ensemble is not None:
+        raise ConfigError("--spatial-dims/--patch/--mask-pattern/--ensemble are segmentation options; classification "
+                          "trains one model on 2D images (add --task segment for a U-Net)")
     if resume:
         if out is None or not (out / "config.json").exists():
             raise ConfigError("--resume needs --out pointing at an existing run directory (with config.json)")

@@ -31,6 +31,8 @@ def segment_cv(
     seed: int = typer.Option(0, "--seed"),
     spatial_dims: int = typer.Option(2, "--spatial-dims", help="2: U-Net on slices; 3: 3D U-Net on volumes"),
     patch: str | None = typer.Option(None, "--patch", help="3D patch D,H,W (slices,rows,columns), e.g. 32,64,64"),
+    ensemble: int = typer.Option(1, "--ensemble", help="models per fold from seeds seed, seed+1, …; "
+                                                        "probabilities averaged"),
 ) -> None:
     """Train on some patients, test on patients never seen; mean per-patient-volume Dice."""
     from medlens.segment.config import DEFAULT_TRAIN, make_config, parse_patch
@@ -39,7 +41,8 @@ def segment_cv(
     train = dict(DEFAULT_TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                  max_steps_per_epoch=max_steps)
     cfg = make_config(data=str(data), layout=layout, mask_pattern=mask_pattern, model=model, size=size, loss=loss, train=train,
-                      spatial_dims=spatial_dims, patch=parse_patch(patch) if patch else None)
+                      spatial_dims=spatial_dims, patch=parse_patch(patch) if patch else None,
+                      ensemble=ensemble)
     res = cross_validate(cfg, out, folds=folds)
     for pid, row in sorted(res["per_patient"].items(), key=lambda kv: kv[1]["dice"]):
         typer.echo(f"{pid}: Dice {row['dice']:.3f}")

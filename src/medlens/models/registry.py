@@ -28,7 +28,7 @@ from medlens.registry import Registry
 logger = logging.getLogger(__name__)
 
 TIMM_PREFIX = "timm/"
-_BUILTIN_MODULES = ("medlens.models.cnn", "medlens.models.backbones")
+_BUILTIN_MODULES = ("medlens.models.cnn", "medlens.models.backbones", "medlens.models.ensemble")
 _OPTIONAL_MODULES = ("medlens.segment.models",)
 _TIMM_HINT = (
     'timm is not installed. Install the extra with `pip install "medlens[timm]"`; timm '
@@ -152,6 +152,9 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         items = [_jsonable(v) for v in value]
         return _SKIP if any(v is _SKIP for v in items) else items
+    if isinstance(value, dict):  # e.g. an ensemble's member configs
+        out = {str(k): _jsonable(v) for k, v in value.items()}
+        return _SKIP if any(v is _SKIP for v in out.values()) else out
     return _SKIP
 
 

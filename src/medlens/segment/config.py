@@ -29,6 +29,8 @@ class SegmentConfig(BaseModel):
     pos_fraction: float | None = Field(0.5, gt=0, lt=1, description="share of lesion slices drawn "
                                                                      "(3D: of patches centred on a lesion voxel)")
     augment: bool = True
+    ensemble: int = Field(1, ge=1, le=10, description="models trained from seeds seed, seed+1, …; "
+                                                      "their probabilities averaged (one model answers)")
     threshold: float = Field(0.5, gt=0, lt=1)
     postprocess: Literal["auto", "none", "largest_component"] = Field(
         "auto", description="auto: keep the largest connected component per patient only if that "

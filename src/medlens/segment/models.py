@@ -99,6 +99,8 @@ def divisor(model: Any) -> int:
     """Spatial sides the model needs to be divisible by."""
     cfg = getattr(model, "medlens_config", {}) or {}
     name = cfg.get("name", getattr(model, "medlens_name", ""))
+    if name == "ensemble":
+        return max(divisor(m) for m in model.members)
     if name == "test_unet":
         return 4
     return 16

@@ -319,6 +319,7 @@ def fit_volumes(cfg: Any, index: DatasetIndex, splits: dict[str, list[str]], run
     from medlens.segment.task import SegmentAugment, SegmentTask3D
     from medlens.segment.workflow import Fitted
     from medlens.train.engine import fit, resolve_device, seed_everything
+    from medlens.train.ensemble import fit_members
 
     vols = build_volumes(index, size=cfg.size)
     parts = {k: vols.select(v) for k, v in splits.items()}
@@ -330,18 +331,25 @@ def fit_volumes(cfg: Any, index: DatasetIndex, splits: dict[str, list[str]], run
     if kwargs.pop("spatial_dims", 3) != 3:
         raise ConfigError("model_kwargs.spatial_dims contradicts spatial_dims=3; leave it out of model_kwargs")
     tc = cfg.train
-    seed_everything(tc.seed)  # the initial weights too: same config, same run
-    model = create_model(cfg.model, num_classes=1, in_channels=vols.channels, spatial_dims=3, **kwargs)
-    patch = resolve_patch(cfg.patch, parts["train"].shapes, divisor(model))
+    with torch.device("meta"):  # only the divisor of the architecture is needed here
+        probe = create_model(cfg.model, num_classes=1, in_channels=vols.channels, spatial_dims=3, **kwargs)
+    patch = resolve_patch(cfg.patch, parts["train"].shapes, divisor(probe))
     fg = sum(float(m.sum()) for m in parts["train"].masks) / sum(m.size for m in parts["train"].masks)
-    init_output_bias(model, fg)
     task = SegmentTask3D(loss=cfg.loss, threshold=cfg.threshold,
                          augment=SegmentAugment() if cfg.augment else None, patch=patch)
-    loader = PatchLoader(parts["train"], patch=patch, batch_size=tc.batch_size,
-                         samples_per_volume=cfg.samples_per_volume, pos_fraction=cfg.pos_fraction, seed=tc.seed)
-    logger.info("3D training: %d train volumes, patch %s (D, H, W), %d batches per epoch",
-                len(parts["train"]), patch, len(loader))
-    result = fit(model, task, loader, parts["val"], tc, run_dir, resume=resume)
+
+    def train_one(mtc: Any, mdir: Path, mresume: bool) -> tuple[Any, Any]:
+        seed_everything(mtc.seed)  # the initial weights too: same config, same run
+        model = create_model(cfg.model, num_classes=1, in_channels=vols.channels, spatial_dims=3, **kwargs)
+        init_output_bias(model, fg)
+        loader = PatchLoader(parts["train"], patch=patch, batch_size=mtc.batch_size,
+                             samples_per_volume=cfg.samples_per_volume, pos_fraction=cfg.pos_fraction,
+                             seed=mtc.seed)
+        logger.info("3D training: %d train volumes, patch %s (D, H, W), %d batches per epoch",
+                    len(parts["train"]), patch, len(loader))
+        return model, fit(model, task, loader, parts["val"], mtc, mdir, resume=mresume)
+
+    model, result, members = fit_members(cfg.ensemble, tc, run_dir, train_one, resume=resume)
     from medlens.segment.postprocess import decide_postprocess
     from medlens.segment.predict import predict_volume
 
@@ -354,7 +362,7 @@ def fit_volumes(cfg: Any, index: DatasetIndex, splits: dict[str, list[str]], run
     sl, stacked = parts[eval_split].as_slices(probs)
     counts = {"volumes": {k: len(v) for k, v in parts.items()},
               "slices": {k: int(sum(s[0] for s in v.shapes)) for k, v in parts.items()},
-              "patch": list(patch)}
+              "patch": list(patch), "members": members}
     input_meta = {"channels": vols.channels, "size": list(patch), "divisor": divisor(model),
                   "spatial_dims": 3, "patch": list(patch)}
     return Fitted(model, result, eval_split, rows, sl, stacked, vols.problems, counts, input_meta, post)

@@ -142,22 +142,29 @@ def _fit_slices(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], ru
     from medlens.segment.predict import predict_slices
     from medlens.segment.task import SegmentAugment, SegmentTask
     from medlens.train.engine import fit, resolve_device, seed_everything
+    from medlens.train.ensemble import fit_members
 
     slices = build_slices(index, size=cfg.size, cache_dir=run_dir / "cache")
     parts = {k: slices.select(v) for k, v in splits.items()}
     if len(parts["train"]) == 0:
         raise BadInputError(f"{cfg.data}: no readable training slices")
     tc = cfg.train
-    seed_everything(tc.seed)  # the initial weights too: same config, same run
-    model = create_model(cfg.model, num_classes=1, in_channels=int(slices.images.shape[1]), **cfg.model_kwargs)
-    init_output_bias(model, float(parts["train"].masks.mean()))
     task = SegmentTask(loss=cfg.loss, threshold=cfg.threshold,
                        augment=SegmentAugment() if cfg.augment else None)
-    result = fit(model, task,
-                 _loader(parts["train"], batch_size=tc.batch_size, shuffle=True, seed=tc.seed,
-                         pos_fraction=cfg.pos_fraction),
-                 _loader(parts["val"], batch_size=tc.batch_size, shuffle=False, seed=tc.seed),
-                 tc, run_dir, resume=resume)
+
+    def train_one(mtc: TrainConfig, mdir: Path, mresume: bool) -> tuple[Any, Any]:
+        seed_everything(mtc.seed)  # the initial weights too: same config, same run
+        model = create_model(cfg.model, num_classes=1, in_channels=int(slices.images.shape[1]),
+                             **cfg.model_kwargs)
+        init_output_bias(model, float(parts["train"].masks.mean()))
+        result = fit(model, task,
+                     _loader(parts["train"], batch_size=mtc.batch_size, shuffle=True, seed=mtc.seed,
+                             pos_fraction=cfg.pos_fraction),
+                     _loader(parts["val"], batch_size=mtc.batch_size, shuffle=False, seed=mtc.seed),
+                     mtc, mdir, resume=mresume)
+        return model, result
+
+    model, result, members = fit_members(cfg.ensemble, tc, run_dir, train_one, resume=resume)
     device = resolve_device(tc.device)
     val = parts["val"]
     val_probs = predict_slices(model, val.images, resize=cfg.size, divisor=divisor(model), device=device)
@@ -173,7 +180,7 @@ def _fit_slices(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], ru
     input_meta = {"channels": int(slices.images.shape[1]), "size": shape, "divisor": divisor(model),
                   "spatial_dims": 2, "patch": shape if cfg.size is None else None}
     return Fitted(model, result, eval_split, rows, parts[eval_split], probs, slices.problems,
-                  {"slices": {k: len(v) for k, v in parts.items()}}, input_meta, post)
+                  {"slices": {k: len(v) for k, v in parts.items()}, "members": members}, input_meta, post)
 
 
 def package_metadata(cfg: SegmentConfig, input_meta: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
@@ -242,7 +249,7 @@ def train_from_cli(*, data: Path, out: Path | None, config: Path | None, resume:
     else:
         base = load_config_file(config) if config else {}
         over: dict[str, Any] = {"data": str(data)}
-        for key in ("layout", "mask_pattern", "size", "val_fraction", "test_fraction", "spatial_dims"):
+        for key in ("layout", "mask_pattern", "size", "val_fraction", "test_fraction", "spatial_dims", "ensemble"):
             if options.get(key) is not None:
                 over[key] = options[key]
         if options.get("patch"):
@@ -260,7 +267,7 @@ def train_from_cli(*, data: Path, out: Path | None, config: Path | None, resume:
         over["train"] = train
         cfg = make_config(**deep_update(base, over))
         out = out or Path("runs") / f"{Path(data).name}-segment-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (out / "checkpoints" / "last.pt").exists():
+        if (out / "checkpoints" / "last.pt").exists() or any(out.glob("member*/checkpoints/last.pt")):
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     metrics = train_segmentation(cfg, out, resume=resume)
     print(f"mean per-patient Dice ({metrics['split']}, {len(metrics['patient_ids'])} patients): "

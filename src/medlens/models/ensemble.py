@@ -1,0 +1,68 @@
+"""Ensembles: several trained networks answering as one model.
+
+Models trained from different seeds disagree most where the data say least; averaging
+their probabilities (nnU-Net ensembles its five folds the same way) removes much of that
+seed-to-seed lottery. :class:`MeanEnsemble` is an ordinary registry model (``"ensemble"``,
+its members' configs in ``members``), so model packages, ``predict``, ``evaluate`` and
+sliding-window inference handle it like any single network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from medlens.errors import ConfigError
+from medlens.models.registry import create_model, register_model
+
+
+class MeanEnsemble(nn.Module):
+    """Mean of the members' probabilities, returned as logits (the registry's contract).
+
+    One output channel: sigmoid probabilities averaged, returned as their logit; several
+    channels: softmax probabilities averaged, returned as their log (softmax of which
+    gives the averaged probabilities back).
+    """
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [m(x).float() for m in self.members]
+        if outs[0].shape[1] == 1:
+            return torch.logit(torch.stack([o.sigmoid() for o in outs]).mean(0), eps=1e-6)
+        return torch.stack([o.softmax(1) for o in outs]).mean(0).clamp_min(1e-12).log()
+
+
+_OWN = ("name", "num_classes", "in_channels", "spatial_dims")
+
+
+@register_model("ensemble", family="ensemble", cam_layer="members.0")
+def ensemble(*, num_classes: int, in_channels: int = 3, spatial_dims: int = 2,
+             members: list[dict[str, Any]] | None = None) -> MeanEnsemble:
+    """Untrained members rebuilt from their ``medlens_config`` dicts (loading a package)."""
+    if not members:
+        raise ConfigError("the 'ensemble' model is made by training several models "
+                          "(segmentation: --ensemble N); it cannot be trained by name")
+    built = [create_model(m["name"], num_classes=num_classes, in_channels=in_channels,
+                          spatial_dims=spatial_dims, **{k: v for k, v in m.items() if k not in _OWN})
+             for m in members]
+    model = MeanEnsemble(built)
+    model.cam_layer = f"members.0.{built[0].cam_layer}"  # explanations look through member 0
+    return model
+
+
+def make_ensemble(members: list[nn.Module]) -> MeanEnsemble:
+    """One registry model from trained ``members`` (same task, channels and dims)."""
+    cfgs = [m.medlens_config for m in members]
+    first = cfgs[0]
+    model = create_model("ensemble", num_classes=first["num_classes"], in_channels=first["in_channels"],
+                         spatial_dims=first["spatial_dims"], members=cfgs)
+    for dst, src in zip(model.members, members):
+        dst.load_state_dict(src.state_dict())
+    return model.to(next(members[0].parameters()).device)

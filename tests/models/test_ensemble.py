@@ -1,0 +1,57 @@
+"""Ensembles: probability averaging, package round trip (segmentation runs: tests/segment)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medlens.errors import ConfigError
+from medlens.models import create_model
+from medlens.models.ensemble import make_ensemble
+
+
+def _members(num_classes: int, spatial_dims: int = 2):
+    out = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        out.append(create_model("test_unet", num_classes=num_classes, in_channels=3,
+                                spatial_dims=spatial_dims).eval())
+    return out
+
+
+@pytest.mark.parametrize("num_classes", [1, 3])
+def test_ensemble_averages_member_probabilities(num_classes):
+    members = _members(num_classes)
+    ens = make_ensemble(members).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        outs = [m(x) for m in members]
+        got = ens(x)
+    if num_classes == 1:
+        want = torch.stack([o.sigmoid() for o in outs]).mean(0)
+        assert torch.allclose(got.sigmoid(), want, atol=1e-5)
+    else:
+        want = torch.stack([o.softmax(1) for o in outs]).mean(0)
+        assert torch.allclose(got.softmax(1), want, atol=1e-5)
+    assert not torch.allclose(outs[0], outs[1])  # different members, a real average
+    assert ens.medlens_name == "ensemble" and len(ens.medlens_config["members"]) == 3
+
+
+def test_ensemble_package_round_trip(tmp_path):
+    from medlens.package import load_package, save_model_package
+    from medlens.segment.models import divisor
+
+    ens = make_ensemble(_members(1, spatial_dims=3)).eval()
+    cfg = {k: v for k, v in ens.medlens_config.items() if k != "name"}
+    save_model_package(tmp_path / "pkg", ens, model_name="ensemble", model_kwargs=cfg, metadata={"task": "segment"})
+    loaded, _ = load_package(tmp_path / "pkg")
+    x = torch.randn(1, 3, 8, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), ens(x), atol=1e-6)
+    assert divisor(loaded) == 4  # the members' (test_unet) divisor
+    assert loaded.get_submodule(loaded.cam_layer) is not None
+
+
+def test_ensemble_by_name_is_a_clear_error():
+    with pytest.raises(ConfigError, match="--ensemble"):
+        create_model("ensemble", num_classes=1)
