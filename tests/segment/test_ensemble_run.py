@@ -24,6 +24,7 @@ def test_segmentation_run_with_members(kaggle_set, tmp_path):
         assert (run / f"member{k}" / "logs" / "history.csv").is_file()
     meta = json.loads((run / "model" / "metadata.json").read_text(encoding="utf-8"))
     assert meta["model"]["name"] == "ensemble" and len(meta["model"]["kwargs"]["members"]) == 2
+    assert "Ensemble of 2 U-Nets (seeds 3, 4)" in (run / "model" / "model_card.md").read_text(encoding="utf-8")
     ev, _ = evaluate_package(ModelPackage(run), kaggle_set, split="test", out=tmp_path / "ev")
     assert ev["mean_dice"] == pytest.approx(metrics["mean_dice"], abs=1e-6)
     # resuming a finished ensemble trains nothing more and gives the same figures

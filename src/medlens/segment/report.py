@@ -170,6 +170,9 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any]) -> str:
         *([(f"- Model: 3D U-Net trained on patches of {'×'.join(str(v) for v in inp.get('patch') or [])} "
             "voxels (D×H×W); whole volumes predicted by sliding-window inference.")]
           if inp.get("spatial_dims") == 3 else []),
+        *([(f"- Ensemble of {len(members)} U-Nets (seeds {', '.join(str(m['seed']) for m in members)}); "
+            "their probabilities are averaged. Training curves show member 0.")]
+          if len(members := metrics.get("members") or []) > 1 else []),
         f"- Output: lesion probability per pixel; mask = probability >= {meta.get('threshold')}.",
         f"- Loss: {meta.get('loss')}. Data: {meta.get('data', {}).get('path')}.", "",
         "## Held-out results (patients never seen in training)",
