@@ -31,3 +31,21 @@ def test_segmentation_run_with_members(kaggle_set, tmp_path):
     again = train_segmentation(cfg, run, resume=True)
     assert again["mean_dice"] == pytest.approx(metrics["mean_dice"], abs=1e-9)
     assert again["members"] == metrics["members"]
+
+
+def test_3d_run_with_members(nifti_set, tmp_path):
+    from medlens.package import ModelPackage
+    from medlens.segment.config import SegmentConfig
+    from medlens.segment.evaluation import evaluate_package
+    from medlens.segment.workflow import train_segmentation
+
+    cfg = SegmentConfig(data=str(nifti_set), size=None, model="test_unet", spatial_dims=3, patch=[4, 16, 16],
+                        val_fraction=0.34, test_fraction=0.34, ensemble=2,
+                        train={"epochs": 1, "batch_size": 2, "max_steps_per_epoch": 2, "progress": False,
+                               "threads": 1})
+    metrics = train_segmentation(cfg, tmp_path / "run")
+    assert [m["seed"] for m in metrics["members"]] == [0, 1]
+    pkg = ModelPackage(tmp_path / "run")
+    assert pkg.metadata["model"]["name"] == "ensemble" and pkg.metadata["input"]["patch"] == [4, 16, 16]
+    ev, _ = evaluate_package(pkg, nifti_set, split="test", out=tmp_path / "ev")
+    assert ev["mean_dice"] == pytest.approx(metrics["mean_dice"], abs=1e-6)
