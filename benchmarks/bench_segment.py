@@ -109,15 +109,16 @@ def _time_infer(images: np.ndarray, bs: int, repeats: int, model: torch.nn.Modul
     from medlens.segment.predict import predict_slices
 
     model.eval()
-    x_all = torch.from_numpy(images).float() / 255.0
     rates = []
     for r in range(repeats + 1):
         t = time.perf_counter()
         if medlens:
             predict_slices(model, images, resize=None, batch_size=bs)
-        else:
-            for i in range(0, len(x_all), bs):
-                torch.sigmoid(model(x_all[i:i + bs]))
+        else:  # the same input (uint8 slices) and output (float32 probabilities in an array)
+            out = np.empty((len(images), *images.shape[-2:]), dtype=np.float32)
+            for i in range(0, len(images), bs):
+                x = torch.from_numpy(images[i:i + bs]).float() / 255.0
+                out[i:i + bs] = torch.sigmoid(model(x))[:, 0].numpy()
         if r:
             rates.append(len(images) / (time.perf_counter() - t))
     return statistics.median(rates)
