@@ -149,10 +149,14 @@ class ModelPackage:
     def load_images(self, paths: Sequence[str | Path]) -> list[np.ndarray]:
         from medlens.io.images import read_image
 
+        if self.task == "segment":
+            return [read_image(p, channels=self.in_channels) for p in paths]
         return [read_image(p) for p in paths]
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """``(H, W, C)`` uint8 images of any size → normalised ``(B, C, S, S)`` float."""
+        if self.task == "segment":
+            return self._preprocess_slices(images)
         from medlens.transforms.preprocess import PreprocessConfig, preprocess_image
 
         cfg = PreprocessConfig(**self.metadata["preprocess"])
@@ -162,6 +166,28 @@ class ModelPackage:
         mean = torch.tensor(norm.get("mean", [0.0] * x.shape[1])).view(1, -1, 1, 1)
         std = torch.tensor(norm.get("std", [1.0] * x.shape[1])).view(1, -1, 1, 1)
         return ((x - mean) / std).to(self.device)
+
+    def _preprocess_slices(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """A 2D segmenter's input: resized to the training side (as ``predict_slices``), [0, 1],
+        zero-padded to the network's divisor."""
+        import cv2
+        import torch.nn.functional as F
+
+        if int(self.metadata.get("input", {}).get("spatial_dims", 2)) != 2:
+            raise BadInputError(f"{self.path}: a 3D segmenter; explain volumes through the Python API "
+                                "(medlens.explain.explain(model, x)) with (B, C, D, H, W) input")
+        side = self.metadata.get("preprocess", {}).get("resize")
+        arrs = [_as_uint8(im) for im in images]
+        if side:
+            arrs = [a if a.shape[:2] == (side, side) else
+                    np.atleast_3d(cv2.resize(a, (side, side), interpolation=cv2.INTER_AREA)) for a in arrs]
+        if len({a.shape for a in arrs}) > 1:
+            raise BadInputError(f"{self.path}: this segmenter keeps native sizes; give images of one size "
+                                f"(got {sorted({a.shape[:2] for a in arrs})})")
+        x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div_(255.0)
+        div = int(self.metadata.get("input", {}).get("divisor", 16))
+        x = F.pad(x, (0, (-x.shape[-1]) % div, 0, (-x.shape[-2]) % div))
+        return x.to(self.device)
 
     # --- prediction --------------------------------------------------------------
     @torch.no_grad()

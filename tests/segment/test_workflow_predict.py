@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -125,3 +127,23 @@ def test_overlay_colours():
     assert rgb[0, 1, 0] > rgb[0, 1, 1] and rgb[0, 1, 2] < 50  # red
     assert rgb[0, 2, 0] > rgb[0, 2, 1] > rgb[0, 2, 2]  # orange
     assert (rgb[3, 3] == rgb[3, 3, 0]).all()  # untouched grey
+
+
+def test_explain_files_on_a_segmentation_package(trained_run, kaggle_set, tmp_path):
+    """`medlens explain RUN images` reads a segmenter's images its own way (channels, resize)."""
+    from medlens.explain.files import explain_files
+    from medlens.package import ModelPackage
+
+    run, _ = trained_run
+    pkg = ModelPackage(run)
+    files = sorted(p for p in kaggle_set.glob("*/*.tif") if "_mask" not in p.name)[:2]
+    odd = tmp_path / "odd.png"  # another size: resized to the training side like predict does
+    Image.fromarray(np.asarray(Image.open(files[0]).resize((40, 30)))).save(odd)
+    x = pkg.preprocess(pkg.load_images([*files, odd]))
+    assert tuple(x.shape) == (3, 3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1
+    recs = explain_files(pkg, [*files, odd], method="gradcam", out_dir=tmp_path / "ex")
+    assert len(recs) == 3
+    for r in recs:
+        m = np.load(r["map"])
+        assert m.shape[-2:] == (32, 32) and np.isfinite(m).all()
+        assert Path(r["overlay"]).is_file()
