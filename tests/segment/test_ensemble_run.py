@@ -19,6 +19,7 @@ def test_segmentation_run_with_members(kaggle_set, tmp_path):
     run = tmp_path / "run"
     metrics = train_segmentation(cfg, run)
     assert [m["seed"] for m in metrics["members"]] == [3, 4]
+    assert metrics["best_epoch"] is None and all(m["best_epoch"] in (0, 1) for m in metrics["members"])
     for k in (0, 1):
         assert (run / f"member{k}" / "checkpoints" / "best.pt").is_file()
         assert (run / f"member{k}" / "logs" / "history.csv").is_file()

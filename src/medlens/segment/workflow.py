@@ -111,8 +111,10 @@ def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool 
     from medlens.segment.metrics import summarise
 
     eval_split, rows, model, result = fitted.eval_split, fitted.rows, fitted.model, fitted.result
-    metrics = {"split": eval_split, "patient_ids": splits[eval_split], **summarise(rows),
-               "per_patient": rows, "best_epoch": result.best_epoch, "best_val_dice": result.best_score,
+    single = cfg.ensemble == 1  # an ensemble has no one best epoch: see "members"
+    metrics = {"split": eval_split, "patient_ids": splits[eval_split], **summarise(rows), "per_patient": rows,
+               "best_epoch": result.best_epoch if single else None,
+               "best_val_dice": result.best_score if single else None,
                "train_seconds": time.perf_counter() - t0, "problems": len(fitted.problems), **fitted.counts,
                "postprocess": fitted.postprocess}
     atomic_write_json(run_dir / "metrics.json", metrics)
