@@ -14,7 +14,7 @@ import platform
 import shutil
 import tempfile
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def save_model_package(
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         torch.save(state, tmp / WEIGHTS)
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "versions": versions(), **metadata,
                 "model": {"name": model_name, "kwargs": model_kwargs}}
         atomic_write_json(tmp / METADATA, meta)

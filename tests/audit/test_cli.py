@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.audit.conftest import patch, save, tree_hashes
 from typer.testing import CliRunner
+
+from tests.audit.conftest import patch, save, tree_hashes
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tests.audit.conftest import patch, save
 
 from medlens.audit.files import probe_record
 from medlens.data.records import DatasetIndex, Record
+from tests.audit.conftest import patch, save
 
 
 def _probe(path: Path, **kw):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from tests.audit.conftest import patch
 
 from medlens.audit.hashing import UnionFind, near_pairs, phash64, pixel_hash
+from tests.audit.conftest import patch
 
 
 def _brute(h: np.ndarray, t: int) -> list[tuple[int, int, int]]:

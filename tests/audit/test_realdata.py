@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tests.audit.conftest import jpeg_roundtrip, shift1, tree_hashes
 
 from medlens.audit import quick_audit, read_exclude_list, run_audit
+from tests.audit.conftest import jpeg_roundtrip, shift1, tree_hashes
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 IDC = DATA / "idc_breast_histopathology"
@@ -89,7 +89,10 @@ def test_idc_copy_with_planted_problems_all_found(tmp_path: Path) -> None:
     assert tree_hashes(root) == before
     assert [u["path"] for u in res.files["unreadable"]] == [str(corrupt)]
     groups = {frozenset(g["paths"]): g["kinds"] for g in res.duplicates["exact"]["groups"]}
-    cp = lambda p: str(root / p.relative_to(IDC))
+
+    def cp(p: Path) -> str:  # the copy's path of an original file
+        return str(root / p.relative_to(IDC))
+
     assert set(groups) == {frozenset({cp(a), str(exact)}), frozenset({cp(b), str(conflict)})}
     assert "label_conflict" in groups[frozenset({cp(b), str(conflict)})]
     near = {frozenset(g["paths"]) for g in res.duplicates["near"]["groups"]}

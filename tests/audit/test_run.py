@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.audit.conftest import patch, save, tree_hashes
 
 from medlens.audit import quick_audit, read_exclude_list, run_audit
 from medlens.data.records import DatasetIndex, Record
+from tests.audit.conftest import patch, save, tree_hashes
 
 
 def _groups_with(section: dict, path: str) -> list[dict]:
@@ -165,7 +165,7 @@ def test_mixed_channels_and_depths_are_reported(tmp_path: Path) -> None:
     rng = np.random.default_rng(8)
     recs = [Record(save(tmp_path / f"{i}.png", patch(rng, 24)), label=i % 2) for i in range(6)]
     grey = tmp_path / "grey16.png"
-    Image.fromarray((np.arange(24 * 24, dtype=np.uint16).reshape(24, 24) * 90)).save(grey)
+    Image.fromarray(np.arange(24 * 24, dtype=np.uint16).reshape(24, 24) * 90).save(grey)
     recs.append(Record(str(grey), label=0))
     res = quick_audit(DatasetIndex(root=str(tmp_path), layout="t", classes=["a", "b"], records=recs))
     assert res.summary["channels"] == {"3": 6, "1": 1} and res.summary["bit_depths"] == {"8": 6, "16": 1}

@@ -5,7 +5,6 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from tests.segment.conftest import tree_hash
 
 from medlens.errors import BadInputError
 from medlens.segment.data import (
@@ -16,6 +15,7 @@ from medlens.segment.data import (
     split_patients,
 )
 from medlens.segment.layouts import load_segmentation_dataset
+from tests.segment.conftest import tree_hash
 
 
 def test_build_slices_kaggle(kaggle_set, tmp_path):

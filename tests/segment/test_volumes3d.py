@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 from pydantic import ValidationError
-from tests.segment.conftest import assert_run_directory, train_leaving_data_untouched, tree_hash
 from typer.testing import CliRunner
 
 from medlens.data.synthetic import GENERATORS, make_brain_mri_like
@@ -24,6 +23,7 @@ from medlens.segment.predict import predict_files, predict_volume
 from medlens.segment.task import SegmentAugment
 from medlens.segment.volumes import PatchLoader, build_volumes, resolve_patch
 from medlens.segment.workflow import train_segmentation
+from tests.segment.conftest import assert_run_directory, train_leaving_data_untouched, tree_hash
 
 runner = CliRunner()
 PATCH = [16, 16, 16]  # smaller than the 16×32×32 volumes in-plane: sliding windows at evaluation

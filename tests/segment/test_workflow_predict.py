@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tests.segment.conftest import assert_run_directory, train_leaving_data_untouched, tree_hash
 
 from medlens.io.volumes import read_volume, write_volume
 from medlens.segment.config import SegmentConfig
@@ -14,6 +13,7 @@ from medlens.segment.evaluation import evaluate_package
 from medlens.segment.predict import overlay, predict_files, predict_slices
 from medlens.segment.task import SegmentAugment, SegmentTask
 from medlens.train.config import TrainConfig
+from tests.segment.conftest import assert_run_directory, train_leaving_data_untouched, tree_hash
 
 
 def test_augment_moves_image_and_mask_together():

@@ -132,7 +132,7 @@ def test_ema_validates_and_returns_the_moving_average(tmp_path):
     avg = [p.clone() for p in after[0]]  # the first update copies, then avg = d·avg + (1-d)·w
     for w in after[1:]:
         avg = [0.8 * a + 0.2 * b for a, b in zip(avg, w)]
-    for a, v, raw, p in zip(avg, rec.validated[0], after[-1], model.parameters()):
+    for a, v, p in zip(avg, rec.validated[0], model.parameters()):
         assert torch.allclose(v, a, atol=1e-6)  # validated: the average ...
         assert torch.allclose(p.detach(), a, atol=1e-6)  # ... and returned (best of one epoch)
     assert any(not torch.allclose(v, raw) for v, raw in zip(rec.validated[0], after[-1])), \

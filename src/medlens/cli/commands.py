@@ -6,7 +6,6 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -19,11 +18,11 @@ LAYOUT_HELP = "dataset layout (auto-detected when omitted): idc, imagefolder, cs
 @app.command("inspect")
 def inspect_cmd(
     data: Path = typer.Argument(..., help="data folder, CSV manifest or MedMNIST .npz"),
-    layout: Optional[str] = typer.Option(None, "--layout", help=LAYOUT_HELP),
-    label_column: Optional[str] = typer.Option(None, "--label-column"),
-    path_column: Optional[str] = typer.Option(None, "--path-column"),
-    patient_column: Optional[str] = typer.Option(None, "--patient-column"),
-    patient_table: Optional[str] = typer.Option(None, "--patient-table"),
+    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP),
+    label_column: str | None = typer.Option(None, "--label-column"),
+    path_column: str | None = typer.Option(None, "--path-column"),
+    patient_column: str | None = typer.Option(None, "--patient-column"),
+    patient_table: str | None = typer.Option(None, "--patient-table"),
     as_json: bool = typer.Option(False, "--json", help="print the description as JSON"),
 ) -> None:
     """Show what medlens detects in DATA: layout, classes, counts, patients, unreadable files."""
@@ -54,44 +53,44 @@ def inspect_cmd(
 @app.command("train")
 def train_cmd(
     data: Path = typer.Argument(..., help="data folder, CSV manifest or MedMNIST .npz"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="run directory (default runs/<data>-<time>)"),
-    task: Optional[str] = typer.Option(None, "--task",
+    out: Path | None = typer.Option(None, "--out", "-o", help="run directory (default runs/<data>-<time>)"),
+    task: str | None = typer.Option(None, "--task",
                                        help="classify or segment (default: segment when DATA holds image/mask pairs)"),
-    config: Optional[Path] = typer.Option(None, "--config", help="JSON/YAML config; flags override it"),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="model name (see `medlens models`)"),
-    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="local weights file"),
-    size: Optional[int] = typer.Option(None, "--size", help="input side in pixels"),
-    channels: Optional[int] = typer.Option(None, "--channels", help="1 (grey) or 3 (RGB)"),
-    equalize: Optional[str] = typer.Option(None, "--equalize", help="none, hist or clahe"),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    lr: Optional[float] = typer.Option(None, "--lr"),
-    patience: Optional[int] = typer.Option(None, "--patience"),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="cosine, plateau or none"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="cap on steps per epoch"),
-    balance: Optional[str] = typer.Option(None, "--balance", help="weighted_loss, sampler or none"),
+    config: Path | None = typer.Option(None, "--config", help="JSON/YAML config; flags override it"),
+    model: str | None = typer.Option(None, "--model", "-m", help="model name (see `medlens models`)"),
+    pretrained: str | None = typer.Option(None, "--pretrained", help="local weights file"),
+    size: int | None = typer.Option(None, "--size", help="input side in pixels"),
+    channels: int | None = typer.Option(None, "--channels", help="1 (grey) or 3 (RGB)"),
+    equalize: str | None = typer.Option(None, "--equalize", help="none, hist or clahe"),
+    epochs: int | None = typer.Option(None, "--epochs"),
+    batch_size: int | None = typer.Option(None, "--batch-size"),
+    lr: float | None = typer.Option(None, "--lr"),
+    patience: int | None = typer.Option(None, "--patience"),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="cosine, plateau or none"),
+    seed: int | None = typer.Option(None, "--seed"),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1"),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="cap on steps per epoch"),
+    balance: str | None = typer.Option(None, "--balance", help="weighted_loss, sampler or none"),
     no_augment: bool = typer.Option(False, "--no-augment"),
-    layout: Optional[str] = typer.Option(None, "--layout", help=LAYOUT_HELP),
-    label_column: Optional[str] = typer.Option(None, "--label-column"),
-    path_column: Optional[str] = typer.Option(None, "--path-column"),
-    patient_column: Optional[str] = typer.Option(None, "--patient-column"),
-    patient_table: Optional[str] = typer.Option(None, "--patient-table"),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction"),
-    test_fraction: Optional[float] = typer.Option(None, "--test-fraction"),
-    target_sensitivity: Optional[float] = typer.Option(None, "--target-sensitivity"),
-    negative_class: Optional[str] = typer.Option(None, "--negative-class"),
-    patient_aggregate: Optional[str] = typer.Option(None, "--patient-aggregate", help="mean, max or topk"),
-    exclude: Optional[Path] = typer.Option(None, "--exclude", help="file of paths to leave out"),
+    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP),
+    label_column: str | None = typer.Option(None, "--label-column"),
+    path_column: str | None = typer.Option(None, "--path-column"),
+    patient_column: str | None = typer.Option(None, "--patient-column"),
+    patient_table: str | None = typer.Option(None, "--patient-table"),
+    val_fraction: float | None = typer.Option(None, "--val-fraction"),
+    test_fraction: float | None = typer.Option(None, "--test-fraction"),
+    target_sensitivity: float | None = typer.Option(None, "--target-sensitivity"),
+    negative_class: str | None = typer.Option(None, "--negative-class"),
+    patient_aggregate: str | None = typer.Option(None, "--patient-aggregate", help="mean, max or topk"),
+    exclude: Path | None = typer.Option(None, "--exclude", help="file of paths to leave out"),
     no_audit: bool = typer.Option(False, "--no-audit", help="skip the quick audit"),
     ignore_audit: bool = typer.Option(False, "--ignore-audit", help="train despite blocking audit findings"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
-    spatial_dims: Optional[int] = typer.Option(None, "--spatial-dims", help="segment: 2 (slices, default) or 3 (volumes)"),
-    mask_pattern: Optional[str] = typer.Option(None, "--mask-pattern",
+    spatial_dims: int | None = typer.Option(None, "--spatial-dims", help="segment: 2 (slices, default) or 3 (volumes)"),
+    mask_pattern: str | None = typer.Option(None, "--mask-pattern",
                                                help="segment, pairs layout: mask path from the image's"),
-    patch: Optional[str] = typer.Option(None, "--patch", help="segment, 3D: patch D,H,W (slices,rows,columns), e.g. 32,64,64"),
-    ensemble: Optional[int] = typer.Option(None, "--ensemble",
+    patch: str | None = typer.Option(None, "--patch", help="segment, 3D: patch D,H,W (slices,rows,columns), e.g. 32,64,64"),
+    ensemble: int | None = typer.Option(None, "--ensemble",
                                            help="segment: models from seeds seed, seed+1, …, probabilities averaged"),
 ) -> None:
     """Train a model on DATA and write a run directory (report, metrics, model package)."""
@@ -148,7 +147,7 @@ def train_cmd(
     _print_summary(outcome.metrics, out)
 
 
-def segmentation_layout(data: Path, layout: Optional[str]) -> Optional[str]:
+def segmentation_layout(data: Path, layout: str | None) -> str | None:
     """The segmentation layout DATA is in (the one named by --layout, or detected), else None."""
     try:
         from medlens.segment.layouts import SEGMENT_LAYOUTS, detect_segmentation_layout
@@ -159,7 +158,7 @@ def segmentation_layout(data: Path, layout: Optional[str]) -> Optional[str]:
     return detect_segmentation_layout(data)
 
 
-def _train_segment(data: Path, out: Optional[Path], config: Optional[Path], resume: bool, opts: dict) -> None:
+def _train_segment(data: Path, out: Path | None, config: Path | None, resume: bool, opts: dict) -> None:
     try:
         from medlens.segment.workflow import train_from_cli
     except ImportError:
@@ -239,12 +238,12 @@ def evaluate_cmd(
     model: Path = typer.Argument(..., help="run directory or model package"),
     data: Path = typer.Argument(..., help="data to evaluate on"),
     split: str = typer.Option("test", "--split", help="test, val, train or all"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="where to write metrics.json and report.html"),
-    layout: Optional[str] = typer.Option(None, "--layout", help=LAYOUT_HELP),
-    label_column: Optional[str] = typer.Option(None, "--label-column"),
-    path_column: Optional[str] = typer.Option(None, "--path-column"),
-    patient_column: Optional[str] = typer.Option(None, "--patient-column"),
-    patient_table: Optional[str] = typer.Option(None, "--patient-table"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="where to write metrics.json and report.html"),
+    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP),
+    label_column: str | None = typer.Option(None, "--label-column"),
+    path_column: str | None = typer.Option(None, "--path-column"),
+    patient_column: str | None = typer.Option(None, "--patient-column"),
+    patient_table: str | None = typer.Option(None, "--patient-table"),
 ) -> None:
     """Evaluate a trained model on DATA: metrics.json and report.html in --out."""
     from medlens.pipelines.evaluate_run import evaluate_model
@@ -259,7 +258,7 @@ def evaluate_cmd(
 def predict_cmd(
     model: Path = typer.Argument(..., help="run directory or model package"),
     inputs: list[Path] = typer.Argument(..., help="image files or folders"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="write predictions to .csv or .json"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write predictions to .csv or .json"),
     batch_size: int = typer.Option(64, "--batch-size"),
 ) -> None:
     """Predict images with a trained model: probabilities, decision at the operating point."""

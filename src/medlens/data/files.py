@@ -9,6 +9,7 @@ from medlens.data.records import DatasetIndex, Problem, Record
 from medlens.errors import BadInputError
 from medlens.io.images import IMAGE_EXTENSIONS
 
+
 def _visible_dirs(folder: Path) -> list[Path]:
     try:
         return sorted(

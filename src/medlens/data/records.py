@@ -8,12 +8,11 @@ the audit and ``inspect`` consume it.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-
-import re
 
 import numpy as np
 

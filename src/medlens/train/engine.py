@@ -245,7 +245,13 @@ def _train_epoch(model, task, loader, opt, scaler, device, cfg, use_amp, show, e
 def _progress(show: bool, total: int | None, desc: str):  # noqa: ANN202
     if not show:
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                  transient=True)
