@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,3 +67,34 @@ def test_demo_quick(tmp_path):
 
     run = run_demo(tmp_path / "demo", quick=True)
     assert (run / "report.html").is_file() and (run / "model/metadata.json").is_file()
+
+
+def test_segment_cv_resumes_after_an_interruption(kaggle_set, tmp_path, monkeypatch):
+    """Killed at the start of fold 1: --resume reads fold 0 back, trains fold 1 and ends with the
+    figures of an uninterrupted run; without --resume the folder is refused."""
+    import medlens.segment.workflow as wf
+
+    args = ["--folds", "2", "--model", "test_unet", "--size", "32", "--epochs", "2", "--max-steps", "2"]
+    whole = runner.invoke(get_app(), ["segment-cv", str(kaggle_set), "--out", str(tmp_path / "whole"), *args])
+    assert whole.exit_code == 0, whole.output
+    real, calls = wf.train_segmentation, []
+
+    def dies_on_fold1(cfg, run_dir, *, resume=False):
+        calls.append((Path(run_dir).name, resume))
+        if Path(run_dir).name == "fold1" and len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(cfg, run_dir, resume=resume)
+
+    monkeypatch.setattr(wf, "train_segmentation", dies_on_fold1)
+    cv = tmp_path / "cv"
+    with pytest.raises(KeyboardInterrupt):
+        wf.cross_validate(wf.load_cv_plan(tmp_path / "whole")[0], cv, folds=2)
+    stamp = (cv / "fold0" / "metrics.json").stat().st_mtime_ns
+    again = runner.invoke(get_app(), ["segment-cv", str(kaggle_set), "--out", str(cv), *args])
+    assert again.exit_code == 2 and "--resume" in again.output
+    res = runner.invoke(get_app(), ["segment-cv", str(kaggle_set), "--out", str(cv), "--resume"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert calls[2:] == [("fold1", False)]  # fold 0 read back, not trained again
+    assert (cv / "fold0" / "metrics.json").stat().st_mtime_ns == stamp
+    a, b = (json.loads((d / "cv_metrics.json").read_text(encoding="utf-8")) for d in (tmp_path / "whole", cv))
+    assert a["per_patient"] == b["per_patient"] and a["mean_dice"] == b["mean_dice"]

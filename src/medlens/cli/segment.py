@@ -33,17 +33,32 @@ def segment_cv(
     patch: str | None = typer.Option(None, "--patch", help="3D patch D,H,W (slices,rows,columns), e.g. 32,64,64"),
     ensemble: int = typer.Option(1, "--ensemble", help="models per fold from seeds seed, seed+1, …; "
                                                         "probabilities averaged"),
+    resume: bool = typer.Option(False, "--resume", help="continue the cross-validation in --out with its "
+                                                        "saved settings (other flags are ignored)"),
 ) -> None:
     """Train on some patients, test on patients never seen; mean per-patient-volume Dice."""
     from medlens.segment.config import DEFAULT_TRAIN, make_config, parse_patch
-    from medlens.segment.workflow import cross_validate
+    from medlens.segment.workflow import cross_validate, load_cv_plan
 
+    if resume:
+        from medlens.errors import ConfigError
+
+        cfg, folds = load_cv_plan(out)
+        if Path(cfg.data).resolve() != data.resolve():
+            raise ConfigError(f"{out} cross-validated {cfg.data}, not {data}; give the same data to resume")
+        res = cross_validate(cfg, out, folds=folds, resume=True)
+        _print_cv(res, out)
+        return
     train = dict(DEFAULT_TRAIN, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                  max_steps_per_epoch=max_steps)
     cfg = make_config(data=str(data), layout=layout, mask_pattern=mask_pattern, model=model, size=size, loss=loss, train=train,
                       spatial_dims=spatial_dims, patch=parse_patch(patch) if patch else None,
                       ensemble=ensemble)
     res = cross_validate(cfg, out, folds=folds)
+    _print_cv(res, out)
+
+
+def _print_cv(res: dict, out: Path) -> None:
     for pid, row in sorted(res["per_patient"].items(), key=lambda kv: kv[1]["dice"]):
         typer.echo(f"{pid}: Dice {row['dice']:.3f}")
     typer.echo(f"mean per-patient-volume Dice over {int(res['patients'])} unseen patients: "

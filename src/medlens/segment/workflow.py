@@ -206,11 +206,15 @@ def _save_splits(index, splits: dict[str, list[str]], path: Path) -> None:
     save_splits(index.subset([dataclasses.replace(r, split=where.get(str(r.patient))) for r in index.records]), path)
 
 
-def cross_validate(cfg: SegmentConfig, out_dir: str | Path, *, folds: int = 3) -> dict[str, Any]:
+def cross_validate(cfg: SegmentConfig, out_dir: str | Path, *, folds: int = 3,
+                   resume: bool = False) -> dict[str, Any]:
     """Leave-patients-out: each fold's patients are the test set once, never trained on.
 
     The validation patient of each fold (for early stopping) is drawn from the rest.
     Returns per-fold metrics and the mean per-patient-volume Dice over all test patients.
+    ``out_dir/cv_plan.json`` records the config and fold count; with ``resume`` finished
+    folds (their ``report.html`` written) are read back, an interrupted fold continues from
+    its checkpoints, and the rest train as usual.
     """
     from medlens.segment.data import patient_folds
     from medlens.segment.layouts import load_segmentation_dataset
@@ -221,6 +225,9 @@ def cross_validate(cfg: SegmentConfig, out_dir: str | Path, *, folds: int = 3) -
         from medlens.segment.volumes import require_volume_layout
 
         require_volume_layout(index)
+    _check_cv_dir(out_dir, cfg, folds, resume)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "cv_plan.json", {"folds": folds, "config": cfg.model_dump(mode="json")})
     pats = sorted({str(r.patient) for r in index.records})
     groups = patient_folds(pats, folds, seed=cfg.train.seed)
     all_rows: dict[str, dict[str, float]] = {}
@@ -229,7 +236,14 @@ def cross_validate(cfg: SegmentConfig, out_dir: str | Path, *, folds: int = 3) -
         rest = [p for p in pats if p not in test]
         val = [rest[np.random.default_rng(cfg.train.seed + k).integers(len(rest))]]
         fcfg = cfg.model_copy(update={"test_patients": test, "val_patients": val})
-        m = train_segmentation(fcfg, out_dir / f"fold{k}")
+        fold_dir = out_dir / f"fold{k}"
+        if resume and (fold_dir / "report.html").exists() and (fold_dir / "metrics.json").exists():
+            m = json.loads((fold_dir / "metrics.json").read_text(encoding="utf-8"))
+            logger.info("fold %d: finished before, read from %s", k, fold_dir)
+        else:
+            started = (fold_dir / "checkpoints" / "last.pt").exists() or any(
+                fold_dir.glob("member*/checkpoints/last.pt"))
+            m = train_segmentation(fcfg, fold_dir, resume=resume and started)
         fold_metrics.append({"fold": k, "test": test, "val": val, "mean_dice": m.get("mean_dice")})
         all_rows.update(m["per_patient"])
     from medlens.segment.metrics import summarise
@@ -237,6 +251,28 @@ def cross_validate(cfg: SegmentConfig, out_dir: str | Path, *, folds: int = 3) -
     res = {"folds": fold_metrics, **summarise(all_rows), "per_patient": all_rows}
     atomic_write_json(out_dir / "cv_metrics.json", res)
     return res
+
+
+def load_cv_plan(out_dir: str | Path) -> tuple[SegmentConfig, int]:
+    """Config and fold count of a segmentation cross-validation folder (``--resume``)."""
+    path = Path(out_dir) / "cv_plan.json"
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+        return SegmentConfig(**plan["config"]), int(plan["folds"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{out_dir}: no segmentation cross-validation to resume ({e})") from None
+
+
+def _check_cv_dir(out_dir: Path, cfg: SegmentConfig, folds: int, resume: bool) -> None:
+    started = (out_dir / "cv_plan.json").exists() or any(out_dir.glob("fold*/config.json"))
+    if started and not resume:
+        raise ConfigError(f"{out_dir} already holds a cross-validation; pass --resume to continue it "
+                          "or choose another --out")
+    if resume:
+        old_cfg, old_folds = load_cv_plan(out_dir)
+        if old_folds != folds or old_cfg.model_dump(mode="json") != cfg.model_dump(mode="json"):
+            raise ConfigError(f"{out_dir}/cv_plan.json was written with another config or fold count; "
+                              "resume with the same settings or choose another --out")
 
 
 def train_from_cli(*, data: Path, out: Path | None, config: Path | None, resume: bool,
