@@ -60,6 +60,10 @@ def test_segment_cv_leaves_patients_out(kaggle_set, tmp_path):
         train_lines = [ln for ln in splits.splitlines() if ln.endswith(",train")]
         assert not any(p in ln for p in f["test"] for ln in train_lines)
     assert "mean per-patient-volume Dice" in res.output
+    page = (tmp_path / "cv" / "cv_report.html").read_text(encoding="utf-8")
+    assert "Per patient (worst first)" in page and "data:image/png;base64" in page
+    for f in cv["folds"]:  # every unseen patient links to its fold's report
+        assert all(f"<th>{p}</th>" in page for p in f["test"]) and f"fold{f['fold']}/report.html" in page
 
 
 def test_demo_quick(tmp_path):

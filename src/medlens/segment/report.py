@@ -107,6 +107,48 @@ def overlay_tiles(sl: Any, probs: np.ndarray, rows: dict[str, dict[str, float]],
     return out
 
 
+_STYLE = ("<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+          "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+          "figure{display:inline-block;margin:4px}figcaption{font-size:small;text-align:center}"
+          ".legend span{padding:2px 6px;margin-right:6px;color:#fff}</style>")
+
+
+def patient_table(rows: dict[str, dict[str, float]], links: dict[str, str] | None = None) -> str:
+    """Per-patient metrics, worst Dice first; ``links`` adds a column linking each patient."""
+    head = "<table><tr><th>patient</th>" + "".join(f"<th>{c}</th>" for c in _COLS)
+    out = [head + ("<th>run</th>" if links else "") + "</tr>"]
+    for pid, r in sorted(rows.items(), key=lambda kv: kv[1].get("dice", 0)):
+        cell = (f"<td><a href='{html.escape(links[pid])}'>report</a></td>" if links and pid in links else
+                "<td></td>" if links else "")
+        out.append(f"<tr><th>{html.escape(pid)}</th>" + "".join(
+            f"<td>{_fmt(r.get(c, float('nan')))}</td>" for c in _COLS) + cell + "</tr>")
+    return "".join(out) + "</table>"
+
+
+def write_cv_report(path: str | Path, res: dict[str, Any], fold_runs: list[dict[str, Any]],
+                    title: str = "Segmentation cross-validation") -> Path:
+    """One page for a leave-patients-out run: summary, every unseen patient worst first (linked
+    to its fold's report), the Dice distribution and one row per fold."""
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             _STYLE, f"</head><body><h1>{html.escape(title)}</h1>"]
+    summary = {k: v for k, v in res.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    parts.append("<h2>Summary (patients never seen in training)</h2><table>" + "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in summary.items()) + "</table>")
+    links = {p: f"fold{f['fold']}/report.html" for f in fold_runs for p in f["test"]}
+    parts.append("<h2>Per patient (worst first)</h2>" + patient_table(res["per_patient"], links))
+    parts.append("<h2>Dice distribution</h2>" + _img_tag(dice_figure(res["per_patient"], None), "Dice"))
+    parts.append("<h2>Folds</h2><table><tr><th>fold</th><th>test</th><th>validation</th>"
+                 "<th>mean Dice</th><th>post-processing</th><th>members (best epochs)</th></tr>")
+    for f in fold_runs:
+        members = f.get("members") or []
+        parts.append(f"<tr><td>{f['fold']}</td><td>{html.escape(', '.join(f['test']))}</td>"
+                     f"<td>{html.escape(', '.join(f['val']))}</td><td>{_fmt(f.get('mean_dice'))}</td>"
+                     f"<td>{html.escape(str(f.get('postprocess', '')))}</td>"
+                     f"<td>{html.escape(', '.join(str(m.get('best_epoch')) for m in members))}</td></tr>")
+    parts.append("</table></body></html>")
+    return atomic_write_text(path, "\n".join(parts))
+
+
 def write_report(path: str | Path, sl: Any, probs: np.ndarray, rows: dict[str, dict[str, float]],
                  metrics: dict[str, Any], *, history: list[dict[str, float]] | None = None,
                  problems: list[Any] = (), threshold: float = 0.5, title: str = "Segmentation report",
@@ -118,23 +160,14 @@ def write_report(path: str | Path, sl: Any, probs: np.ndarray, rows: dict[str, d
     ps = per_slice(probs >= threshold, truth)
     lesion = truth.reshape(len(truth), -1).any(1)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             ("<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-              "figure{display:inline-block;margin:4px}figcaption{font-size:small;text-align:center}"
-              ".legend span{padding:2px 6px;margin-right:6px;color:#fff}</style></head><body>"),
-             f"<h1>{html.escape(title)}</h1>"]
+             _STYLE, f"</head><body><h1>{html.escape(title)}</h1>"]
     summary = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     parts.append("<h2>Summary</h2><table>" + "".join(
         f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in summary.items()) + "</table>")
     parts.append("<p>Dice is computed per patient over the whole volume (slices stacked); "
                  "both empty counts as 1, one empty as 0. HD95 is undefined (–) when exactly one "
                  "of truth and prediction is empty.</p>")
-    parts.append("<h2>Per patient (worst first)</h2><table><tr><th>patient</th>"
-                 + "".join(f"<th>{c}</th>" for c in _COLS) + "</tr>")
-    for pid, r in sorted(rows.items(), key=lambda kv: kv[1].get("dice", 0)):
-        parts.append(f"<tr><th>{html.escape(pid)}</th>" + "".join(
-            f"<td>{_fmt(r.get(c, float('nan')))}</td>" for c in _COLS) + "</tr>")
-    parts.append("</table>")
+    parts.append("<h2>Per patient (worst first)</h2>" + patient_table(rows))
     parts.append("<h2>Dice distribution</h2>" + _img_tag(dice_figure(rows, ps["dice"][lesion]), "Dice histograms"))
     cur = curves_figure(history or [])
     if cur:

@@ -244,12 +244,17 @@ def cross_validate(cfg: SegmentConfig, out_dir: str | Path, *, folds: int = 3,
             started = (fold_dir / "checkpoints" / "last.pt").exists() or any(
                 fold_dir.glob("member*/checkpoints/last.pt"))
             m = train_segmentation(fcfg, fold_dir, resume=resume and started)
-        fold_metrics.append({"fold": k, "test": test, "val": val, "mean_dice": m.get("mean_dice")})
+        fold_metrics.append({"fold": k, "test": test, "val": val, "mean_dice": m.get("mean_dice"),
+                             "postprocess": (m.get("postprocess") or {}).get("rule"),
+                             "members": m.get("members") or []})
         all_rows.update(m["per_patient"])
     from medlens.segment.metrics import summarise
+    from medlens.segment.report import write_cv_report
 
     res = {"folds": fold_metrics, **summarise(all_rows), "per_patient": all_rows}
     atomic_write_json(out_dir / "cv_metrics.json", res)
+    write_cv_report(out_dir / "cv_report.html", res, fold_metrics,
+                    title=f"Segmentation cross-validation: {Path(cfg.data).name}, {folds} folds")
     return res
 
 
