@@ -168,26 +168,15 @@ class ModelPackage:
         return ((x - mean) / std).to(self.device)
 
     def _preprocess_slices(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """A 2D segmenter's input: resized to the training side (as ``predict_slices``), [0, 1],
-        zero-padded to the network's divisor."""
-        import cv2
-        import torch.nn.functional as F
+        """A segmenter's input, prepared as :func:`medlens.segment.predict.slices_tensor` does."""
+        from medlens.segment.predict import slices_tensor
 
-        if int(self.metadata.get("input", {}).get("spatial_dims", 2)) != 2:
+        inp = self.metadata.get("input", {})
+        if int(inp.get("spatial_dims", 2)) != 2:
             raise BadInputError(f"{self.path}: a 3D segmenter; explain volumes through the Python API "
                                 "(medlens.explain.explain(model, x)) with (B, C, D, H, W) input")
-        side = self.metadata.get("preprocess", {}).get("resize")
-        arrs = [_as_uint8(im) for im in images]
-        if side:
-            arrs = [a if a.shape[:2] == (side, side) else
-                    np.atleast_3d(cv2.resize(a, (side, side), interpolation=cv2.INTER_AREA)) for a in arrs]
-        if len({a.shape for a in arrs}) > 1:
-            raise BadInputError(f"{self.path}: this segmenter keeps native sizes; give images of one size "
-                                f"(got {sorted({a.shape[:2] for a in arrs})})")
-        x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div_(255.0)
-        div = int(self.metadata.get("input", {}).get("divisor", 16))
-        x = F.pad(x, (0, (-x.shape[-1]) % div, 0, (-x.shape[-2]) % div))
-        return x.to(self.device)
+        return slices_tensor([_as_uint8(im) for im in images], resize=self.metadata.get("preprocess", {}).get("resize"),
+                             divisor=int(inp.get("divisor", 16)), device=self.device)
 
     # --- prediction --------------------------------------------------------------
     @torch.no_grad()

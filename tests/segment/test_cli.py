@@ -60,6 +60,9 @@ def test_segment_cv_leaves_patients_out(kaggle_set, tmp_path):
         train_lines = [ln for ln in splits.splitlines() if ln.endswith(",train")]
         assert not any(p in ln for p in f["test"] for ln in train_lines)
     assert "mean per-patient-volume Dice" in res.output
+    # the data are decoded once, into the CV folder, not once per fold
+    assert len(list((tmp_path / "cv" / "cache").glob("slices_*.npz"))) == 1
+    assert not any((tmp_path / "cv").glob("fold*/cache"))
     page = (tmp_path / "cv" / "cv_report.html").read_text(encoding="utf-8")
     assert "Per patient (worst first)" in page and "data:image/png;base64" in page
     for f in cv["folds"]:  # every unseen patient links to its fold's report
@@ -83,11 +86,11 @@ def test_segment_cv_resumes_after_an_interruption(kaggle_set, tmp_path, monkeypa
     assert whole.exit_code == 0, whole.output
     real, calls = wf.train_segmentation, []
 
-    def dies_on_fold1(cfg, run_dir, *, resume=False):
+    def dies_on_fold1(cfg, run_dir, *, resume=False, **shared):
         calls.append((Path(run_dir).name, resume))
         if Path(run_dir).name == "fold1" and len(calls) == 2:
             raise KeyboardInterrupt
-        return real(cfg, run_dir, resume=resume)
+        return real(cfg, run_dir, resume=resume, **shared)
 
     monkeypatch.setattr(wf, "train_segmentation", dies_on_fold1)
     cv = tmp_path / "cv"

@@ -88,7 +88,8 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     spatial_dims: int | None = typer.Option(None, "--spatial-dims", help="segment: 2 (slices, default) or 3 (volumes)"),
     mask_pattern: str | None = typer.Option(None, "--mask-pattern",
-                                               help="segment, pairs layout: mask path from the image's"),
+                                               help="segment, pairs layout: mask path from the image's folder, "
+                                                "e.g. '../masks/{stem}_seg{ext}'"),
     patch: str | None = typer.Option(None, "--patch", help="segment, 3D: patch D,H,W (slices,rows,columns), e.g. 32,64,64"),
     ensemble: int | None = typer.Option(None, "--ensemble",
                                            help="segment: models from seeds seed, seed+1, …, probabilities averaged"),

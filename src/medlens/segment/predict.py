@@ -46,6 +46,23 @@ def _pad_forward(model: torch.nn.Module, x: torch.Tensor, divisor: int) -> torch
     return model(x)[..., :h, :w]
 
 
+def slices_tensor(images: Sequence[np.ndarray], *, resize: int | None, divisor: int,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """``(H, W, C)`` uint8 images → the network's input ``(B, C, S, S)``: resized to the
+    training side as :func:`predict_slices` resizes (area), [0, 1], zero-padded to the
+    divisor. Used where a caller needs the input tensor itself (explanations)."""
+    xs = [to_float(torch.from_numpy(np.ascontiguousarray(np.moveaxis(im, -1, 0)))[None]) for im in images]
+    if resize is not None:
+        xs = [x if tuple(x.shape[-2:]) == (resize, resize) else F.interpolate(x, size=(resize, resize), mode="area")
+              for x in xs]
+    if len({tuple(x.shape) for x in xs}) > 1:
+        raise BadInputError("this segmenter keeps native sizes; give images of one size "
+                            f"(got {sorted({tuple(x.shape[-2:]) for x in xs})})")
+    x = torch.cat(xs)
+    x = F.pad(x, (0, (-x.shape[-1]) % divisor, 0, (-x.shape[-2]) % divisor))
+    return x.to(torch.device(device))
+
+
 @torch.no_grad()
 def predict_slices(model: torch.nn.Module, images: np.ndarray, *, resize: int | None,
                    patch: Sequence[int] | None = None, divisor: int = 16, batch_size: int = 16,

@@ -80,17 +80,21 @@ class Fitted:
     postprocess: dict[str, Any] = field(default_factory=lambda: {"rule": "none"})
 
 
-def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool = False) -> dict[str, Any]:
+def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool = False,
+                       index: Any = None, cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Train, evaluate on held-out patients, write the report and the model package.
 
     ``cfg.spatial_dims`` picks slices (2) or volume patches (3); the rest is shared.
+    ``index`` (the loaded ``cfg.data``) and ``cache_dir`` (decoded slices, default
+    ``run_dir/cache``) let cross-validation load and decode the data once for all folds.
     Returns the metrics dict also written to ``metrics.json``.
     """
     from medlens.segment.layouts import load_segmentation_dataset
 
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
-    index = load_segmentation_dataset(cfg.data, layout=cfg.layout, mask_pattern=cfg.mask_pattern)
+    if index is None:
+        index = load_segmentation_dataset(cfg.data, layout=cfg.layout, mask_pattern=cfg.mask_pattern)
     run_dir.mkdir(parents=True, exist_ok=True)  # only once the data is found
     atomic_write_json(run_dir / "config.json", cfg.model_dump())
     if cfg.spatial_dims == 3:
@@ -107,7 +111,8 @@ def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool 
 
         fitted = fit_volumes(cfg, index, splits, run_dir, resume=resume)
     else:
-        fitted = _fit_slices(cfg, index, splits, run_dir, resume=resume)
+        fitted = _fit_slices(cfg, index, splits, run_dir, resume=resume,
+                             cache_dir=Path(cache_dir) if cache_dir is not None else run_dir / "cache")
     from medlens.segment.metrics import summarise
 
     eval_split, rows, model, result = fitted.eval_split, fitted.rows, fitted.model, fitted.result
@@ -135,7 +140,7 @@ def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool 
 
 
 def _fit_slices(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], run_dir: Path,
-                *, resume: bool = False) -> Fitted:
+                *, resume: bool = False, cache_dir: Path) -> Fitted:
     """The 2D step: train on slices, evaluate the held-out patients' slice stacks."""
     from medlens.models.registry import create_model
     from medlens.segment.data import build_slices
@@ -146,7 +151,7 @@ def _fit_slices(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], ru
     from medlens.train.engine import fit, resolve_device, seed_everything
     from medlens.train.ensemble import fit_members
 
-    slices = build_slices(index, size=cfg.size, cache_dir=run_dir / "cache")
+    slices = build_slices(index, size=cfg.size, cache_dir=cache_dir)
     parts = {k: slices.select(v) for k, v in splits.items()}
     if len(parts["train"]) == 0:
         raise BadInputError(f"{cfg.data}: no readable training slices")
@@ -243,7 +248,8 @@ def cross_validate(cfg: SegmentConfig, out_dir: str | Path, *, folds: int = 3,
         else:
             started = (fold_dir / "checkpoints" / "last.pt").exists() or any(
                 fold_dir.glob("member*/checkpoints/last.pt"))
-            m = train_segmentation(fcfg, fold_dir, resume=resume and started)
+            m = train_segmentation(fcfg, fold_dir, resume=resume and started, index=index,
+                                   cache_dir=out_dir / "cache")  # decoded once for all folds
         fold_metrics.append({"fold": k, "test": test, "val": val, "mean_dice": m.get("mean_dice"),
                              "postprocess": (m.get("postprocess") or {}).get("rule"),
                              "members": m.get("members") or []})

@@ -174,7 +174,8 @@ def fit(
             atomic_torch_save(last_path, {
                 "version": CHECKPOINT_VERSION, "model": _cpu_state(model), "optimizer": opt.state_dict(),
                 "scheduler": None if sched is None else sched.state_dict(), "scaler": scaler.state_dict(),
-                "ema": None if ema is None else ema.state_dict(), "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
+                "ema": None if ema is None else ema.state_dict(),
+                "epoch": epoch, "best_score": best_score, "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs, "history": history, "stopped": stopped,
                 "config": cfg.model_dump(),
             })
