@@ -152,7 +152,8 @@ def test_existing_run_without_resume_is_refused(cv_run):
 def test_bad_folds_and_t_interval(tmp_path):
     from medlens.errors import ConfigError
     from medlens.pipelines.config import RunConfig
-    from medlens.pipelines.crossval import cross_validate, fold_t_interval
+    from medlens.pipelines.crossval import cross_validate
+    from medlens.pipelines.crossval_summary import fold_t_interval
 
     with pytest.raises(ConfigError, match="folds"):
         cross_validate(RunConfig(data={"path": str(tmp_path)}), tmp_path / "o", folds=1)

@@ -4,18 +4,18 @@
 fold (stratified, grouped by patient, else by image): carves a grouped validation split
 from the training part — used for early stopping, temperature and threshold, never the
 held-out fold — trains with the same engine, model and task as ``medlens train``, and
-keeps the held-out (out-of-fold, OOF) probabilities. The result, ``cv_metrics.json`` and
-``report.html``, has per-fold metrics, mean ± std, two 95 % CIs for AUC (a t-interval
-over folds and a bootstrap of the pooled OOF AUC) and the full metrics of the pooled OOF
-predictions. Each fold lives in ``out_dir/fold_<i>/``; a finished fold is skipped and an
-interrupted one resumes from its last checkpoint with ``resume=True``.
+keeps the held-out (out-of-fold, OOF) probabilities. The result, ``cv_metrics.json``
+(:mod:`~medlens.pipelines.crossval_summary`) and ``report.html``
+(:mod:`~medlens.pipelines.crossval_report`), has per-fold metrics, mean ± std, two 95 % CIs
+for AUC (a t-interval over folds and a bootstrap of the pooled OOF AUC) and the full metrics
+of the pooled OOF predictions. Each fold lives in ``out_dir/fold_<i>/``; a finished fold is
+skipped and an interrupted one resumes from its last checkpoint with ``resume=True``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -28,29 +28,10 @@ from medlens.errors import BadInputError, ConfigError
 from medlens.io.atomic import atomic_write, atomic_write_json
 from medlens.pipelines.classification import fit_classifier
 from medlens.pipelines.config import RunConfig
+from medlens.pipelines.crossval_summary import FOLD_KEYS, FoldResult, summarise
 
 log = logging.getLogger(__name__)
 
-FOLD_KEYS = (
-    "roc_auc",
-    "sensitivity",
-    "specificity",
-    "balanced_accuracy",
-    "accuracy",
-    "op_sensitivity",
-    "op_specificity",
-)
-
-
-@dataclasses.dataclass
-class FoldResult:
-    """One fold's out-of-fold predictions (positions index the cache) and summary row."""
-
-    test_idx: np.ndarray
-    probs: np.ndarray
-    threshold: float
-    row: dict[str, Any]
-    history: list[dict[str, Any]]
 
 
 def cross_validate(
@@ -88,7 +69,7 @@ def cross_validate(
         _run_fold(i, fold_of, usable, cache, cfg, out_dir / f"fold_{i}", resume)
         for i in range(folds)
     ]
-    cv = _summarise(results, usable, cache, cfg)
+    cv = summarise(results, usable, cache, cfg)
     cv["seconds"] = round(time.perf_counter() - t0, 1)  # this call (a resumed run skips folds)
     cv["seconds_folds"] = round(sum(r.row.get("seconds") or 0.0 for r in results), 1)
     cv["audit"] = audit
@@ -312,96 +293,4 @@ def _load_fold(fold_dir: Path, usable: DatasetIndex) -> FoldResult:
         float(res["row"]["threshold"]),
         res["row"],
         res["history"],
-    )
-
-
-def fold_t_interval(values: list[float], level: float = 0.95) -> dict[str, Any] | None:
-    """Student-t interval of the mean over folds (optimistic: folds share training data)."""
-    from scipy import stats
-
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    if len(v) < 2:
-        return None
-    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return {
-        "low": max(0.0, float(v.mean()) - half),
-        "high": min(1.0, float(v.mean()) + half),
-        "level": level,
-        "n_folds": len(v),
-        "method": "mean ± t(k-1)·sd/√k over folds, clipped to [0, 1]",
-    }
-
-
-def _summarise(
-    results: list[FoldResult], usable: DatasetIndex, cache: ImageCache, cfg: RunConfig
-) -> dict[str, Any]:
-    from medlens.evaluate.metrics import classification_metrics, to_jsonable
-    from medlens.evaluate.operating_point import binary_rates, disease_score
-    from medlens.pipelines.evaluation import negative_class_index
-
-    classes = usable.classes
-    neg = negative_class_index(classes, cfg.eval.negative_class)
-    idx = np.concatenate([r.test_idx for r in results])
-    if len(idx) != len(usable.records) or len(np.unique(idx)) != len(idx):
-        raise ConfigError(
-            "the held-out folds do not cover every image exactly once; start a new run"
-        )
-    probs = np.empty((len(idx), len(classes)))
-    thr = np.empty(len(idx))
-    for r in results:
-        probs[r.test_idx] = r.probs
-        thr[r.test_idx] = r.threshold
-    y = cache.labels
-    patients = [r.patient for r in usable.records]
-    pooled = classification_metrics(
-        y,
-        probs,
-        classes,
-        negative_class=neg,
-        threshold=None,
-        patients=patients if usable.has_patients else None,
-        n_bootstrap=cfg.eval.n_bootstrap,
-        seed=cfg.train.seed,
-        patient_aggregate=cfg.eval.patient_aggregate,
-        patient_k=cfg.eval.topk,
-    )
-    pooled["split"] = "out-of-fold (every image predicted by the model that did not train on it)"
-    rates = binary_rates(y != neg, disease_score(probs, neg) >= thr)
-    rows = [r.row for r in results]
-    summary = {}
-    for key in FOLD_KEYS:
-        v = [x[key] for x in rows if x.get(key) is not None]
-        summary[key] = {
-            "mean": float(np.mean(v)) if v else None,
-            "std": float(np.std(v, ddof=1)) if len(v) > 1 else None,
-            "n_folds": len(v),
-        }
-    boot = (pooled.get("ci") or {}).get("roc_auc")
-    return to_jsonable(
-        {
-            "folds": len(results),
-            "grouping": "patient" if usable.has_patients and cfg.data.group_by_patient else "image",
-            "per_fold": rows,
-            "summary": summary,
-            "auc": {
-                "mean": summary["roc_auc"]["mean"],
-                "std": summary["roc_auc"]["std"],
-                "pooled_oof": pooled.get("roc_auc"),
-                "ci_fold_t": fold_t_interval([x["roc_auc"] for x in rows]),
-                "ci_pooled_bootstrap": None
-                if boot is None
-                else {
-                    **boot,
-                    "level": pooled["ci"]["level"],
-                    "method": pooled["ci"]["method"]
-                    + " (images resampled; pools models of all folds)",
-                },
-            },
-            "pooled": pooled,
-            "pooled_operating_point": {
-                "rule": "each image called with its own fold's validation threshold",
-                **{k: rates[k] for k in ("sensitivity", "specificity", "ppv", "npv")},
-            },
-            "config": cfg.model_dump(),
-        }
     )

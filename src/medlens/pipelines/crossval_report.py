@@ -12,7 +12,7 @@ import numpy as np
 from medlens.data.cache import ImageCache
 from medlens.data.records import DatasetIndex
 from medlens.pipelines.config import RunConfig
-from medlens.pipelines.crossval import FOLD_KEYS, FoldResult
+from medlens.pipelines.crossval_summary import FOLD_KEYS, FoldResult
 
 
 def _mean_history(results: list[FoldResult]) -> list[dict[str, Any]]:
