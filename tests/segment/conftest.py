@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import torch
 
 from medlens.data.synthetic.brain import make_brain_mri_like
 
@@ -17,6 +18,19 @@ def tree_hash(root: Path) -> str:
         h.update(str(f.relative_to(root)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()
+
+
+class ShapeProbe(torch.nn.Module):
+    """A stand-in network: records the spatial shape of every window it sees and answers a
+    confident lesion everywhere (logit 10). Checks what sliding-window inference feeds."""
+
+    def __init__(self, dims: int) -> None:
+        super().__init__()
+        self.dims, self.calls = dims, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(x.shape[-self.dims:]))
+        return x[:, :1] * 0 + 10.0
 
 
 RUN_FILES = ("config.json", "splits.csv", "metrics.json", "per_patient.csv", "report.html",

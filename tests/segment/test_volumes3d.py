@@ -23,7 +23,12 @@ from medlens.segment.predict import predict_files, predict_volume
 from medlens.segment.task import SegmentAugment
 from medlens.segment.volumes import PatchLoader, build_volumes, resolve_patch
 from medlens.segment.workflow import train_segmentation
-from tests.segment.conftest import assert_run_directory, train_leaving_data_untouched, tree_hash
+from tests.segment.conftest import (
+    ShapeProbe,
+    assert_run_directory,
+    train_leaving_data_untouched,
+    tree_hash,
+)
 
 runner = CliRunner()
 PATCH = [16, 16, 16]  # smaller than the 16×32×32 volumes in-plane: sliding windows at evaluation
@@ -122,24 +127,18 @@ def test_3d_predict_keeps_geometry_and_evaluate(run3d, easy_volumes, tmp_path):
 
 
 def test_sliding_window_when_volume_exceeds_patch():
-    calls = []
-
-    class Probe(torch.nn.Module):
-        def forward(self, x):
-            calls.append(tuple(x.shape[-3:]))
-            return x[:, :1] * 0 + 10.0
-
+    probe = ShapeProbe(3)
     big = np.zeros((2, 20, 40, 36), np.uint8)
-    p = predict_volume(Probe(), big, patch=(8, 16, 16))
+    p = predict_volume(probe, big, patch=(8, 16, 16))
     assert p.shape == (20, 40, 36) and np.all(p > 0.99)
-    assert len(calls) > 1 and set(calls) == {(8, 16, 16)}
-    calls.clear()
+    assert len(probe.calls) > 1 and set(probe.calls) == {(8, 16, 16)}
+    probe.calls.clear()
     small = np.zeros((2, 5, 10, 12), np.uint8)  # padded to one window, cropped back
-    assert predict_volume(Probe(), small, patch=(8, 16, 16)).shape == (5, 10, 12)
-    assert calls == [(8, 16, 16)]
-    calls.clear()  # an in-plane resize goes to the model's side and back
-    assert predict_volume(Probe(), big, patch=(8, 16, 16), resize=16).shape == (20, 40, 36)
-    assert calls and set(calls) == {(8, 16, 16)}
+    assert predict_volume(probe, small, patch=(8, 16, 16)).shape == (5, 10, 12)
+    assert probe.calls == [(8, 16, 16)]
+    probe.calls.clear()  # an in-plane resize goes to the model's side and back
+    assert predict_volume(probe, big, patch=(8, 16, 16), resize=16).shape == (20, 40, 36)
+    assert probe.calls and set(probe.calls) == {(8, 16, 16)}
 
 
 def test_patch_loader_positive_share_padding_and_determinism(easy_volumes):

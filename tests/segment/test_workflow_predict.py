@@ -13,7 +13,12 @@ from medlens.segment.evaluation import evaluate_package
 from medlens.segment.predict import overlay, predict_files, predict_slices
 from medlens.segment.task import SegmentAugment, SegmentTask
 from medlens.train.config import TrainConfig
-from tests.segment.conftest import assert_run_directory, train_leaving_data_untouched, tree_hash
+from tests.segment.conftest import (
+    ShapeProbe,
+    assert_run_directory,
+    train_leaving_data_untouched,
+    tree_hash,
+)
 
 
 def test_augment_moves_image_and_mask_together():
@@ -102,17 +107,11 @@ def test_evaluate_and_predict_from_package(trained_run, kaggle_set, tmp_path):
 
 
 def test_sliding_window_for_inputs_larger_than_patch():
-    calls = []
-
-    class Probe(torch.nn.Module):
-        def forward(self, x):
-            calls.append(tuple(x.shape[-2:]))
-            return x[:, :1] * 0 + 10.0
-
+    probe = ShapeProbe(2)
     images = np.zeros((1, 3, 40, 56), np.uint8)
-    p = predict_slices(Probe(), images, resize=None, patch=(16, 16), divisor=4)
+    p = predict_slices(probe, images, resize=None, patch=(16, 16), divisor=4)
     assert p.shape == (1, 40, 56) and np.all(p > 0.99)
-    assert all(c == (16, 16) for c in calls) and len(calls) >= 1
+    assert all(c == (16, 16) for c in probe.calls) and len(probe.calls) >= 1
 
 
 def test_overlay_colours():
