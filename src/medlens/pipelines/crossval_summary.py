@@ -1,0 +1,129 @@
+"""Folds into one cross-validation result: pooled out-of-fold metrics, mean ± sd over
+folds and the two AUC intervals (see :mod:`medlens.pipelines.crossval`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from medlens.data.cache import ImageCache
+from medlens.data.records import DatasetIndex
+from medlens.errors import ConfigError
+from medlens.pipelines.config import RunConfig
+
+FOLD_KEYS = (
+    "roc_auc",
+    "sensitivity",
+    "specificity",
+    "balanced_accuracy",
+    "accuracy",
+    "op_sensitivity",
+    "op_specificity",
+)
+
+
+@dataclasses.dataclass
+class FoldResult:
+    """One fold's out-of-fold predictions (positions index the cache) and summary row."""
+
+    test_idx: np.ndarray
+    probs: np.ndarray
+    threshold: float
+    row: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def fold_t_interval(values: list[float], level: float = 0.95) -> dict[str, Any] | None:
+    """Student-t interval of the mean over folds (optimistic: folds share training data)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if len(v) < 2:
+        return None
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return {
+        "low": max(0.0, float(v.mean()) - half),
+        "high": min(1.0, float(v.mean()) + half),
+        "level": level,
+        "n_folds": len(v),
+        "method": "mean ± t(k-1)·sd/√k over folds, clipped to [0, 1]",
+    }
+
+
+def summarise(
+    results: list[FoldResult], usable: DatasetIndex, cache: ImageCache, cfg: RunConfig
+) -> dict[str, Any]:
+    """``cv_metrics.json``: every image's out-of-fold prediction pooled, per-fold rows and stats."""
+    from medlens.evaluate.metrics import classification_metrics, to_jsonable
+    from medlens.evaluate.operating_point import binary_rates, disease_score
+    from medlens.pipelines.evaluation import negative_class_index
+
+    classes = usable.classes
+    neg = negative_class_index(classes, cfg.eval.negative_class)
+    idx = np.concatenate([r.test_idx for r in results])
+    if len(idx) != len(usable.records) or len(np.unique(idx)) != len(idx):
+        raise ConfigError(
+            "the held-out folds do not cover every image exactly once; start a new run"
+        )
+    probs = np.empty((len(idx), len(classes)))
+    thr = np.empty(len(idx))
+    for r in results:
+        probs[r.test_idx] = r.probs
+        thr[r.test_idx] = r.threshold
+    y = cache.labels
+    patients = [r.patient for r in usable.records]
+    pooled = classification_metrics(
+        y,
+        probs,
+        classes,
+        negative_class=neg,
+        threshold=None,
+        patients=patients if usable.has_patients else None,
+        n_bootstrap=cfg.eval.n_bootstrap,
+        seed=cfg.train.seed,
+        patient_aggregate=cfg.eval.patient_aggregate,
+        patient_k=cfg.eval.topk,
+    )
+    pooled["split"] = "out-of-fold (every image predicted by the model that did not train on it)"
+    rates = binary_rates(y != neg, disease_score(probs, neg) >= thr)
+    rows = [r.row for r in results]
+    summary = {}
+    for key in FOLD_KEYS:
+        v = [x[key] for x in rows if x.get(key) is not None]
+        summary[key] = {
+            "mean": float(np.mean(v)) if v else None,
+            "std": float(np.std(v, ddof=1)) if len(v) > 1 else None,
+            "n_folds": len(v),
+        }
+    boot = (pooled.get("ci") or {}).get("roc_auc")
+    return to_jsonable(
+        {
+            "folds": len(results),
+            "grouping": "patient" if usable.has_patients and cfg.data.group_by_patient else "image",
+            "per_fold": rows,
+            "summary": summary,
+            "auc": {
+                "mean": summary["roc_auc"]["mean"],
+                "std": summary["roc_auc"]["std"],
+                "pooled_oof": pooled.get("roc_auc"),
+                "ci_fold_t": fold_t_interval([x["roc_auc"] for x in rows]),
+                "ci_pooled_bootstrap": None
+                if boot is None
+                else {
+                    **boot,
+                    "level": pooled["ci"]["level"],
+                    "method": pooled["ci"]["method"]
+                    + " (images resampled; pools models of all folds)",
+                },
+            },
+            "pooled": pooled,
+            "pooled_operating_point": {
+                "rule": "each image called with its own fold's validation threshold",
+                **{k: rates[k] for k in ("sensitivity", "specificity", "ppv", "npv")},
+            },
+            "config": cfg.model_dump(),
+        }
+    )
