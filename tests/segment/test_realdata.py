@@ -30,8 +30,11 @@ def test_lgg_indexes_as_kaggle_3m_with_binary_masks(lgg):
 
     assert detect_segmentation_layout(lgg) == "kaggle_3m"
     ix = load_segmentation_dataset(lgg)
-    assert len(ix) == 151 and not ix.problems
-    assert len({r.patient for r in ix.records}) == 6
+    # counts of ../shared/data/lgg_brain_mri as its README states them (20 patients, 603 slices)
+    assert len(ix) == 603 and not ix.problems
+    patients = {r.patient for r in ix.records}
+    assert len(patients) == 20
+    assert len({p.split("_")[1] for p in patients}) == 5  # institutions
     one = [r.meta["slice"] for r in ix.records if r.patient == "TCGA_CS_4942_19970222"]
     assert one == list(range(1, 21))
     sub = ix.subset([r for r in ix.records if r.patient == "TCGA_CS_4942_19970222"])
