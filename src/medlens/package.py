@@ -9,10 +9,7 @@ reader sees the old package or the new one, never a mix.
 from __future__ import annotations
 
 import json
-import os
 import platform
-import shutil
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +20,8 @@ import torch
 from torch import nn
 
 from medlens.errors import BadInputError
-from medlens.io.atomic import atomic_write_json
+from medlens.io.atomic import atomic_write_dir, atomic_write_json, recover_dir
+from medlens.io.weights import load_weights_file
 
 FORMAT = "medlens-model"
 FORMAT_VERSION = 1
@@ -48,36 +46,38 @@ def save_model_package(
     metadata: dict[str, Any],
     model_card: str | None = None,
 ) -> Path:
-    """Write ``model`` + ``metadata`` to ``out_dir`` atomically (folder swap)."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    """Write ``model`` + ``metadata`` to ``out_dir`` atomically (folder swap).
+
+    A reader finds the old package or the new one, never none, even if the process is
+    killed mid-swap (see :func:`medlens.io.atomic.atomic_write_dir`).
+    """
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": versions(), **metadata,
+            "model": {"name": model_name, "kwargs": model_kwargs}}
+
+    def fill(tmp: Path) -> None:
         torch.save(state, tmp / WEIGHTS)
-        meta = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "versions": versions(), **metadata,
-                "model": {"name": model_name, "kwargs": model_kwargs}}
-        atomic_write_json(tmp / METADATA, meta)
         if model_card:
             (tmp / CARD).write_text(model_card, encoding="utf-8")
-        old = None
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+        atomic_write_json(tmp / METADATA, meta)
+
+    return atomic_write_dir(out_dir, fill)
 
 
 def find_package(path: str | Path) -> Path:
-    """Accept a run directory, its ``model/`` folder, or the ``metadata.json`` file."""
+    """Accept a run directory, its ``model/`` folder, or the ``metadata.json`` file.
+
+    A package whose save was killed mid-swap is put back first (:func:`recover_dir`).
+    """
     p = Path(path)
+    if p.name != METADATA:
+        target = p / "model" if p.is_dir() and not (p / METADATA).exists() else p
+        if not target.exists():
+            restored = recover_dir(target)
+            if restored is not None and restored != target:  # a read-only folder: read the leftover in place
+                p = restored
     for cand in (p, p / "model", p.parent if p.name == METADATA else None):
         if cand is not None and (cand / METADATA).is_file() and (cand / WEIGHTS).is_file():
             return cand
@@ -95,16 +95,37 @@ def load_package(path: str | Path, *, device: str = "cpu") -> tuple[nn.Module, d
         meta = json.loads((pkg / METADATA).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise BadInputError(f"{pkg / METADATA}: unreadable model metadata ({e})") from None
-    if meta.get("format") != FORMAT:
-        raise BadInputError(f"{pkg / METADATA}: not a medlens model package (format={meta.get('format')!r})")
+    _check_metadata(meta, pkg / METADATA)
     model = create_model(meta["model"]["name"], **meta["model"]["kwargs"])
+    state = load_weights_file(pkg / WEIGHTS, map_location=device)  # weights-only: no code runs
+    if not isinstance(state, dict):
+        raise BadInputError(f"{pkg / WEIGHTS}: expected a state dict of tensors, found {type(state).__name__}")
     try:
-        state = torch.load(pkg / WEIGHTS, map_location=device, weights_only=True)
         model.load_state_dict(state)
     except (RuntimeError, OSError) as e:
         raise BadInputError(f"{pkg / WEIGHTS}: weights do not load into {meta['model']['name']} ({e})") from None
     model.to(device).eval()
     return model, meta
+
+
+def _check_metadata(meta: Any, where: Path) -> None:
+    """Refuse metadata a package could not have written, naming the file and the entry.
+
+    A hand-edited or foreign ``metadata.json`` must fail here with a reason, not later as a
+    ``KeyError`` deep in prediction.
+    """
+    if not isinstance(meta, dict):
+        raise BadInputError(f"{where}: model metadata must be a JSON object, found {type(meta).__name__}")
+    if meta.get("format") != FORMAT:
+        raise BadInputError(f"{where}: not a medlens model package (format={meta.get('format')!r})")
+    model = meta.get("model")
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str) \
+            or not isinstance(model.get("kwargs", {}), dict):
+        raise BadInputError(f"{where}: the 'model' entry (network name and arguments) is missing or "
+                            "malformed; re-export the package with medlens")
+    model.setdefault("kwargs", {})
+    if not isinstance(meta.get("input", {}), dict):
+        raise BadInputError(f"{where}: the 'input' entry (image size and channels) is missing or malformed")
 
 
 class ModelPackage:
@@ -188,6 +209,20 @@ class ModelPackage:
             out.append(torch.softmax(logits / self.temperature, 1).cpu().numpy())
         return np.concatenate(out) if out else np.empty((0, len(self.classes)))
 
+    def call(self, probs: np.ndarray) -> np.ndarray:
+        """Class indices at the package's operating point (the report's one call).
+
+        With a threshold: the negative class when the disease score is below it, else the
+        most probable disease class, so ``predicted`` always agrees with ``decision``.
+        Without one (an argmax model): the most probable class.
+        """
+        from medlens.evaluate.operating_point import apply_threshold
+
+        p = np.asarray(probs)
+        if self.threshold is None or len(p) == 0:
+            return p.argmax(axis=1) if len(p) else np.empty(0, dtype=np.int64)
+        return apply_threshold(p, float(self.threshold), negative_class=self.negative_class)
+
     def predict(self, inputs: Sequence[str | Path | np.ndarray] | str | Path | np.ndarray,
                 *, batch_size: int = 64) -> list[dict[str, Any]]:
         """Predict files, folders or arrays: one dict per input (unreadable files get ``error``)."""
@@ -195,27 +230,50 @@ class ModelPackage:
             raise BadInputError(f"{self.path}: a {self.task} model; use medlens.segment.predict for it")
         items = _expand_inputs(inputs)
         images, names, results = [], [], {}
-        from medlens.io.images import ImageReadError, read_image
+        from medlens.io.images import ImageReadError
 
+        oods: dict[int, dict[str, Any]] = {}  # the out-of-distribution guard's verdict per input
         for i, item in enumerate(items):
             name = f"array[{i}]" if isinstance(item, np.ndarray) else str(item)
             try:
-                images.append(item if isinstance(item, np.ndarray) else read_image(item))
+                image, oods[i] = self.read_checked(item)
+                images.append(image)
                 names.append((i, name))
             except ImageReadError as e:
                 results[i] = {"file": name, "error": e.reason}
         probs = self.predict_proba(images, batch_size=batch_size)
         neg = self.negative_class
-        for (i, name), p in zip(names, probs):
+        for (i, name), p, c in zip(names, probs, self.call(probs)):
             score = float(1.0 - p[neg])
-            row: dict[str, Any] = {"file": name, "predicted": self.classes[int(p.argmax())],
+            row: dict[str, Any] = {"file": name, "predicted": self.classes[int(c)],
                                    "disease_score": score,
                                    "probabilities": {c: float(v) for c, v in zip(self.classes, p)}}
             if self.threshold is not None:
                 row["decision"] = "positive" if score >= self.threshold else "negative"
                 row["threshold"] = float(self.threshold)
             results[i] = row
+        for i, verdict in oods.items():
+            results[i].update(verdict)
         return [results[i] for i in range(len(items))]
+
+    @property
+    def fingerprint(self) -> dict[str, Any] | None:
+        """What the training images looked like (:mod:`medlens.data.fingerprint`); ``None``
+        for packages saved before fingerprints were recorded."""
+        return self.metadata.get("data_fingerprint") or None
+
+    def read_checked(self, item: str | Path | np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """An input as the model reads it, and its ``ood``/``ood_score``/``ood_reasons``
+        against the training fingerprint (empty when the package has none). Decodes once."""
+        from medlens.data.fingerprint import array_stats, check, read_with_stats
+        from medlens.io.images import read_image
+
+        if self.fingerprint is None:
+            return (item if isinstance(item, np.ndarray) else read_image(item)), {}
+        if isinstance(item, np.ndarray):
+            return item, check(array_stats(item), self.fingerprint).to_dict()
+        stats, image = read_with_stats(item)
+        return image, check(stats, self.fingerprint).to_dict()
 
 
 def _as_uint8(im: np.ndarray) -> np.ndarray:

@@ -42,7 +42,7 @@ class MeanEnsemble(nn.Module):
 _OWN = ("name", "num_classes", "in_channels", "spatial_dims")
 
 
-@register_model("ensemble", family="ensemble", cam_layer="members.0")
+@register_model("ensemble", family="ensemble", cam_layer="members.0", hidden=True)  # built from members
 def ensemble(*, num_classes: int, in_channels: int = 3, spatial_dims: int = 2,
              members: list[dict[str, Any]] | None = None) -> MeanEnsemble:
     """Untrained members rebuilt from their ``medlens_config`` dicts (loading a package)."""

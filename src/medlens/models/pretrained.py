@@ -54,13 +54,9 @@ def read_state_dict(source: str | Path) -> dict[str, torch.Tensor]:
         except Exception as err:  # safetensors raises its own error types
             raise BadInputError(f"{path}: not a readable safetensors file ({err})") from err
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # pickle, zip and weights_only errors all mean "unusable"
-            raise BadInputError(
-                f"{path}: cannot be read as a weights-only PyTorch file ({err}). Save the "
-                "weights with torch.save(model.state_dict(), path)."
-            ) from err
+        from medlens.io.weights import load_weights_file
+
+        obj = load_weights_file(path, map_location="cpu")  # weights-only: no code runs
     for _ in range(3):  # nested wrappers, e.g. {"model": {"state_dict": ...}}
         if not isinstance(obj, Mapping):
             break

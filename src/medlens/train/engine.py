@@ -5,6 +5,10 @@ else: device, optimiser, schedule, mixed precision, early stopping, atomic per-e
 checkpoints, exact resume, seeds, progress and logs. A run killed at any moment and
 restarted with ``resume=True`` ends with the same weights as an uninterrupted run.
 
+Checkpoints hold only tensors and plain containers (no pickled objects, no RNG state
+objects: every epoch re-seeds its generators from ``seed`` and the epoch number), so a
+shared run folder is read with ``weights_only=True`` and cannot run code on ``--resume``.
+
 With ``TrainConfig.ema`` the engine keeps an exponential moving average of the weights
 (``torch.optim.swa_utils.AveragedModel``) and validates, checkpoints and returns the
 average: on small data sets, where validation scores jump from epoch to epoch, the
@@ -28,8 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from medlens.errors import ConfigError
+from medlens.errors import BadInputError, ConfigError
 from medlens.io.atomic import atomic_torch_save, atomic_write_text
+from medlens.io.weights import load_weights_file
 from medlens.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -120,7 +125,8 @@ def fit(
     if resume:
         if not last_path.exists():
             raise ConfigError(f"--resume: no checkpoint at {last_path}; start without --resume")
-        state = torch.load(last_path, map_location=device, weights_only=False)
+        state = _read_checkpoint(last_path, device, ("model", "optimizer", "scaler", "epoch", "best_score",
+                                                     "best_epoch", "bad_epochs", "history"))
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         if sched is not None and state.get("scheduler") is not None:
@@ -192,9 +198,19 @@ def fit(
         if writer is not None:
             writer.close()
     if best_path.exists():
-        model.load_state_dict(torch.load(best_path, map_location=device, weights_only=False)["model"])
+        model.load_state_dict(_read_checkpoint(best_path, device, ("model",))["model"])
     model.eval()
     return FitResult(best_epoch, best_score, history, best_path if best_path.exists() else None, stopped)
+
+
+def _read_checkpoint(path: Path, device: torch.device, keys: tuple[str, ...]) -> dict[str, Any]:
+    """A checkpoint written by :func:`fit`, read weights-only; a foreign file is a BadInputError."""
+    state = load_weights_file(path, map_location=device)
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise BadInputError(f"{path}: not a medlens training checkpoint (missing {', '.join(missing)}); "
+                            "start without --resume or choose another --out")
+    return state
 
 
 def _make_ema(model: nn.Module, decay: float | None) -> torch.optim.swa_utils.AveragedModel | None:
