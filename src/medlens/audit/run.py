@@ -25,6 +25,7 @@ from medlens.audit.duplicates import exact_groups, near_groups, summarise_groups
 from medlens.audit.exclude import write_exclude_list
 from medlens.audit.files import probe_record, to_uint8
 from medlens.audit.hashing import BLANK_STD, phash64, pixel_hash, thumb8
+from medlens.audit.labels import label_findings
 from medlens.audit.outliers import find_outliers
 from medlens.audit.shortcut import shortcut_test
 from medlens.audit.stats import (
@@ -64,6 +65,7 @@ class AuditResult:
     table: np.ndarray | None = field(default=None, repr=False)
     labels: np.ndarray | None = field(default=None, repr=False)
     histograms: ClassHistograms | None = field(default=None, repr=False)
+    label_names: dict[str, Any] = field(default_factory=dict)  # rare / near-duplicate classes
     thumbnails: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -71,7 +73,7 @@ class AuditResult:
         return not self.blocking
 
     def to_dict(self) -> dict[str, Any]:
-        keys = ("summary", "blocking", "warnings", "files", "duplicates", "confounding",
+        keys = ("summary", "blocking", "warnings", "files", "label_names", "duplicates", "confounding",
                 "shortcut", "stats", "outliers", "exclude", "timings")  # fmt: skip
         return {k: getattr(self, k) for k in keys}
 
@@ -239,6 +241,8 @@ def run_audit(
     warnings += confounding["warnings"]
     blocking += confounding["blocking"]
     _balance(summary, warnings, blocking, index)
+    label_names = label_findings(index)
+    blocking += label_names["blocking"]
 
     shortcut: dict[str, Any] = {"status": "skipped", "reason": "quick audit"}
     outliers: dict[str, Any] = {"status": "skipped", "reason": "quick audit"}
@@ -277,7 +281,7 @@ def run_audit(
 
     exclude = _exclusions(unreadable, exact, records, index)
     result = AuditResult(summary=summary, files=files, duplicates=duplicates, stats=stats,
-                         shortcut=shortcut, confounding=confounding, outliers=outliers,
+                         shortcut=shortcut, confounding=confounding, outliers=outliers, label_names=label_names,
                          warnings=warnings, blocking=blocking, exclude=exclude, timings=timings,
                          table=table, labels=labels, histograms=hist)  # fmt: skip
     if not quick and max_thumbnails > 0:

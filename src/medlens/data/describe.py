@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from medlens.data.records import SPLITS, DatasetIndex, Problem, Record
@@ -103,6 +104,8 @@ def describe(index: DatasetIndex, *, top_patients: int = 10) -> dict[str, Any]:
         "patient_labels": index.patient_labels,
         "top_patients": top,
         "image_shapes": index.info.get("image_shapes"),
+        "manifest": index.info.get("manifest"),
+        "columns": index.info.get("columns"),
         "problems": [dataclasses.asdict(p) for p in index.problems],
         "errors": severities.get("error", 0),
         "warnings": severities.get("warning", 0),
@@ -140,6 +143,11 @@ def format_description(desc: dict[str, Any], *, max_problems: int = 200) -> str:
         f"Data set: {desc['root']}",
         f"Layout:   {desc['layout']}  (task: {desc['task']})",
     ]
+    cols = desc.get("columns") or {}
+    if cols.get("label"):  # a manifest: say which column the classes come from
+        others = ", ".join(f"{k} {v!r}" for k, v in cols.items() if v and k != "label")
+        lines.append(f"Columns:  label {cols['label']!r} of {Path(desc['manifest']).name}"
+                     + (f"; {others}" if others else "") + " (choose with --label-column)")
     if segment:  # image/mask pairs: no classes to count, masks instead
         lines += [f"Images:   {desc['images']:,} usable, {desc.get('masks', 0):,} with a mask", ""]
         if not desc["splits"]:

@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from medlens.data.files import _has_images, _images_in, _index, _stray_images, _visible_dirs
 from medlens.data.records import DatasetIndex, Problem, Record, order_classes
@@ -81,6 +82,7 @@ def load_dataset(
     split_column: str | None = None,
     positive_labels: list[str] | None = None,
     patient_table: str | None = None,
+    allow_outside_paths: bool = False,
 ) -> DatasetIndex:
     """Index the data set at ``path``, detecting its layout unless ``layout`` is given.
 
@@ -92,16 +94,20 @@ def load_dataset(
         positive_labels: class names that become the positive class of a two-class
             task (all other classes become the negative class).
         patient_table: the CSV of patient labels for the ``patient_table`` layout.
+        allow_outside_paths: accept manifest paths that resolve outside the manifest's
+            folder (``../``, absolute paths, escaping symlinks); refused by default so a
+            manifest cannot pull in files the user did not mean to give.
 
     Raises:
-        BadInputError: the path is missing or no layout fits (the message lists them).
+        BadInputError: the path is missing or no layout fits (the message lists them), a
+            manifest has no clear label column, or a manifest path is outside its folder.
         ConfigError: an unknown layout or an option that does not apply to it.
     """
     p = Path(path).expanduser()
     if not p.exists():
         raise BadInputError(f"{p}: no such file or folder")
     p = p.resolve()
-    opts = {
+    opts: dict[str, Any] = {
         k: v
         for k, v in {
             "label_column": label_column,
@@ -124,6 +130,8 @@ def load_dataset(
             f"option(s) {', '.join(extra)} do not apply to the {name!r} layout"
             f" (it accepts: {', '.join(sorted(entry.options)) or 'none'})"
         )
+    if name == "csv":  # the only layout whose file paths come from user-written text
+        opts["allow_outside_paths"] = allow_outside_paths
     index = entry.load(p, **opts)
     if positive_labels:
         index = apply_positive_labels(index, positive_labels)
@@ -211,7 +219,7 @@ def _detect_csv(path: Path) -> bool:
     {"label_column", "path_column", "patient_column", "split_column"},
     "a manifest CSV with path,label[,patient][,split] columns",
 )
-def _load_csv(path: Path, **columns: str) -> DatasetIndex:
+def _load_csv(path: Path, **columns: Any) -> DatasetIndex:
     manifest = _find_manifest(path)
     if manifest is None:
         raise BadInputError(

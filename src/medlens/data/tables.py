@@ -2,6 +2,11 @@
 
 Column names are mapped from common aliases (ISIC's ``image,benign_malignant`` too) or
 given by options; every bad row becomes a :class:`Problem` naming its line.
+
+The label column is never guessed: an unambiguous name (``label``, ``class``,
+``benign_malignant``, ``target``) is used, a looser one (``diagnosis``) only when it is the
+table's one column besides path/patient/split; otherwise loading stops and lists the columns.
+Image paths must stay inside the manifest's folder unless the caller allows otherwise.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from medlens.options import look_up_option
 
 PATH_COLUMNS = ("path", "image", "image_id", "file", "filename", "image_path", "filepath")
 LABEL_COLUMNS = ("label", "benign_malignant", "diagnosis", "target", "class")
+#: Names that say "this column is the class" whatever else the table holds.
+CLEAR_LABEL_COLUMNS = ("label", "labels", "class", "benign_malignant", "target")
 PATIENT_COLUMNS = ("patient", "patient_id", "lesion_id", "subject", "subject_id")
 SPLIT_COLUMNS = ("split", "fold")
 SPLIT_ALIASES = {
@@ -95,6 +102,40 @@ def _pick(
     return None
 
 
+def _pick_label(
+    header: list[str], override: str | None, table: Path, taken: set[str | None]
+) -> str:
+    """The label column: the one named, the one clear name, or a looser alias standing alone.
+
+    Why not the first alias present: a table with ``diagnosis`` next to other columns may
+    hold the class anywhere, and training on the wrong column gives a silent wrong model.
+    """
+    if override is not None:
+        return look_up_option(override, header, what=f"label column of {table.name}")
+    lowered = {h.lower(): h for h in header}
+    clear = [lowered[a] for a in CLEAR_LABEL_COLUMNS if a in lowered]
+    if len(clear) == 1:
+        return clear[0]
+    rest = [h for h in header if h and h not in taken]
+    if not clear and len(rest) == 1 and rest[0].lower() in LABEL_COLUMNS:
+        return rest[0]
+    if clear:
+        why, hint = f"several columns could hold the class ({', '.join(clear)})", clear[0]
+    else:
+        why = "no label column recognised"
+        hint = next((h for h in rest if h.lower() in LABEL_COLUMNS), rest[0] if rest else "NAME")
+    raise BadInputError(
+        f"{table}: {why}; columns found: {', '.join(header)}. Name the column that holds the "
+        f"class with --label-column (e.g. --label-column {hint}; label_column= in Python)"
+    )
+
+
+def _outside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (symlinks followed) lies outside ``folder``."""
+    real, base = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.commonpath([real, base]) != base
+
+
 def _has_column(path: Path, aliases: tuple[str, ...]) -> bool:
     return any(h.lower() in aliases for h in _header(path))
 
@@ -167,12 +208,18 @@ def _load_manifest(
     path_column: str | None = None,
     patient_column: str | None = None,
     split_column: str | None = None,
+    allow_outside_paths: bool = False,
 ) -> DatasetIndex:
+    """Index a manifest; paths resolving outside its folder are refused unless allowed.
+
+    Raises:
+        BadInputError: no path column, no clear label column, or a path outside the folder.
+    """
     header, rows = _read_csv(manifest)
     pcol = _pick(header, PATH_COLUMNS, path_column, "path", manifest, True)
-    lcol = _pick(header, LABEL_COLUMNS, label_column, "label", manifest, False)
     patcol = _pick(header, PATIENT_COLUMNS, patient_column, "patient", manifest, False)
     scol = _pick(header, SPLIT_COLUMNS, split_column, "split", manifest, False)
+    lcol = _pick_label(header, label_column, manifest, {pcol, patcol, scol})
     values = {r[scol] for _, r in rows if r.get(scol)} if scol else set()
     as_fold = any(v.lower() not in SPLIT_ALIASES for v in values)
     if as_fold and not all(re.fullmatch(r"\d+", v) for v in values):
@@ -185,7 +232,8 @@ def _load_manifest(
     resolve = _Resolver(manifest.parent)
     problems: list[Problem] = []
     seen: dict[str, int] = {}
-    kept: list[tuple[Path, str | None, dict[str, str], int]] = []
+    kept: list[tuple[Path, str, dict[str, str], int]] = []
+    outside: list[tuple[int, str, str]] = []
     for line, row in rows:
         raw = row.get(pcol, "")
         where = f"{manifest.name} line {line}"
@@ -196,6 +244,9 @@ def _load_manifest(
         if f is None:
             problems.append(Problem(str(manifest.parent / raw), f"{where}: image file not found"))
             continue
+        if not allow_outside_paths and _outside(f, manifest.parent):
+            outside.append((line, raw, os.path.realpath(f)))
+            continue
         if str(f) in seen:
             problems.append(
                 Problem(
@@ -205,13 +256,25 @@ def _load_manifest(
                 )
             )
             continue
-        label = row.get(lcol, "") if lcol else None
-        if lcol and not label:
+        label = row.get(lcol, "")
+        if not label:
             problems.append(Problem(str(f), f"{where}: empty label in column {lcol!r}"))
             continue
         seen[str(f)] = line
         kept.append((f, label, row, line))
-    classes = order_classes({lab for _, lab, _, _ in kept if lab is not None})
+    if outside:
+        line, raw, real = outside[0]
+        via = (
+            ""
+            if Path(raw).is_absolute() or ".." in Path(raw).parts
+            else f" (it resolves to {real})"
+        )
+        more = f" (and {len(outside) - 1} more row(s))" if len(outside) > 1 else ""
+        raise BadInputError(
+            f"{manifest.name} line {line}: {raw}{via} is outside the data folder {manifest.parent}{more}; "
+            "pass --allow-outside-paths if that is intended"
+        )
+    classes = order_classes({lab for _, lab, _, _ in kept})
     records = []
     for f, label, row, line in kept:
         meta: dict[str, object] = {k: v for k, v in row.items() if k not in used and v}
@@ -225,7 +288,7 @@ def _load_manifest(
         records.append(
             Record(
                 str(f),
-                label=None if label is None else classes.index(label),
+                label=classes.index(label),
                 patient=(row.get(patcol) or None) if patcol else None,
                 split=split,
                 meta=meta,
@@ -235,8 +298,6 @@ def _load_manifest(
         "manifest": str(manifest),
         "columns": {"path": pcol, "label": lcol, "patient": patcol, "split": scol},
     }
-    if lcol is None:
-        info["unlabeled"] = True
     return _index(manifest.parent, "csv", records, problems, classes, info=info)
 
 
@@ -245,7 +306,7 @@ def _read_patient_labels(
 ) -> tuple[dict[str, str], list[Problem]]:
     header, rows = _read_csv(table)
     pc = _pick(header, PATIENT_COLUMNS, patient_column, "patient", table, True)
-    lc = _pick(header, LABEL_COLUMNS, label_column, "label", table, True)
+    lc = _pick_label(header, label_column, table, {pc})
     labels: dict[str, tuple[str, int]] = {}
     bad: set[str] = set()
     problems: list[Problem] = []
