@@ -11,6 +11,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from medlens.errors import BadInputError, ConfigError
 from medlens.evaluate import (
+    alternative_thresholds,
     apply_temperature,
     apply_threshold,
     calibration_summary,
@@ -21,6 +22,7 @@ from medlens.evaluate import (
     guess_negative_class,
     patient_metrics,
     reliability_curve,
+    selection_record,
 )
 from medlens.evaluate.bootstrap import weighted_auc
 
@@ -47,10 +49,10 @@ def _multiclass(n: int, k: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarr
 
 
 def test_ten_sample_binary_by_hand() -> None:
-    m = classification_metrics(
-        Y10, P10, ["normal", "pneumonia"], negative_class=0, threshold=0.4, n_bootstrap=200
-    )
-    # argmax: TP=3 (0.9,0.8,0.6) FN=1 (0.4) FP=2 (0.7,0.55) TN=4
+    m = classification_metrics(Y10, P10, ["normal", "pneumonia"], negative_class=0, n_bootstrap=200)
+    # no threshold → the argmax call: TP=3 (0.9,0.8,0.6) FN=1 (0.4) FP=2 (0.7,0.55) TN=4
+    assert m["operating_point"]["threshold"] is None
+    assert "argmax" in m["operating_point"]["call"]
     assert m["confusion_matrix"]["matrix"] == [[4, 2], [1, 3]]
     assert m["accuracy"] == pytest.approx(0.7)
     assert m["sensitivity"] == pytest.approx(3 / 4)
@@ -62,10 +64,6 @@ def test_ten_sample_binary_by_hand() -> None:
     # 20 of 24 positive/negative pairs are ordered correctly
     assert m["roc_auc"] == pytest.approx(20 / 24)
     assert m["roc_auc_disease"] == pytest.approx(20 / 24)
-    op = m["operating_point"]  # score >= 0.4: all 4 positives, negatives 0.7/0.55/0.45
-    assert op["confusion_matrix"]["matrix"] == [[3, 3], [0, 4]]
-    assert (op["sensitivity"], op["specificity"]) == (1.0, 0.5)
-    assert op["ppv"] == pytest.approx(4 / 7) and op["npv"] == 1.0
     pc = {r["class"]: r for r in m["per_class"]}
     assert pc["pneumonia"]["precision"] == pytest.approx(3 / 5)
     assert pc["pneumonia"]["recall"] == pytest.approx(3 / 4)
@@ -74,6 +72,67 @@ def test_ten_sample_binary_by_hand() -> None:
     assert m["counts"] == {"n": 10, "per_class": [6, 4], "n_positive": 4, "n_negative": 6}
     json.dumps(m, allow_nan=False)  # strict JSON: no NaN/inf anywhere
     assert len(m["roc_curve"]["fpr"]) == len(m["roc_curve"]["tpr"]) <= 200
+
+
+def test_ten_sample_at_threshold_every_number_uses_it() -> None:
+    m = classification_metrics(
+        Y10, P10, ["normal", "pneumonia"], negative_class=0, threshold=0.4, n_bootstrap=200
+    )
+    # score >= 0.4: all 4 positives, negatives 0.7/0.55/0.45 → TP=4 FN=0 FP=3 TN=3
+    op = m["operating_point"]
+    assert op["threshold"] == 0.4 and op["confusion_matrix"]["matrix"] == [[3, 3], [0, 4]]
+    assert m["confusion_matrix"]["matrix"] == [[3, 3], [0, 4]]  # the K×K matrix agrees
+    for mm in (m, op):
+        assert (mm["sensitivity"], mm["specificity"]) == (1.0, 0.5)
+        assert mm["ppv"] == pytest.approx(4 / 7) and mm["npv"] == 1.0
+        assert mm["accuracy"] == pytest.approx(0.7)
+        assert mm["balanced_accuracy"] == pytest.approx(0.75)
+        assert mm["f1"] == pytest.approx(8 / 11)
+    pc = {r["class"]: r for r in m["per_class"]}
+    assert pc["pneumonia"]["recall"] == 1.0 and pc["pneumonia"]["precision"] == pytest.approx(4 / 7)
+    assert pc["normal"]["recall"] == 0.5
+    assert "given by the caller" in op["selection"]["rule"]
+    # the CIs are of the thresholded call too, and contain its point estimates
+    for key in ("sensitivity", "specificity", "ppv", "npv"):
+        band = m["ci"][key]
+        assert band == op["ci"][key] and band["low"] <= m[key] <= band["high"], key
+    alt = m["alternative_operating_points"]
+    assert "not use" in alt["note"] and [r["threshold"] for r in alt["rows"]] == [0.5]
+    # 0.5 call: TP=3 (0.9,0.8,0.6) FP=2 (0.7,0.55)
+    assert alt["rows"][0]["sensitivity"] == 0.75 and alt["rows"][0]["ppv"] == pytest.approx(3 / 5)
+    assert alt["rows"][0]["same_as_operating_point"] is False
+
+
+def test_alternatives_are_chosen_on_validation_and_marked() -> None:
+    op = choose_threshold(Y10, P10, negative_class=0, target_sensitivity=0.95)
+    rows = alternative_thresholds(Y10, P10, negative_class=0, targets=(0.75, 0.95))
+    m = classification_metrics(
+        Y10, P10, ["normal", "x"], negative_class=0, threshold=op["threshold"],
+        selection=selection_record(op, chosen_on="val"), alternatives=rows, n_bootstrap=0,
+    )
+    got = m["alternative_operating_points"]["rows"]
+    assert [r["name"] for r in got] == ["sensitivity >= 0.75", "sensitivity >= 0.95", "0.5 call"]
+    assert [r["threshold"] for r in got] == pytest.approx([0.6, 0.4, 0.5])
+    assert [r["same_as_operating_point"] for r in got] == [False, True, False]
+    assert got[0]["specificity"] == pytest.approx(5 / 6) and got[0]["chosen_on"] == "val"
+    sel = m["operating_point"]["selection"]
+    assert sel["chosen_on"] == "val" and sel["target_sensitivity"] == 0.95
+    assert "sensitivity >= 0.95" in sel["rule"]
+
+
+def test_per_image_thresholds_multiclass_call() -> None:
+    p = np.array([[0.5, 0.2, 0.3], [0.9, 0.06, 0.04], [0.2, 0.7, 0.1], [0.3, 0.3, 0.4]])
+    y = np.array([2, 0, 1, 0])
+    m = classification_metrics(
+        y, p, ["normal", "a", "b"], negative_class=0, threshold=[0.4, 0.4, 0.9, 0.6],
+        n_bootstrap=0,
+    )
+    # calls: 2 (0.5>=0.4), 0, 0 (0.8<0.9), 2 (0.7>=0.6)
+    assert m["confusion_matrix"]["matrix"] == [[1, 0, 1], [1, 0, 0], [0, 0, 1]]
+    assert m["operating_point"]["threshold"] is None
+    assert m["operating_point"]["threshold_range"] == [0.4, 0.9]
+    with pytest.raises(BadInputError, match="one per image"):
+        classification_metrics(y, p, ["n", "a", "b"], negative_class=0, threshold=[0.4, 0.5])
 
 
 def test_negative_class_one_flips_disease_but_keeps_medmnist_auc() -> None:

@@ -10,12 +10,14 @@ import numpy as np
 
 from medlens.evaluate import (
     NOT_FOR_CLINICAL_USE,
+    alternative_thresholds,
     calibration_summary,
     choose_threshold,
     classification_metrics,
     figures,
     model_card_markdown,
     select_samples,
+    selection_record,
     write_report,
 )
 from medlens.evaluate.report import SECTIONS
@@ -39,6 +41,8 @@ def _run(seed: int = 0, n: int = 120) -> dict:
         classes,
         negative_class=0,
         threshold=op["threshold"],
+        selection=selection_record(op, chosen_on="val"),
+        alternatives=alternative_thresholds(y, probs, negative_class=0),
         patients=patients,
         n_bootstrap=100,
         logits=logits,
@@ -136,8 +140,12 @@ def test_model_card_markdown() -> None:
     assert md.startswith("# Model card: tiny")
     assert "Not for clinical use" in md
     assert "## Intended use" in md and "- small data" in md
-    assert re.search(r"\| roc_auc \| 0\.\d{3} \| 0\.\d{3}–[01]\.\d{3} \|", md)
-    assert "Operating point" in md
+    assert re.search(r"\| ROC AUC \| 0\.\d{3} \| 0\.\d{3}–[01]\.\d{3} \|", md)
+    for label in ("PPV", "NPV"):  # CIs for PPV and NPV too
+        assert re.search(rf"\| {label} \| [01]\.\d{{3}} \| [01]\.\d{{3}}–[01]\.\d{{3}} \|", md)
+    assert "Operating point: an image is called diseased" in md
+    assert "resampling the 42 patients" in md  # the unit and the count of the bootstrap
+    assert "sensitivity >= 0.9 on the val split" in md  # how the threshold was chosen
 
 
 def test_select_samples_picks_confident_mistakes() -> None:

@@ -148,38 +148,90 @@ def reliability_png(
     return _png(fig)
 
 
-def training_curves_png(history: Sequence[dict[str, Any]] | None) -> bytes | None:
-    """Loss curves (left) and every other numeric ``val_*``/``train_*`` series (right)."""
+#: History keys that are not learning curves (the learning rate is in the log).
+_NOT_CURVES = ("epoch", "lr", "time", "seconds")
+#: Throughput keys: items (images, slices, patches) per second.
+_THROUGHPUT = ("items_per_s", "images_per_s", "img_per_s")
+
+
+def _series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[Any], list[float]]:
+    pts = [
+        (h.get("epoch", i), float(h[key]))
+        for i, h in enumerate(history)
+        if isinstance(h.get(key), (int, float)) and not isinstance(h.get(key), bool)
+        and np.isfinite(h[key])
+    ]
+    return ([p[0] for p in pts], [p[1] for p in pts]) if pts else ([], [])
+
+
+def training_curves_figure(
+    history: Sequence[dict[str, Any]] | None,
+    *,
+    best_epoch: int | None = None,
+    monitor: str | None = None,
+) -> Any:
+    """The training curves as a matplotlib ``Figure`` (``None`` without history).
+
+    One panel per kind of quantity, so no scale hides another: losses; bounded metrics
+    (AUC, accuracy, Dice — every value in [0, 1], y axis 0–1.05); throughput in items/s;
+    and any other numeric series on a fourth panel. ``best_epoch`` (the epoch whose
+    weights were kept) is marked on every panel with a dashed line, ``monitor`` names the
+    metric it was chosen on.
+    """
     if not history:
         return None
-    epochs = [h.get("epoch", i) for i, h in enumerate(history)]
+    from matplotlib.ticker import MaxNLocator
+
     keys: list[str] = []
     for h in history:
         for key, v in h.items():
-            if (
-                key != "epoch"
-                and key not in keys
-                and isinstance(v, (int, float))
-                and not isinstance(v, bool)
-            ):
+            if key not in _NOT_CURVES and key not in keys and isinstance(v, (int, float)) \
+                    and not isinstance(v, bool):
                 keys.append(key)
-    loss_keys = [key for key in keys if "loss" in key]
-    other = [key for key in keys if key not in loss_keys and key not in ("lr", "time", "seconds")]
-    fig, axes = _new_figure(9.0, 3.6, ncols=2)
-    for ax, series, title in ((axes[0], loss_keys, "loss"), (axes[1], other, "metrics")):
+    loss = [k for k in keys if "loss" in k]
+    speed = [k for k in keys if k in _THROUGHPUT]
+    rest = [k for k in keys if k not in loss and k not in speed]
+    bounded = [k for k in rest if all(0.0 <= y <= 1.0 for y in _series(history, k)[1])]
+    other = [k for k in rest if k not in bounded]
+    panels = [
+        (loss, "loss", "loss", None),
+        (bounded, "validation metrics", "metric (0–1)", (0.0, 1.05)),
+        (speed, "throughput", "items/s", None),
+        (other, "other", "value", None),
+    ]
+    panels = [p for p in panels if p[0]] or [([], "training", "value", None)]
+    fig, axes = _new_figure(3.4 * len(panels) + 0.6, 3.4, ncols=len(panels))
+    for ax, (series, title, ylabel, ylim) in zip(axes, panels):
         for key in series:
-            pts = [
-                (e, h[key]) for e, h in zip(epochs, history) if isinstance(h.get(key), (int, float))
-            ]
-            if pts:
-                xs, ys = zip(*pts)
+            xs, ys = _series(history, key)
+            if xs:
                 ax.plot(xs, ys, "o-", ms=3, label=_plain(key))
+        if best_epoch is not None and best_epoch >= 0:
+            chosen = f"chosen epoch {best_epoch}" + (f" (best {_plain(monitor)})" if monitor else "")
+            ax.axvline(best_epoch, ls="--", color="#c0392b", lw=1.2, label=chosen)
+        if ylim:
+            ax.set_ylim(*ylim)
+        elif speed and series == speed:
+            ax.set_ylim(bottom=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        if series:
-            ax.legend(fontsize=8)
-    return _png(fig)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return fig
+
+
+def training_curves_png(
+    history: Sequence[dict[str, Any]] | None,
+    *,
+    best_epoch: int | None = None,
+    monitor: str | None = None,
+) -> bytes | None:
+    """PNG of :func:`training_curves_figure`."""
+    fig = training_curves_figure(history, best_epoch=best_epoch, monitor=monitor)
+    return None if fig is None else _png(fig)
 
 
 def image_grid_png(

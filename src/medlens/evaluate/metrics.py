@@ -2,20 +2,26 @@
 
 Definitions (also written into the result so a reader of ``metrics.json`` need not guess):
 
-* accuracy / balanced accuracy / confusion matrix use the argmax prediction over all K
-  classes; balanced accuracy is the mean per-class recall (scikit-learn's definition).
+* ONE call per image, the operating point, is behind every thresholded number
+  (accuracy, balanced accuracy, sensitivity, specificity, PPV, NPV, F1, confusion
+  matrix, per-class table, CIs): with a ``threshold`` an image is called diseased when
+  ``1 - p(negative) >= threshold`` and then gets its most probable disease class
+  (:func:`~medlens.evaluate.operating_point.apply_threshold`); without one it gets its
+  argmax class. ``operating_point`` says which call it is, how its threshold was chosen
+  and the metrics at it. Other thresholds appear only in ``alternative_operating_points``.
+* balanced accuracy is the mean per-class recall (scikit-learn's definition).
 * sensitivity, specificity, PPV, NPV, F1 are "disease vs negative": truth is
-  ``y != negative_class``; the argmax call is ``argmax != negative_class``; at an
-  operating point the call is ``1 - p(negative) >= threshold``.
+  ``y != negative_class``, the call is ``predicted != negative_class``.
 * ``roc_auc`` follows MedMNIST's ``getAUC``: binary → AUC of ``probs[:, 1]`` for
   ``y == 1``; multi-class → unweighted mean of one-vs-rest AUCs (classes absent from
   ``y_true`` are skipped and named in ``undefined``). ``roc_auc_disease`` is the AUC of
   the disease score (the curve plotted in the report; equal to ``roc_auc`` for binary).
 * ``pr_auc`` is average precision: binary → of the disease score; multi-class → macro
   mean of one-vs-rest APs.
-* Bootstrap CIs are percentile intervals; resampling is stratified by true class by
-  default (class counts stay fixed, so AUC is always defined) and vectorised through
-  per-resample multiplicity counts.
+* Bootstrap CIs are percentile intervals, vectorised through per-resample multiplicity
+  counts. With patient ids the patients are resampled (cluster bootstrap), stratified by
+  whether a patient has disease images; without them the images, stratified by class.
+  ``ci["unit"]`` and ``ci["n_units"]`` say which.
 
 A metric that cannot be computed (e.g. AUC with one class present) is ``None`` and its
 reason is given in ``result["undefined"]``; nothing crashes on such data.
@@ -32,6 +38,7 @@ import numpy as np
 from medlens.errors import BadInputError, ConfigError
 from medlens.evaluate.bootstrap import bootstrap_cis
 from medlens.evaluate.operating_point import (
+    apply_threshold,
     binary_rates,
     check_inputs,
     disease_score,
@@ -153,13 +160,80 @@ def _per_class(y: np.ndarray, p: np.ndarray, pred: np.ndarray, classes: Sequence
     return rows
 
 
+_RATE_KEYS = ("sensitivity", "specificity", "ppv", "npv", "f1")
+ARGMAX_CALL = "argmax: each image gets its most probable class (no threshold)"
+THRESHOLD_CALL = (
+    "disease score = 1 - p(negative class); diseased when score >= threshold, then the most "
+    "probable disease class"
+)
+ALTERNATIVES_NOTE = (
+    "Alternatives for comparison only: the package does not use them. Every other number in "
+    "this report is at the operating point."
+)
+
+
+def _operating_call(
+    p: np.ndarray, neg: int, threshold: Any
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The (N,) class call behind every thresholded metric, and how it is made."""
+    n = p.shape[0]
+    if threshold is None:
+        return p.argmax(axis=1), {"threshold": None, "call": ARGMAX_CALL}
+    thr = np.asarray(threshold, dtype=np.float64)
+    if thr.ndim == 0:
+        info = {"threshold": float(thr), "call": THRESHOLD_CALL}
+    elif thr.shape == (n,):
+        info = {
+            "threshold": None,
+            "threshold_range": [float(thr.min()), float(thr.max())],
+            "call": THRESHOLD_CALL + "; each image at its own threshold",
+        }
+    else:
+        raise BadInputError(f"threshold must be one number or one per image, got shape {thr.shape}")
+    if not np.all(np.isfinite(thr)):
+        raise ConfigError("threshold must be a finite number")
+    return apply_threshold(p, thr, negative_class=neg), info
+
+
+def _two_by_two(rates: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "labels": ["negative", "disease"],
+        "rows": "true",
+        "columns": "predicted",
+        "matrix": [[rates["tn"], rates["fp"]], [rates["fn"], rates["tp"]]],
+    }
+
+
+def _alternatives(
+    is_pos: np.ndarray, score: np.ndarray, rows: list[dict[str, Any]] | None, threshold: Any
+) -> dict[str, Any]:
+    """Test metrics at thresholds the package does not use (see ``ALTERNATIVES_NOTE``)."""
+    rows = rows or [{"name": "0.5 call", "threshold": 0.5, "chosen_on": None,
+                     "rule": "fixed at 0.5 (disease score >= 0.5), not chosen on data"}]
+    same = float(threshold) if threshold is not None and np.ndim(threshold) == 0 else None
+    out = []
+    for row in rows:
+        t = float(row["threshold"])
+        rates = binary_rates(is_pos, score >= t)
+        out.append(
+            {
+                **row,
+                **{key: rates[key] for key in ("sensitivity", "specificity", "ppv", "npv")},
+                "same_as_operating_point": same is not None and abs(t - same) < 1e-12,
+            }
+        )
+    return {"note": ALTERNATIVES_NOTE, "rows": out}
+
+
 def classification_metrics(
     y_true: Any,
     probs: Any,
     classes: Sequence[str],
     *,
     negative_class: int,
-    threshold: float | None = None,
+    threshold: float | Sequence[float] | np.ndarray | None = None,
+    selection: dict[str, Any] | None = None,
+    alternatives: list[dict[str, Any]] | None = None,
     patients: Sequence[str | None] | None = None,
     n_bootstrap: int = 1000,
     seed: int = 0,
@@ -180,9 +254,17 @@ def classification_metrics(
         classes: class names.
         negative_class: index of the healthy/normal class (see :func:`guess_negative_class`).
         threshold: disease-score operating point chosen on validation data
-            (:func:`medlens.evaluate.operating_point.choose_threshold`); adds
-            ``operating_point``.
-        patients: N patient ids (``None`` allowed) → adds ``patient_level``.
+            (:func:`medlens.evaluate.operating_point.choose_threshold`), or one per image
+            (pooled cross-validation); ``None`` → the argmax call. Every thresholded
+            metric is at this one call.
+        selection: how the threshold was chosen
+            (:func:`medlens.evaluate.operating_point.selection_record`), kept in
+            ``operating_point["selection"]``.
+        alternatives: rows from :func:`medlens.evaluate.operating_point.alternative_thresholds`
+            → ``alternative_operating_points`` with test metrics at each (default: the 0.5
+            call only).
+        patients: N patient ids (``None`` allowed) → adds ``patient_level`` and makes the
+            bootstrap resample patients.
         n_bootstrap: resamples for CIs (0 disables them).
         seed, ci, stratified: bootstrap settings.
         patient_aggregate, patient_k: see :func:`medlens.evaluate.patients.patient_metrics`.
@@ -208,12 +290,12 @@ def classification_metrics(
     )
 
     neg = int(negative_class)
-    pred = p.argmax(axis=1)
+    pred, call = _operating_call(p, neg, threshold)
     is_pos = y != neg
     score = disease_score(p, neg)
     undefined: dict[str, str] = {}
     rates = binary_rates(is_pos, pred != neg)
-    for key in ("sensitivity", "specificity", "ppv", "npv", "f1"):
+    for key in _RATE_KEYS:
         if rates[key] is None:
             undefined[key] = "denominator is zero (no case of the needed kind)"
     auc, why = roc_auc_medmnist(y, p)
@@ -231,6 +313,17 @@ def classification_metrics(
     if why_pr:
         undefined["pr_auc"] = why_pr
 
+    at_op = {
+        "accuracy": float(np.mean(pred == y)),
+        "balanced_accuracy": _balanced_accuracy(y, pred, k),
+        **{key: rates[key] for key in _RATE_KEYS},
+    }
+    if selection is None:
+        selection = (
+            {"rule": "none: argmax call"}
+            if threshold is None
+            else {"rule": "given by the caller (how it was chosen is not recorded)"}
+        )
     result: dict[str, Any] = {
         "task": "binary" if k == 2 else "multiclass",
         "classes": classes,
@@ -241,64 +334,47 @@ def classification_metrics(
             "n_positive": int(is_pos.sum()),
             "n_negative": int((~is_pos).sum()),
         },
-        "accuracy": float(np.mean(pred == y)),
-        "balanced_accuracy": _balanced_accuracy(y, pred, k),
-        **{key: rates[key] for key in ("sensitivity", "specificity", "ppv", "npv", "f1")},
+        **at_op,
         "roc_auc": auc,
         "roc_auc_disease": auc_d,
         "pr_auc": pr_auc,
         "definitions": {
+            "operating_point": "accuracy, balanced_accuracy, sensitivity, specificity, ppv, npv, "
+            "f1, confusion_matrix, per_class and their CIs are all at operating_point (one call)",
             "roc_auc": "MedMNIST: binary AUC of probs[:,1]; multi-class mean one-vs-rest AUC",
-            "sensitivity": "disease (any non-negative class) vs negative class, argmax call",
+            "sensitivity": "disease (any non-negative class) vs negative class, at the operating point",
             "disease_score": "1 - p(negative class)",
             "pr_auc": "average precision (multi-class: macro one-vs-rest)",
+        },
+        "operating_point": {
+            **call,
+            "selection": selection,
+            **at_op,
+            "confusion_matrix": _two_by_two(rates),
+            "ci": None,
         },
         "confusion_matrix": {
             "labels": classes,
             "rows": "true",
-            "columns": "predicted",
+            "columns": "predicted (at the operating point)",
             "matrix": confusion_matrix(y, pred, labels=list(range(k))),
         },
         "per_class": _per_class(y, p, pred, classes),
+        "alternative_operating_points": _alternatives(is_pos, score, alternatives, threshold),
     }
-    op_called = None
-    if threshold is not None:
-        thr = float(threshold)
-        op_called = score >= thr
-        op_rates = binary_rates(is_pos, op_called)
-        result["operating_point"] = {
-            "threshold": thr,
-            "sensitivity": op_rates["sensitivity"],
-            "specificity": op_rates["specificity"],
-            "ppv": op_rates["ppv"],
-            "npv": op_rates["npv"],
-            "f1": op_rates["f1"],
-            "confusion_matrix": {
-                "labels": ["negative", "disease"],
-                "rows": "true",
-                "columns": "predicted",
-                "matrix": [[op_rates["tn"], op_rates["fp"]], [op_rates["fn"], op_rates["tp"]]],
-            },
-        }
-    else:
-        result["operating_point"] = None
     if n_bootstrap > 0:
         boot = bootstrap_cis(
             y,
             p,
             pred,
             neg,
-            op_called,
+            clusters=patients,
             n_bootstrap=int(n_bootstrap),
             seed=int(seed),
             level=float(ci),
             stratified=stratified,
         )
-        if op_called is not None:
-            result["operating_point"]["ci"] = {
-                "sensitivity": boot.pop("op_sensitivity"),
-                "specificity": boot.pop("op_specificity"),
-            }
+        result["operating_point"]["ci"] = {key: boot[key] for key in _RATE_KEYS}
         result["ci"] = boot
     else:
         result["ci"] = None

@@ -38,6 +38,75 @@ def fmt_value(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+HEADLINE = (
+    ("roc_auc", "ROC AUC"),
+    ("sensitivity", "Sensitivity"),
+    ("specificity", "Specificity"),
+    ("ppv", "PPV"),
+    ("npv", "NPV"),
+    ("accuracy", "Accuracy"),
+    ("balanced_accuracy", "Balanced accuracy"),
+)
+
+
+def operating_point_text(metrics: dict[str, Any]) -> str:
+    """One sentence: the call behind every thresholded number and how its threshold was chosen.
+
+    The report summary, the model card and the CLI table all print this same sentence.
+    """
+    op = metrics.get("operating_point") or {}
+    neg = (metrics.get("negative_class") or {}).get("name", "negative")
+    multi = metrics.get("task") == "multiclass"
+    if op.get("threshold") is None and op.get("threshold_range") is None:
+        return (
+            "Operating point: none — no threshold; each image gets its most probable class "
+            "(argmax)" + (" (a multi-class argmax run has no threshold)." if multi else ".")
+        )
+    if op.get("threshold") is not None:
+        head = (
+            f"Operating point: an image is called diseased when its disease score "
+            f"(1 − p({neg})) is ≥ {op['threshold']:.4f}"
+        )
+    else:
+        lo, hi = op["threshold_range"]
+        head = (
+            f"Operating point: each image is called diseased when its disease score "
+            f"(1 − p({neg})) reaches its own fold's threshold ({lo:.4f}–{hi:.4f})"
+        )
+    if multi:
+        head += "; a diseased image is given its most probable disease class"
+    sel = op.get("selection") or {}
+    how = f". Chosen by: {sel.get('rule', 'not recorded')}"
+    there = [
+        f"{name} {fmt_value(sel.get(key))}"
+        for name, key in (
+            ("sensitivity", "sensitivity_on_chosen_split"),
+            ("specificity", "specificity_on_chosen_split"),
+        )
+        if sel.get(key) is not None
+    ]
+    if there:
+        how += f" (there: {', '.join(there)})"
+    if sel.get("warning"):
+        how += f"; warning: {sel['warning']}"
+    return head + how + "."
+
+
+def ci_text(metrics: dict[str, Any]) -> str:
+    """How the confidence intervals were made: unit resampled, how many, how often."""
+    ci = metrics.get("ci")
+    if not ci:
+        return "No confidence intervals (bootstrap disabled)."
+    text = (
+        f"{100 * float(ci.get('level', 0.95)):.0f}% CIs: {ci.get('method')}, "
+        f"{ci.get('n_bootstrap')} resamples."
+    )
+    few = ci.get("not_estimable") or {}
+    if few:
+        text += " No interval for " + "; ".join(f"{k} ({why})" for k, why in few.items()) + "."
+    return text
+
+
 def model_card_markdown(model_card: dict[str, Any], metrics: dict[str, Any]) -> str:
     """The model card as Markdown (for the exported model package)."""
     card = model_card or {}
@@ -47,7 +116,8 @@ def model_card_markdown(model_card: dict[str, Any], metrics: dict[str, Any]) -> 
         f"> **{NOT_FOR_CLINICAL_USE}**",
         "",
     ]
-    seen = {"name"}
+    # printed once below (the banner, the operating-point sentence) or not card content
+    seen = {"name", "not_for_clinical_use", "operating_point", "markdown"}
     for key, label in CARD_ORDER + tuple((k, k.replace("_", " ").capitalize()) for k in card):
         if key in seen or key not in card:
             continue
@@ -62,19 +132,17 @@ def model_card_markdown(model_card: dict[str, Any], metrics: dict[str, Any]) -> 
             lines.append(str(value))
         lines.append("")
     ci = metrics.get("ci") or {}
-    lines += ["## Metrics (test set)", "", "| metric | value | 95% CI |", "|---|---|---|"]
-    for key in ("roc_auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity"):
+    lines += [
+        "## Metrics (test set, at the operating point)",
+        "",
+        operating_point_text(metrics),
+        "",
+        "| metric | value | 95% CI |",
+        "|---|---|---|",
+    ]
+    for key, label in HEADLINE:
         band = ci.get(key) if isinstance(ci, dict) else None
         rng = f"{band['low']:.3f}–{band['high']:.3f}" if band else ""
-        lines.append(f"| {key} | {fmt_value(metrics.get(key))} | {rng} |")
-    op = metrics.get("operating_point")
-    if op:
-        lines += [
-            "",
-            (
-                f"Operating point (chosen on validation data): threshold {op['threshold']:.4f}, "
-                f"sensitivity {fmt_value(op.get('sensitivity'))}, "
-                f"specificity {fmt_value(op.get('specificity'))}."
-            ),
-        ]
+        lines.append(f"| {label} | {fmt_value(metrics.get(key))} | {rng} |")
+    lines += ["", ci_text(metrics)]
     return "\n".join(lines) + "\n"

@@ -164,8 +164,11 @@ def choose_threshold(
     }
 
 
-def apply_threshold(probs: Any, threshold: float, *, negative_class: int) -> np.ndarray:
+def apply_threshold(probs: Any, threshold: Any, *, negative_class: int) -> np.ndarray:
     """Class predictions at an operating point, shape (N,).
+
+    ``threshold`` is one number, or one per image (pooled cross-validation, where each
+    image is called at its own fold's threshold).
 
     An image whose disease score is ``>= threshold`` is assigned the most probable
     disease class (for binary problems: the positive class); otherwise ``negative_class``.
@@ -178,5 +181,76 @@ def apply_threshold(probs: Any, threshold: float, *, negative_class: int) -> np.
     masked = p.copy()
     masked[:, negative_class] = -np.inf
     disease_class = masked.argmax(axis=1)
-    called = disease_score(p, negative_class) >= float(threshold)
+    called = disease_score(p, negative_class) >= np.asarray(threshold, dtype=np.float64)
     return np.where(called, disease_class, int(negative_class)).astype(np.int64)
+
+
+def selection_record(
+    chosen: dict[str, Any], *, chosen_on: str, rule: str | None = None
+) -> dict[str, Any]:
+    """How a threshold from :func:`choose_threshold` was chosen, as the report states it.
+
+    ``chosen_on`` names the data the threshold was picked on (e.g. ``"val"``); the
+    validation sensitivity/specificity are kept so a reader can compare them with test.
+    """
+    target = chosen.get("target_sensitivity")
+    return {
+        "rule": rule
+        or f"largest disease-score threshold with sensitivity >= {target:g} on the {chosen_on} split",
+        "target_sensitivity": target,
+        "chosen_on": chosen_on,
+        "n_positive": chosen.get("n_positive"),
+        "n_negative": chosen.get("n_negative"),
+        "sensitivity_on_chosen_split": chosen.get("sensitivity"),
+        "specificity_on_chosen_split": chosen.get("specificity"),
+        "warning": chosen.get("warning"),
+    }
+
+
+ALTERNATIVE_TARGETS = (0.90, 0.95, 0.99)
+
+
+def alternative_thresholds(
+    y_val: Any,
+    probs_val: Any,
+    *,
+    negative_class: int,
+    targets: Sequence[float] = ALTERNATIVE_TARGETS,
+    chosen_on: str = "val",
+) -> list[dict[str, Any]]:
+    """Thresholds the package does NOT use, for the report's "Alternative operating points".
+
+    One row per target sensitivity (chosen on ``chosen_on`` data exactly as the real
+    operating point is) plus the plain 0.5 call, so a reader can see other trade-offs.
+    Each row: ``name``, ``threshold``, ``rule``, ``chosen_on``, ``target_sensitivity`` and
+    the sensitivity/specificity on the ``chosen_on`` data.
+    """
+    y, p = check_inputs(y_val, probs_val, negative_class=negative_class)
+    score, is_pos = disease_score(p, negative_class), y != negative_class
+    rows = []
+    for target in targets:
+        op = choose_threshold(y, p, negative_class=negative_class, target_sensitivity=float(target))
+        rows.append(
+            {
+                "name": f"sensitivity >= {float(target):.2f}",
+                "threshold": op["threshold"],
+                "rule": selection_record(op, chosen_on=chosen_on)["rule"],
+                "chosen_on": chosen_on,
+                "target_sensitivity": float(target),
+                "chosen_split_sensitivity": op["sensitivity"],
+                "chosen_split_specificity": op["specificity"],
+            }
+        )
+    half = binary_rates(is_pos, score >= 0.5)
+    rows.append(
+        {
+            "name": "0.5 call",
+            "threshold": 0.5,
+            "rule": "fixed at 0.5 (disease score >= 0.5), not chosen on data",
+            "chosen_on": None,
+            "target_sensitivity": None,
+            "chosen_split_sensitivity": half["sensitivity"],
+            "chosen_split_specificity": half["specificity"],
+        }
+    )
+    return rows

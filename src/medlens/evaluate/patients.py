@@ -8,7 +8,9 @@ Rules (stated in every result under ``"rules"``):
   positive, the usual rule for "does this patient have disease"; ``"majority"`` — positive
   if more than half of the images are. For data labelled per patient (every image of a
   patient shares the label) both rules agree.
-* A patient is predicted positive when the score is ``>= threshold`` (0.5 by default).
+* A patient is predicted positive when the score is ``>= threshold``: the run's operating
+  point (0.5 when there is none). With one threshold per image (pooled cross-validation)
+  a patient is compared with the mean threshold of their images.
 * Images with no patient id (``None`` or ``""``) are left out and counted.
 """
 
@@ -49,7 +51,7 @@ def patient_metrics(
     negative_class: int,
     aggregate: str = "mean",
     k: int = 5,
-    threshold: float | None = None,
+    threshold: Any = None,
     truth: str = "any",
 ) -> dict[str, Any]:
     """Aggregate image predictions per patient and score the patients.
@@ -61,7 +63,8 @@ def patient_metrics(
         negative_class: index of the healthy/normal class.
         aggregate: ``"mean"``, ``"max"`` or ``"topk"`` (mean of the ``k`` largest scores).
         k: images used by ``"topk"``.
-        threshold: disease-score threshold for the patient call (default 0.5).
+        threshold: disease-score threshold for the patient call (default 0.5), or one
+            per image.
         truth: ``"any"`` or ``"majority"`` (see module docstring).
 
     Returns:
@@ -78,9 +81,10 @@ def patient_metrics(
     pats = list(patients)
     if len(pats) != len(y):
         raise BadInputError(f"patients has {len(pats)} entries but y_true has {len(y)}")
-    thr = 0.5 if threshold is None else float(threshold)
+    thr_all = np.broadcast_to(np.asarray(0.5 if threshold is None else threshold, float), y.shape)
     known = np.array([q is not None and str(q) != "" for q in pats], dtype=bool)
     score_img = disease_score(p, negative_class)[known]
+    thr_img = thr_all[known]
     pos_img = (y != negative_class)[known]
     ids = np.array([str(q) for q, ok in zip(pats, known) if ok], dtype=object)
 
@@ -100,7 +104,7 @@ def patient_metrics(
                 agg = float(np.sort(s)[::-1][: int(k)].mean())
             n_pos = int(pos_img[sel].sum())
             is_pos = n_pos > 0 if truth == "any" else n_pos * 2 > len(sel)
-            pred = agg >= thr
+            pred = agg >= float(thr_img[sel].mean())
             rows.append(
                 {
                     "patient": str(pid),
@@ -146,7 +150,7 @@ def patient_metrics(
         "npv": rates["npv"],
         "roc_auc": auc,
         "confusion": {key: rates[key] for key in ("tp", "fn", "fp", "tn")},
-        "threshold": thr,
+        "threshold": float(thr_all[0]) if np.ndim(threshold) == 0 else None,
         "rules": {
             "aggregate": aggregate,
             "k": int(k) if aggregate == "topk" else None,

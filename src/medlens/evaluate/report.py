@@ -20,9 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from medlens.evaluate import figures
+from medlens.evaluate import figures, page
 from medlens.evaluate.model_card import CARD_ORDER as _CARD_ORDER
-from medlens.evaluate.model_card import NOT_FOR_CLINICAL_USE
+from medlens.evaluate.model_card import (
+    HEADLINE,
+    NOT_FOR_CLINICAL_USE,
+    ci_text,
+    operating_point_text,
+)
 from medlens.evaluate.model_card import fmt_value as _fmt
 from medlens.io.atomic import atomic_write_text
 
@@ -32,6 +37,7 @@ SECTIONS = (
     "Splits",
     "Training curves",
     "ROC curve and operating point",
+    "Alternative operating points",
     "Confusion matrix",
     "Calibration",
     "Per-class metrics",
@@ -41,24 +47,7 @@ SECTIONS = (
 )
 _MAX_PATIENT_ROWS = 500
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:0;
-color:#1d2733;background:#f6f7f9;line-height:1.45}
-main{max-width:1100px;margin:0 auto;padding:1.2em 1.5em 3em}
-h1{margin:.4em 0 .2em}h2{border-bottom:2px solid #d8dde3;padding-bottom:.2em;margin-top:1.8em}
-section{background:#fff;border:1px solid #e1e5ea;border-radius:6px;padding:.2em 1.2em 1em;
-margin:1em 0}
-.warn{background:#fdecea;border:2px solid #c0392b;color:#7b1e14;font-weight:700;
-padding:.8em 1em;border-radius:6px;margin:1em 0}
-.cards{display:flex;flex-wrap:wrap;gap:.8em}
-.card{background:#eef3f9;border-radius:6px;padding:.6em 1em;min-width:150px}
-.card .v{font-size:1.5em;font-weight:700}.card .ci{color:#56606b;font-size:.85em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
-th,td{border:1px solid #d8dde3;padding:.25em .6em;text-align:left}
-th{background:#eef1f4}td.n{text-align:right;font-variant-numeric:tabular-nums}
-tr.bad td{background:#fff3f1}img{max-width:100%;height:auto}.muted{color:#6b7580}
-nav a{margin-right:.8em;color:#1f5fa8}
-"""
+_CSS = page.CSS  # one look for every medlens page (evaluate/page.py)
 
 
 def _e(value: Any) -> str:
@@ -131,26 +120,20 @@ def _with_ci(metrics: dict[str, Any], key: str, ci: dict[str, Any] | None) -> tu
     return _fmt(metrics.get(key)), _band(band, (ci or {}).get("level"))
 
 
+def _at_op(text: str) -> str:
+    return f'<p class="muted">{_e(text)}</p>'
+
+
+_AT_OP = "At the operating point stated in the summary."
+
+
 def _summary(metrics: dict[str, Any]) -> str:
+    """Headline numbers, all at the one operating point, which is stated with its threshold."""
     ci = metrics.get("ci") or {}
-    op = metrics.get("operating_point")
     cards = []
-    for key, label in (
-        ("roc_auc", "ROC AUC"),
-        ("accuracy", "Accuracy"),
-        ("balanced_accuracy", "Balanced accuracy"),
-    ):
+    for key, label in HEADLINE:
         v, c = _with_ci(metrics, key, ci)
         cards.append((label, v, c))
-    if op:
-        op_ci = op.get("ci") or {}
-        for key in ("sensitivity", "specificity"):
-            c = _band(op_ci.get(key), ci.get("level"))
-            cards.append((f"{key.capitalize()} @ t={op['threshold']:.3f}", _fmt(op.get(key)), c))
-    else:
-        for key in ("sensitivity", "specificity"):
-            v, c = _with_ci(metrics, key, ci)
-            cards.append((f"{key.capitalize()} (argmax)", v, c))
     html_cards = "".join(
         f'<div class="card"><div>{_e(label)}</div><div class="v">{_e(v)}</div>'
         f'<div class="ci">{_e(c)}</div></div>'
@@ -163,34 +146,40 @@ def _summary(metrics: dict[str, Any]) -> str:
             f"Test images: {_fmt(counts.get('n'))} ({_fmt(counts.get('n_positive'))} disease, "
             f"{_fmt(counts.get('n_negative'))} negative; negative class: {neg})."
         ),
+        ci_text(metrics),
+        "Every sensitivity, specificity, PPV, NPV, accuracy and confusion count in this report "
+        "(summary, ROC section, confusion matrix, per-class table, per-patient results, model card) "
+        "is at this one operating point; other thresholds appear only under "
+        "\u201cAlternative operating points\u201d.",
     ]
-    if op:
-        notes.append(
-            "The operating point was chosen on validation data for the target sensitivity "
-            "and applied unchanged to the test set."
-        )
     und = metrics.get("undefined") or {}
     if und:
         notes.append("Undefined: " + "; ".join(f"{k}: {v}" for k, v in und.items()))
-    return f'<div class="cards">{html_cards}</div>' + "".join(f"<p>{_e(n)}</p>" for n in notes)
+    statement = f'<p id="operating-point"><strong>{_e(operating_point_text(metrics))}</strong></p>'
+    return (
+        statement
+        + f'<div class="cards">{html_cards}</div>'
+        + "".join(f"<p>{_e(n)}</p>" for n in notes)
+    )
 
 
 def _roc_section(metrics: dict[str, Any]) -> str:
     op = metrics.get("operating_point")
+    # a point on the curve only for one threshold (per-fold thresholds or argmax: no single point)
+    marked = op if op and op.get("threshold") is not None else None
     parts = [
         _img(
             figures.roc_png(
-                metrics.get("roc_curve"), auc=metrics.get("roc_auc_disease"), operating_point=op
+                metrics.get("roc_curve"), auc=metrics.get("roc_auc_disease"), operating_point=marked
             ),
             "ROC curve",
         ),
         _img(figures.pr_png(metrics.get("pr_curve"), ap=metrics.get("pr_auc")), "PR curve"),
     ]
     if op:
-        rows = [
-            {k: op.get(k) for k in ("threshold", "sensitivity", "specificity", "ppv", "npv", "f1")}
-        ]
-        parts.append(_table(rows))
+        parts.append(_at_op(_AT_OP + " Disease (any non-negative class) against negative."))
+        cols = ("threshold", "sensitivity", "specificity", "ppv", "npv", "f1")
+        parts.append(_table([{k: op.get(k) for k in cols}]))
         cm = op["confusion_matrix"]["matrix"]
         parts.append(
             _table(
@@ -201,6 +190,30 @@ def _roc_section(metrics: dict[str, Any]) -> str:
             )
         )
     return "".join(parts)
+
+
+def _alternatives_section(metrics: dict[str, Any]) -> str:
+    """The only place other thresholds appear: labelled as alternatives, not what is used."""
+    alt = metrics.get("alternative_operating_points") or {}
+    rows = alt.get("rows") or []
+    if not rows:
+        return '<p class="muted">Not available for this run.</p>'
+    table = [
+        {
+            "alternative": r.get("name"),
+            "threshold": r.get("threshold"),
+            "chosen on": r.get("chosen_on") or "not chosen on data",
+            "validation sensitivity": r.get("chosen_split_sensitivity"),
+            "test sensitivity": r.get("sensitivity"),
+            "test specificity": r.get("specificity"),
+            "test PPV": r.get("ppv"),
+            "test NPV": r.get("npv"),
+            "note": "= the operating point" if r.get("same_as_operating_point") else "",
+        }
+        for r in rows
+    ]
+    note = alt.get("note") or ""
+    return f"<p><strong>{_e(note)}</strong></p>" + _table(table)
 
 
 def _calibration_section(metrics: dict[str, Any]) -> str:
@@ -226,7 +239,10 @@ def _patient_section(patient_table: list[dict[str, Any]] | None, metrics: dict[s
         return '<p class="muted">No patient identifiers: per-patient results not available.</p>'
     summary = {
         k: pl.get(k)
-        for k in ("n_patients", "sensitivity", "specificity", "balanced_accuracy", "roc_auc")
+        for k in (
+            "n_patients", "threshold", "sensitivity", "specificity", "ppv", "npv",
+            "balanced_accuracy", "roc_auc",
+        )
         if k in pl
     }
     rules = pl.get("rules")
@@ -246,7 +262,9 @@ def _patient_section(patient_table: list[dict[str, Any]] | None, metrics: dict[s
 
 def _model_card_html(card: dict[str, Any], metrics: dict[str, Any]) -> str:
     parts = [f'<div class="warn">{_e(NOT_FOR_CLINICAL_USE)}</div>']
-    seen = set()
+    # "markdown" is the same card as text (model_card.md), rendered here from its fields; the
+    # banner and the operating-point sentence are printed once each, above and below
+    seen = {"markdown", "not_for_clinical_use", "operating_point"}
     for key, label in _CARD_ORDER + tuple((k, k.replace("_", " ").capitalize()) for k in card):
         if key in seen or key not in card:
             continue
@@ -259,11 +277,12 @@ def _model_card_html(card: dict[str, Any], metrics: dict[str, Any]) -> str:
         else:
             body = f"<p>{_e(value)}</p>"
         parts.append(f"<h3>{_e(label)}</h3>{body}")
-    headline = {
-        k: metrics.get(k)
-        for k in ("roc_auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity")
-    }
-    parts.append("<h3>Metrics (test set)</h3>" + _kv_table(headline))
+    headline = {label: metrics.get(key) for key, label in HEADLINE}
+    parts.append(
+        "<h3>Metrics (test set, at the operating point)</h3>"
+        + f"<p>{_e(operating_point_text(metrics))}</p>"
+        + _kv_table(headline)
+    )
     return "".join(parts)
 
 
@@ -295,13 +314,22 @@ def write_report(
         _summary(metrics),
         _kv_table(data_summary),
         _split_table(split_table),
-        _img(figures.training_curves_png(history), "Training curves"),
+        _img(
+            figures.training_curves_png(
+                history,
+                best_epoch=(metrics.get("training") or {}).get("best_epoch"),
+                monitor=(metrics.get("training") or {}).get("monitor"),
+            ),
+            "Training curves",
+        ),
         _roc_section(metrics),
-        _img(figures.confusion_png(cm["matrix"], cm["labels"]), "Confusion matrix")
+        _alternatives_section(metrics),
+        _at_op(_AT_OP)
+        + _img(figures.confusion_png(cm["matrix"], cm["labels"]), "Confusion matrix")
         if cm.get("matrix")
         else '<p class="muted">Not available.</p>',
         _calibration_section(metrics),
-        _table(metrics.get("per_class") or [], per_class_cols),
+        _at_op(_AT_OP) + _table(metrics.get("per_class") or [], per_class_cols),
         _patient_section(patient_table, metrics),
         _img(figures.image_grid_png(samples), "Sample predictions"),
         _model_card_html(model_card or {}, metrics),
@@ -309,19 +337,7 @@ def write_report(
     sections = list(zip(SECTIONS, bodies)) + [
         (str(t), str(body)) for t, body in (extra_sections or [])
     ]
-    anchors = [f"s{i}" for i in range(len(sections))]
-    nav = "".join(f'<a href="#{a}">{_e(t)}</a>' for a, (t, _) in zip(anchors, sections))
-    content = "".join(
-        f'<section id="{a}"><h2>{_e(t)}</h2>{body}</section>'
-        for a, (t, body) in zip(anchors, sections)
-    )
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>"
-        f'<h1>{_e(title)}</h1><div class="warn">{_e(NOT_FOR_CLINICAL_USE)}</div>'
-        f"<nav>{nav}</nav>{content}</main></body></html>\n"
-    )
-    return atomic_write_text(target, page)
+    return atomic_write_text(target, page.page(title, sections))
 
 
 def select_samples(

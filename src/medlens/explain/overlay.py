@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,16 +17,34 @@ from medlens.io.atomic import atomic_write_bytes
 MIN_PANEL = 160
 
 
-def to_display(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    """One model input ``(C, *spatial)`` → float RGB ``(*spatial, 3)`` in [0, 1]."""
+Norm = tuple[Sequence[float], Sequence[float]]
+
+
+def to_display(
+    image: torch.Tensor | np.ndarray, norm: Norm | None = None
+) -> np.ndarray:
+    """One model input ``(C, *spatial)`` → float RGB ``(*spatial, 3)`` in [0, 1].
+
+    Args:
+        norm: the ``(mean, std)`` per channel the input was normalised with (the model
+            package's ``normalize``). The normalisation is undone, so the picture has the
+            colours the user sees (pink H&E stays pink). Without it, each image is
+            stretched to [0, 1]: only for inputs whose normalisation is unknown.
+    """
     arr = (
         image.detach().float().cpu().numpy()
         if isinstance(image, torch.Tensor)
         else np.asarray(image, np.float32)
     )
+    if norm is not None:
+        shape = (-1,) + (1,) * (arr.ndim - 1)
+        mean = np.broadcast_to(np.asarray(norm[0], np.float32).reshape(-1), (arr.shape[0],))
+        std = np.broadcast_to(np.asarray(norm[1], np.float32).reshape(-1), (arr.shape[0],))
+        arr = np.clip(arr * std.reshape(shape) + mean.reshape(shape), 0.0, 1.0)
     arr = arr[:3] if arr.shape[0] >= 3 else arr[:1]
-    lo, hi = float(arr.min()), float(arr.max())
-    arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    if norm is None:
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
     arr = np.moveaxis(arr, 0, -1)
     return np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else arr
 
@@ -33,11 +52,17 @@ def to_display(image: torch.Tensor | np.ndarray) -> np.ndarray:
 def blend(
     rgb: np.ndarray, heat: np.ndarray, *, alpha: float = 0.45, cmap: str = "jet"
 ) -> np.ndarray:
-    """Colour ``heat`` (H, W) in [0, 1] and blend it over ``rgb`` (H, W, 3) → uint8."""
+    """Colour ``heat`` (H, W) in [0, 1] and blend it over ``rgb`` (H, W, 3) → uint8.
+
+    The colour's weight grows with the heat (``alpha`` at the peak, 0 where the map is
+    0), so the image keeps its own colours where the model does not look.
+    """
     from matplotlib import colormaps
 
-    coloured = colormaps[cmap](np.clip(heat, 0, 1))[..., :3]
-    out = (1 - alpha) * rgb + alpha * coloured
+    h = np.clip(np.nan_to_num(np.asarray(heat, np.float32)), 0, 1)
+    coloured = colormaps[cmap](h)[..., :3]
+    a = (alpha * h)[..., None]
+    out = (1 - a) * rgb + a * coloured
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 
@@ -61,18 +86,23 @@ def _grid(panels: list[list[np.ndarray]], pad: int = 4) -> np.ndarray:
 
 
 def overlay_image(
-    image: torch.Tensor | np.ndarray, heat: np.ndarray, *, alpha: float = 0.45
+    image: torch.Tensor | np.ndarray,
+    heat: np.ndarray,
+    *,
+    alpha: float = 0.45,
+    norm: Norm | None = None,
 ) -> np.ndarray:
     """RGB uint8 picture of one explanation.
 
     Args:
         image: model input ``(C, H, W)`` or ``(C, D, H, W)``.
         heat: map ``(H, W)`` or ``(D, H, W)`` in [0, 1].
+        norm: ``(mean, std)`` the input was normalised with (see :func:`to_display`).
 
     2D: image | overlay side by side. 3D: top row, the axial/coronal/sagittal slices
     through the map's peak; bottom row, maximum projections of map and image.
     """
-    rgb = to_display(image)
+    rgb = to_display(image, norm)
     heat = np.asarray(heat, dtype=np.float32)
     if heat.shape != rgb.shape[:-1]:
         raise ValueError(f"map shape {heat.shape} does not match image {rgb.shape[:-1]}")
@@ -107,6 +137,7 @@ def save_overlay(
     heat: np.ndarray,
     *,
     alpha: float = 0.45,
+    norm: Norm | None = None,
 ) -> Path:
     """Write the overlay of one explanation as a PNG (atomically)."""
-    return atomic_write_bytes(path, png_bytes(overlay_image(image, heat, alpha=alpha)))
+    return atomic_write_bytes(path, png_bytes(overlay_image(image, heat, alpha=alpha, norm=norm)))

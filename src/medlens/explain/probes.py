@@ -2,7 +2,9 @@
 how often and how far predictions move, per class.
 
 Each probe maps one image, scaled to [0, 1] (``(C, *spatial)``), to a perturbed copy; the
-copy is scaled back to the model's input range. A model that flips its answer when the
+copy is scaled back to the model's input range. With the package's normalisation
+(``norm``) the [0, 1] image is the picture the user sees (so a colour shift shifts the
+real stain); without it each image is stretched to [0, 1]. A model that flips its answer when the
 background changes, or *keeps* it when the region it relies on is hidden, is suspect.
 """
 
@@ -165,6 +167,7 @@ def probe(
     seed: int = 0,
     n_examples: int = 3,
     example_dir: str | os.PathLike[str] | None = None,
+    norm: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> dict[str, Any]:
     """Run bias probes on a classifier.
 
@@ -176,7 +179,11 @@ def probe(
         hide_fraction: share of pixels hidden by ``hide-region`` when no mask is given.
         example_dir: when set, the ``n_examples`` largest changes of every probe are
             written there as PNGs (original | perturbed).
+        norm: ``(mean, std)`` per channel that ``x`` was normalised with (``x = (img -
+            mean) / std`` with ``img`` in [0, 1]); probes then perturb the true image.
 
+    Per probe the result also holds its ``description`` and the scores before and after:
+    accuracy (with ``y``) and the mean probability of the originally predicted class.
     Returns:
         JSON-ready dict: per probe the flip rate (share of predictions that change),
         the mean |Δ probability| of the originally predicted class, per-class numbers and
@@ -204,12 +211,14 @@ def probe(
                 )
         else:
             relied = _relied_regions(model, x, hide_fraction, layer)
-    xs = x.detach().float().cpu()
-    dims = tuple(range(1, xs.ndim))
-    lo = xs.amin(dim=dims, keepdim=True)
-    span = (xs.amax(dim=dims, keepdim=True) - lo).clamp_min(1e-8)
-    x01 = ((xs - lo) / span).numpy()
-    result: dict[str, Any] = {"n_images": int(x.shape[0]), "probes": {}}
+    lo, span = _unit_scale(x.detach().float().cpu(), norm)
+    x01 = ((x.detach().float().cpu() - lo) / span).clamp(0, 1).numpy()
+    truth = None if y is None else groups
+    result: dict[str, Any] = {
+        "n_images": int(x.shape[0]),
+        "scale": "package normalisation undone" if norm is not None else "each image stretched to [0, 1]",
+        "probes": {},
+    }
     for name in names:
         rng = np.random.default_rng(seed)
         fn = PROBES.get(name)
@@ -222,12 +231,15 @@ def probe(
         xp = torch.from_numpy(pert) * span + lo
         p1 = _probs(forward(model, xp.to(x.dtype)))
         flips = (p1.argmax(1) != pred0).numpy()
-        dprob = (p1.gather(1, pred0[:, None]) - p0.gather(1, pred0[:, None]))[:, 0].abs().numpy()
+        before = p0.gather(1, pred0[:, None])[:, 0].numpy()
+        after = p1.gather(1, pred0[:, None])[:, 0].numpy()
+        dprob = np.abs(after - before)
         per_class = {
             label(int(c)): {
                 "n": int((groups == c).sum()),
                 "flip_rate": float(flips[groups == c].mean()),
                 "mean_abs_dprob": float(dprob[groups == c].mean()),
+                **_scores(groups == c, before, after, pred0.numpy(), p1.argmax(1).numpy(), truth),
             }
             for c in np.unique(groups)
         }
@@ -245,12 +257,53 @@ def probe(
                 )
             examples.append(ex)
         result["probes"][name] = {
+            "description": _describe(fn),
             "flip_rate": float(flips.mean()),
             "mean_abs_dprob": float(dprob.mean()),
+            **_scores(np.ones(len(flips), bool), before, after, pred0.numpy(), p1.argmax(1).numpy(), truth),
             "per_class": per_class,
             "examples": examples,
         }
     return result
+
+
+def _unit_scale(
+    xs: torch.Tensor, norm: tuple[Sequence[float], Sequence[float]] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(lo, span)`` with ``x01 = (x - lo) / span``: the image in [0, 1] as the user sees
+    it when ``norm`` is known, else each image stretched to [0, 1]."""
+    if norm is not None:
+        shape = (1, -1) + (1,) * (xs.ndim - 2)
+        mean = torch.as_tensor(list(norm[0]), dtype=torch.float32).reshape(shape)
+        std = torch.as_tensor(list(norm[1]), dtype=torch.float32).reshape(shape)
+        # x = (img - mean) / std  =>  img = x * std + mean  =>  lo = -mean / std, span = 1 / std
+        return -mean / std, 1.0 / std
+    dims = tuple(range(1, xs.ndim))
+    lo = xs.amin(dim=dims, keepdim=True)
+    return lo, (xs.amax(dim=dims, keepdim=True) - lo).clamp_min(1e-8)
+
+
+def _scores(
+    sel: np.ndarray,
+    before: np.ndarray,
+    after: np.ndarray,
+    pred0: np.ndarray,
+    pred1: np.ndarray,
+    truth: np.ndarray | None,
+) -> dict[str, float]:
+    """Scores of the selected images before/after a probe: mean probability of the
+    originally predicted class, and accuracy when the true labels are known."""
+    out = {"p_before": float(before[sel].mean()), "p_after": float(after[sel].mean())}
+    if truth is not None:
+        out["accuracy_before"] = float((pred0[sel] == truth[sel]).mean())
+        out["accuracy_after"] = float((pred1[sel] == truth[sel]).mean())
+    return out
+
+
+def _describe(fn: Callable[..., Any]) -> str:
+    """A probe's first docstring sentence: what it does to the image."""
+    doc = " ".join((fn.__doc__ or "").replace("``", "").split())
+    return doc.split(". ")[0].rstrip(".") + "." if doc else ""
 
 
 def _canonical(name: str) -> str:
@@ -264,7 +317,8 @@ def _save_example(path: Path, before: np.ndarray, after: np.ndarray) -> Path:
     from medlens.io.atomic import atomic_write_bytes
 
     panels = []
+    unit = ([0.0], [1.0])  # the probe's images are already pictures in [0, 1]
     for img in (before, after):
-        rgb = to_display(np.clip(img, 0, 1) if img.ndim == 3 else img[:, img.shape[1] // 2])
+        rgb = to_display(img if img.ndim == 3 else img[:, img.shape[1] // 2], unit)
         panels.append(_enlarge((rgb * 255).round().astype(np.uint8)))
     return atomic_write_bytes(path, png_bytes(_grid([panels])))

@@ -13,7 +13,7 @@ from torch import nn
 
 from medlens.explain.base import as_model_and_input, check_input, explain, forward
 from medlens.explain.faithfulness import evaluate_faithfulness
-from medlens.explain.overlay import blend, png_bytes, to_display
+from medlens.explain.overlay import Norm, blend, png_bytes, to_display
 
 #: LIME is left out of the report's table by default: it costs seconds per image.
 REPORT_METHODS = ("gradcam", "gradcam++", "occlusion", "integrated-gradients")
@@ -27,11 +27,11 @@ def _img_tag(rgb: np.ndarray, caption: str) -> str:
     )
 
 
-def _gallery_image(image: torch.Tensor, heat: np.ndarray) -> np.ndarray:
+def _gallery_image(image: torch.Tensor, heat: np.ndarray, norm: Norm | None) -> np.ndarray:
     if heat.ndim == 3:  # 3D: the slice through the peak along the first axis
         z = int(np.unravel_index(int(heat.argmax()), heat.shape)[0])
-        return blend(to_display(image[:, z]), heat[z])
-    return blend(to_display(image), heat)
+        return blend(to_display(image[:, z], norm), heat[z])
+    return blend(to_display(image, norm), heat)
 
 
 def report_section(
@@ -48,6 +48,7 @@ def report_section(
     faithfulness_images: int = 8,
     methods: Sequence[str] = REPORT_METHODS,
     seed: int = 0,
+    norm: Norm | None = None,
 ) -> tuple[str, str]:
     """Return ``(title, html)``.
 
@@ -58,6 +59,8 @@ def report_section(
             class against the rest).
         per_group: images shown per group.
         faithfulness_images: images (chosen with ``seed``) used for the table.
+        norm: ``(mean, std)`` the images were normalised with; undone for the pictures
+            so they show true colours (without it each image is stretched).
     """
     model, images = as_model_and_input(model, images)
     check_input(model, images)
@@ -91,7 +94,7 @@ def report_section(
             "<div>"
             + "".join(
                 _img_tag(
-                    _gallery_image(x[j], maps[j]),
+                    _gallery_image(x[j], maps[j], norm),
                     f"#{i}: true {name(y[i])}, predicted {name(p[i])}",
                 )
                 for j, i in enumerate(idx)
