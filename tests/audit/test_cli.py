@@ -49,5 +49,5 @@ def test_cli_blocking_exit_1_and_exclude_list(app, tmp_path: Path) -> None:
 
 def test_cli_missing_folder_is_one_clean_line(app, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["audit", str(tmp_path / "nope"), "--out", str(tmp_path / "rep")])
-    assert res.exit_code == 2
+    assert res.exit_code == 1  # the job failed (bad input), not a usage error
     assert "error:" in res.output and "Traceback" not in res.output

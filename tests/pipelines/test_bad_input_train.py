@@ -76,7 +76,7 @@ def test_nothing_usable_exits_non_zero(tmp_path):
         (data / cls / "x.png").write_text("junk")
         (data / cls / "y.png").write_bytes(b"")
     res = runner.invoke(get_app(), ["inspect", str(data)])
-    assert res.exit_code == 2 and "nothing usable" in res.output
+    assert res.exit_code == 1 and "nothing usable" in res.output
     res = runner.invoke(get_app(), ["train", str(data), "--out", str(tmp_path / "r"), "--model", "test_cnn",
                                     "--epochs", "1", "--ignore-audit"])
-    assert res.exit_code == 2 and "error:" in res.output
+    assert res.exit_code == 1 and "error:" in res.output

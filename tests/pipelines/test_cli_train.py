@@ -24,10 +24,18 @@ def test_run_directory_is_complete(trained_run):
     for key in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "roc_auc",
                 "pr_auc", "confusion_matrix", "per_class", "ci", "calibration", "operating_point", "patient_level"):
         assert key in m, key
-    assert m["threshold_selection"]["chosen_on"] == "val"
+    op = m["operating_point"]
+    assert op["selection"]["chosen_on"] == "val" and op["selection"]["target_sensitivity"] == 0.95
+    assert all(m[k] == op[k] for k in ("sensitivity", "specificity", "ppv", "npv", "accuracy"))
+    cm = m["confusion_matrix"]["matrix"]  # the K×K matrix is of the same call
+    assert op["confusion_matrix"]["matrix"] == cm
+    assert [r["name"] for r in m["alternative_operating_points"]["rows"]][-1] == "0.5 call"
+    assert m["ci"]["unit"] == "patient"  # IDC layout: patient ids known → patients resampled
     assert 0 <= m["roc_auc"] <= 1
     meta = json.loads((trained_run / "model" / "metadata.json").read_text())
     assert meta["task"] == "classify" and meta["classes"] == ["0", "1"] and meta["threshold"] is not None
+    assert meta["operating_point"]["threshold"] == meta["threshold"] == op["threshold"]
+    assert len(meta["operating_point"]["alternatives"]) == 4
     html = (trained_run / "report.html").read_text()
     assert "Not for clinical use" in html and "data:image/png;base64" in html
 
@@ -53,11 +61,18 @@ def test_predict_cli_and_python_api(trained_run, idc_small, tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0].startswith("file,predicted,disease_score,decision") and len(lines) == 3
     assert "photo.jpg" in lines[1] and "bad.png" in lines[2] and "not a readable image" in lines[2]
-    rows = medlens.load_model(trained_run).predict([np.zeros((10, 20, 1), np.uint8), str(img)])
+    pkg = medlens.load_model(trained_run)
+    rows = pkg.predict([np.zeros((10, 20, 1), np.uint8), str(img)])
     assert len(rows) == 2
     for r in rows:
         assert abs(sum(r["probabilities"].values()) - 1) < 1e-5
         assert r["decision"] in ("positive", "negative")
+    # the predicted class follows the operating point: negative class exactly when decision is negative
+    patches = sorted(idc_small.rglob("*.png"))[::7]
+    rows = pkg.predict([str(f) for f in patches])
+    neg = pkg.classes[pkg.negative_class]
+    for r in rows:
+        assert (r["predicted"] == neg) == (r["decision"] == "negative") == (r["disease_score"] < r["threshold"])
 
 
 def test_evaluate_cli_reuses_run_splits(trained_run, idc_small, tmp_path):
@@ -74,10 +89,10 @@ def test_evaluate_cli_reuses_run_splits(trained_run, idc_small, tmp_path):
 def test_user_errors_are_one_clean_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = runner.invoke(get_app(), ["train", str(tmp_path / "nope")])
-    assert res.exit_code == 2 and "error:" in res.output and "Traceback" not in res.output
+    assert res.exit_code == 1 and "error:" in res.output and "Traceback" not in res.output
     assert not (tmp_path / "runs").exists(), "a failed start must not leave a run directory behind"
     res = runner.invoke(get_app(), ["predict", str(tmp_path), "x.png"])
-    assert res.exit_code == 2 and "not a medlens model package" in res.output
+    assert res.exit_code == 1 and "not a medlens model package" in res.output
 
 
 def test_model_typo_gets_did_you_mean(idc_small, tmp_path):

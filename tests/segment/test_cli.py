@@ -45,7 +45,7 @@ def test_cli_bad_data_is_one_line_error(tmp_path):
     (tmp_path / "empty").mkdir()
     res = runner.invoke(get_app(), ["train", str(tmp_path / "empty"), "--task", "segment",
                                     "--out", str(tmp_path / "r")])
-    assert res.exit_code == 2 and "no segmentation layout" in res.output
+    assert res.exit_code == 1 and "no segmentation layout" in res.output
 
 
 def test_segment_cv_leaves_patients_out(kaggle_set, tmp_path):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from medlens.errors import BadInputError
+from medlens.io.geometry import Geometry
 from medlens.io.volumes import Volume, read_volume, write_mask_2d, write_volume
 
 GEO = {"spacing": [0.5, 0.75, 2.0], "origin": [10.0, -4.0, 3.5],
@@ -103,6 +104,15 @@ def test_mask_png_tif_written_0_255(tmp_path):
         assert (got > 0).sum() == 4
 
 
-def test_volume_dataclass_geometry_dict():
-    v = Volume(np.zeros((2, 3, 4)), spacing=(1.0, 2.0, 3.0))
-    assert v.geometry()["spacing"] == [1.0, 2.0, 3.0]
+def test_volume_carries_one_geometry(tmp_path):
+    v = Volume(np.zeros((2, 3, 4)), Geometry((1.0, 2.0, 3.0), (0.0, 0.0, 0.0), np.eye(3).ravel()))
+    assert v.spacing == (1.0, 2.0, 3.0) and v.geometry.array_spacing == (3.0, 2.0, 1.0)
+    assert v.geometry.to_dict()["spacing"] == [1.0, 2.0, 3.0]
+    assert Volume(np.zeros((2, 3, 4))).geometry == Geometry.identity(3)
+    with pytest.raises(ValueError, match="3D"):
+        Volume(np.zeros((3, 4)), Geometry.identity(2))
+    # a Geometry, its dict and a Volume are all accepted as ``like``
+    g = Geometry.from_dict(GEO)
+    for like in (g, g.to_dict(), Volume(np.zeros((2, 3, 4)), g)):
+        w = read_volume(write_volume(tmp_path / "g.nii.gz", np.zeros((2, 3, 4), np.uint8), like=like))
+        np.testing.assert_allclose(w.geometry.affine, g.affine, atol=1e-5)

@@ -7,23 +7,29 @@ from pathlib import Path
 import typer
 
 from medlens.cli.app import app
-
-LAYOUT_HELP = "dataset layout (auto-detected when omitted): idc, imagefolder, csv, patient_table, medmnist"
+from medlens.cli.boundary import out_must_be_folder
+from medlens.cli.options import COLUMN_DEFAULT, LAYOUT_DEFAULT, LAYOUT_HELP, PATIENT_TABLE_DEFAULT
 
 
 @app.command("audit")
 def audit(
     data: Path = typer.Argument(..., help="data folder, CSV manifest or MedMNIST .npz"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="folder for audit.json and audit.html"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="folder for audit.json and audit.html",
+                                    show_default="runs/audit-<data folder name>"),
     exclude_list: Path | None = typer.Option(
-        None, "--exclude-list", help="write the files to leave out here (for `train --exclude`)"
+        None, "--exclude-list", help="write the files to leave out here (for `train --exclude`)",
+        show_default="not written",
     ),
-    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP),
-    label_column: str | None = typer.Option(None, "--label-column"),
-    path_column: str | None = typer.Option(None, "--path-column"),
-    patient_column: str | None = typer.Option(None, "--patient-column"),
-    split_column: str | None = typer.Option(None, "--split-column"),
-    patient_table: str | None = typer.Option(None, "--patient-table"),
+    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP, show_default=LAYOUT_DEFAULT),
+    label_column: str | None = typer.Option(None, "--label-column", show_default=COLUMN_DEFAULT),
+    path_column: str | None = typer.Option(None, "--path-column", show_default=COLUMN_DEFAULT),
+    patient_column: str | None = typer.Option(None, "--patient-column", show_default=COLUMN_DEFAULT),
+    split_column: str | None = typer.Option(None, "--split-column", show_default=COLUMN_DEFAULT),
+    patient_table: str | None = typer.Option(None, "--patient-table", show_default=PATIENT_TABLE_DEFAULT),
+    allow_outside_paths: bool = typer.Option(
+        False, "--allow-outside-paths",
+        help="accept manifest paths outside the data folder (../, absolute paths, symlinks leading out)",
+    ),
     quick: bool = typer.Option(False, "--quick", help="readability, exact duplicates and confounding only"),
     near_threshold: int = typer.Option(10, "--near-threshold", help="perceptual-hash bits for near duplicates"),
     shortcut_threshold: float = typer.Option(0.75, "--shortcut-threshold", help="metadata-only AUC that warns"),
@@ -38,10 +44,11 @@ def audit(
 
     given = {"layout": layout, "label_column": label_column, "path_column": path_column,
              "patient_column": patient_column, "split_column": split_column,
-             "patient_table": patient_table}  # fmt: skip
+             "patient_table": patient_table, "allow_outside_paths": allow_outside_paths or None}  # fmt: skip
     layout_kwargs = {k: v for k, v in given.items() if v is not None}
     if out is None:
         out = Path("runs") / f"audit-{data.resolve().name}"
+    out_must_be_folder(out)
     result = run_audit(
         data, out_dir=out, exclude_list=exclude_list, quick=quick, near_threshold=near_threshold,
         shortcut_threshold=shortcut_threshold, min_patients=min_patients, **layout_kwargs,
@@ -62,5 +69,8 @@ def audit(
     typer.echo(f"report: {out / 'audit.html'}")
     if exclude_list is not None:
         typer.echo(f"exclude list ({len(result.exclude)} file(s)): {exclude_list}")
-    if result.blocking:
-        raise typer.Exit(1)
+    if result.blocking:  # exit 1: scripts and CI must not take a blocked data set for a clean one
+        from medlens.errors import JobFailedError
+
+        raise JobFailedError(f"{data}: the audit found {len(result.blocking)} blocking problem(s) (listed "
+                             f"above); fix them or exclude files with --exclude-list")

@@ -10,19 +10,35 @@ from pathlib import Path
 import typer
 
 from medlens.cli.app import _console, app
+from medlens.cli.boundary import out_must_be_folder
+from medlens.cli.options import (
+    CLASSIFY,
+    COLUMN_DEFAULT,
+    LAYOUT_DEFAULT,
+    LAYOUT_HELP,
+    MASK_DEFAULT,
+    PATCH_DEFAULT,
+    PATIENT_TABLE_DEFAULT,
+    SEGMENT,
+    by_layout,
+    check_device,
+    check_model,
+    device_option,
+)
 from medlens.errors import BadInputError, ConfigError
-
-LAYOUT_HELP = "dataset layout (auto-detected when omitted): idc, imagefolder, csv, patient_table, medmnist"
 
 
 @app.command("inspect")
 def inspect_cmd(
     data: Path = typer.Argument(..., help="data folder, CSV manifest or MedMNIST .npz"),
-    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP),
-    label_column: str | None = typer.Option(None, "--label-column"),
-    path_column: str | None = typer.Option(None, "--path-column"),
-    patient_column: str | None = typer.Option(None, "--patient-column"),
-    patient_table: str | None = typer.Option(None, "--patient-table"),
+    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP, show_default=LAYOUT_DEFAULT),
+    label_column: str | None = typer.Option(None, "--label-column", show_default=COLUMN_DEFAULT),
+    path_column: str | None = typer.Option(None, "--path-column", show_default=COLUMN_DEFAULT),
+    patient_column: str | None = typer.Option(None, "--patient-column", show_default=COLUMN_DEFAULT),
+    patient_table: str | None = typer.Option(None, "--patient-table", show_default=PATIENT_TABLE_DEFAULT),
+    allow_outside_paths: bool = typer.Option(False, "--allow-outside-paths",
+                                             help="accept manifest paths outside the data folder "
+                                             "(../, absolute paths, symlinks leading out)"),
     as_json: bool = typer.Option(False, "--json", help="print the description as JSON"),
 ) -> None:
     """Show what medlens detects in DATA: layout, classes, counts, patients, unreadable files."""
@@ -40,7 +56,7 @@ def inspect_cmd(
     else:
         index, desc = inspect_path(data, workers=workers, layout=layout, label_column=label_column,
                                    path_column=path_column, patient_column=patient_column,
-                                   patient_table=patient_table)
+                                   patient_table=patient_table, allow_outside_paths=allow_outside_paths)
     if as_json:
         typer.echo(json.dumps(desc, indent=2, default=str))
     else:
@@ -53,51 +69,80 @@ def inspect_cmd(
 @app.command("train")
 def train_cmd(
     data: Path = typer.Argument(..., help="data folder, CSV manifest or MedMNIST .npz"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="run directory (default runs/<data>-<time>)"),
-    task: str | None = typer.Option(None, "--task",
-                                       help="classify or segment (default: segment when DATA holds image/mask pairs)"),
-    config: Path | None = typer.Option(None, "--config", help="JSON/YAML config; flags override it"),
-    model: str | None = typer.Option(None, "--model", "-m", help="model name (see `medlens models`)"),
-    pretrained: str | None = typer.Option(None, "--pretrained", help="local weights file"),
-    size: int | None = typer.Option(None, "--size", help="input side in pixels"),
-    channels: int | None = typer.Option(None, "--channels", help="1 (grey) or 3 (RGB)"),
-    equalize: str | None = typer.Option(None, "--equalize", help="none, hist or clahe"),
-    epochs: int | None = typer.Option(None, "--epochs"),
-    batch_size: int | None = typer.Option(None, "--batch-size"),
-    lr: float | None = typer.Option(None, "--lr"),
-    patience: int | None = typer.Option(None, "--patience"),
-    scheduler: str | None = typer.Option(None, "--scheduler", help="cosine, plateau or none"),
-    seed: int | None = typer.Option(None, "--seed"),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1"),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="cap on steps per epoch"),
-    balance: str | None = typer.Option(None, "--balance", help="weighted_loss, sampler or none"),
-    no_augment: bool = typer.Option(False, "--no-augment"),
-    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP),
-    label_column: str | None = typer.Option(None, "--label-column"),
-    path_column: str | None = typer.Option(None, "--path-column"),
-    patient_column: str | None = typer.Option(None, "--patient-column"),
-    patient_table: str | None = typer.Option(None, "--patient-table"),
-    val_fraction: float | None = typer.Option(None, "--val-fraction"),
-    test_fraction: float | None = typer.Option(None, "--test-fraction"),
-    target_sensitivity: float | None = typer.Option(None, "--target-sensitivity"),
-    negative_class: str | None = typer.Option(None, "--negative-class"),
-    patient_aggregate: str | None = typer.Option(None, "--patient-aggregate", help="mean, max or topk"),
-    exclude: Path | None = typer.Option(None, "--exclude", help="file of paths to leave out"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="run directory",
+                                    show_default="runs/<data>-<date>-<time>"),
+    task: str | None = typer.Option(None, "--task", help="classify or segment",
+                                    show_default="segment when DATA holds image/mask pairs, else classify"),
+    config: Path | None = typer.Option(None, "--config", help="JSON/YAML config; flags override it",
+                                       show_default="none"),
+    model: str | None = typer.Option(None, "--model", "-m", help="model name (see `medlens models`)",
+                                     show_default=by_layout("model")),
+    pretrained: str | None = typer.Option(None, "--pretrained", help="local weights file",
+                                          show_default="none: random initial weights"),
+    size: int | None = typer.Option(None, "--size", help="input side in pixels",
+                                    show_default=by_layout("size")),
+    channels: int | None = typer.Option(None, "--channels", help="1 (grey) or 3 (RGB); classify only",
+                                        show_default=f"{CLASSIFY['channels']}; medmnist: the file's own"),
+    equalize: str | None = typer.Option(None, "--equalize", help="none, hist or clahe; classify only",
+                                        show_default=by_layout("equalize", segment=False)),
+    epochs: int | None = typer.Option(None, "--epochs", show_default=by_layout("epochs")),
+    batch_size: int | None = typer.Option(None, "--batch-size", show_default=by_layout("batch_size")),
+    lr: float | None = typer.Option(None, "--lr", help="learning rate", show_default=by_layout("lr")),
+    patience: int | None = typer.Option(None, "--patience", help="early stopping: epochs without improvement",
+                                        show_default=by_layout("patience")),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="cosine, plateau or none",
+                                         show_default=CLASSIFY["scheduler"]),
+    seed: int | None = typer.Option(None, "--seed", show_default=str(CLASSIFY["seed"])),
+    device: str | None = device_option(None),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="cap on steps per epoch",
+                                         show_default="no cap"),
+    balance: str | None = typer.Option(None, "--balance", help="weighted_loss, sampler or none; classify only",
+                                       show_default=CLASSIFY["balance"]),
+    no_augment: bool = typer.Option(False, "--no-augment", help="train without augmentation"),
+    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP, show_default=LAYOUT_DEFAULT),
+    label_column: str | None = typer.Option(None, "--label-column", show_default=COLUMN_DEFAULT),
+    path_column: str | None = typer.Option(None, "--path-column", show_default=COLUMN_DEFAULT),
+    patient_column: str | None = typer.Option(None, "--patient-column", show_default=COLUMN_DEFAULT),
+    patient_table: str | None = typer.Option(None, "--patient-table", help="patient_table layout: CSV of "
+                                             "patient labels", show_default=PATIENT_TABLE_DEFAULT),
+    val_fraction: float | None = typer.Option(None, "--val-fraction", help="validation share of the patients",
+                                              show_default=f"{CLASSIFY['val_fraction']}; segment: "
+                                              f"{SEGMENT['val_fraction']}; official splits kept"),
+    test_fraction: float | None = typer.Option(None, "--test-fraction", help="test share of the patients",
+                                               show_default=f"{CLASSIFY['test_fraction']}; segment: "
+                                               f"{SEGMENT['test_fraction']}; official splits kept"),
+    target_sensitivity: float | None = typer.Option(None, "--target-sensitivity",
+                                                    help="the operating point is chosen on validation for it",
+                                                    show_default=str(CLASSIFY["target_sensitivity"])),
+    negative_class: str | None = typer.Option(None, "--negative-class", help="the healthy/normal/benign class",
+                                              show_default="guessed from the class names"),
+    patient_aggregate: str | None = typer.Option(None, "--patient-aggregate", help="mean, max or topk",
+                                                 show_default=CLASSIFY["patient_aggregate"]),
+    exclude: Path | None = typer.Option(None, "--exclude", help="file of paths to leave out",
+                                        show_default="none"),
     no_audit: bool = typer.Option(False, "--no-audit", help="skip the quick audit"),
     ignore_audit: bool = typer.Option(False, "--ignore-audit", help="train despite blocking audit findings"),
+    allow_outside_paths: bool = typer.Option(False, "--allow-outside-paths",
+                                             help="accept manifest paths outside the data folder "
+                                             "(../, absolute paths, symlinks leading out)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
-    spatial_dims: int | None = typer.Option(None, "--spatial-dims", help="segment: 2 (slices, default) or 3 (volumes)"),
+    spatial_dims: int | None = typer.Option(None, "--spatial-dims", help="segment: 2 (slices) or 3 (volumes)",
+                                            show_default="2"),
     mask_pattern: str | None = typer.Option(None, "--mask-pattern",
-                                               help="segment, pairs layout: mask path from the image's folder, "
-                                                "e.g. '../masks/{stem}_seg{ext}'"),
-    patch: str | None = typer.Option(None, "--patch", help="segment, 3D: patch D,H,W (slices,rows,columns), e.g. 32,64,64"),
+                                            help="segment, pairs layout: mask path from the image's folder, "
+                                            "e.g. '../masks/{stem}_seg{ext}'", show_default=MASK_DEFAULT),
+    patch: str | None = typer.Option(None, "--patch", help="segment, 3D: patch D,H,W (slices,rows,columns), "
+                                     "e.g. 32,64,64", show_default=PATCH_DEFAULT),
     ensemble: int | None = typer.Option(None, "--ensemble",
-                                           help="segment: models from seeds seed, seed+1, …, probabilities averaged"),
+                                        help="segment: models from seeds seed, seed+1, …, probabilities averaged",
+                                        show_default="1"),
 ) -> None:
     """Train a model on DATA and write a run directory (report, metrics, model package)."""
     from medlens.pipelines.config import RunConfig, deep_update, load_config_file
     from medlens.pipelines.recipes import apply_recipe
 
+    out_must_be_folder(out)
+    device, model = check_device(device), check_model(model)
     if task is None:
         task = "segment" if mask_pattern or segmentation_layout(data, layout) else "classify"
         if task == "segment":
@@ -122,7 +167,8 @@ def train_cmd(
                     size=size, channels=channels, equalize=equalize, epochs=epochs, batch_size=batch_size,
                     lr=lr, patience=patience, scheduler=scheduler, seed=seed, device=device,
                     max_steps_per_epoch=max_steps, target_sensitivity=target_sensitivity,
-                    negative_class=negative_class, patient_aggregate=patient_aggregate)
+                    negative_class=negative_class, patient_aggregate=patient_aggregate,
+                    allow_outside_paths=allow_outside_paths or None)
         over = _nest(flat)
         if model:
             over.setdefault("model", {})["name"] = model
@@ -185,34 +231,36 @@ def _nest(flat: dict) -> dict:
 
 
 def _print_summary(metrics: dict, run_dir: Path) -> None:
+    """The test metrics, every thresholded one at the run's single operating point (stated)."""
     from rich.table import Table
+
+    from medlens.evaluate.model_card import HEADLINE, ci_text, operating_point_text
 
     if "mean_dice" in metrics:  # a segmentation package
         _print_segment_summary(metrics, run_dir)
         return
-    t = Table(title=f"test metrics ({metrics.get('split', 'test')} split)")
+    op = metrics.get("operating_point") or {}
+    at = f"at threshold {op['threshold']:.3f}" if op.get("threshold") is not None else \
+        ("at each fold's threshold" if op.get("threshold_range") else "argmax call, no threshold")
+    t = Table(title=f"test metrics ({metrics.get('split', 'test')} split, {at})")
     t.add_column("metric")
     t.add_column("value", justify="right")
     t.add_column("95% CI", justify="right")
     cis = metrics.get("ci") or {}
-    for k in ("roc_auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1"):
+    for k, label in (*HEADLINE, ("f1", "F1")):
         v = metrics.get(k)
         if v is None:
             continue
         ci = cis.get(k)
-        ci_s = f"{ci[0]:.3f}–{ci[1]:.3f}" if isinstance(ci, (list, tuple)) and None not in ci else \
-            (f"{ci['low']:.3f}–{ci['high']:.3f}" if isinstance(ci, dict) and ci.get("low") is not None else "")
-        t.add_row(k, f"{v:.3f}", ci_s)
-    op = metrics.get("operating_point")
-    if op:
-        t.add_row("threshold (val)", f"{op.get('threshold', float('nan')):.3f}", "")
-        t.add_row("sens @ threshold", f"{op.get('sensitivity', float('nan')):.3f}", "")
-        t.add_row("spec @ threshold", f"{op.get('specificity', float('nan')):.3f}", "")
+        ci_s = f"{ci['low']:.3f}–{ci['high']:.3f}" if isinstance(ci, dict) and ci.get("low") is not None else ""
+        t.add_row(label, f"{v:.3f}", ci_s)
     pl = metrics.get("patient_level")
     if pl and pl.get("balanced_accuracy") is not None:
-        t.add_row("patient balanced acc", f"{pl['balanced_accuracy']:.3f}", "")
+        t.add_row("patient balanced accuracy", f"{pl['balanced_accuracy']:.3f}", "")
     con = _console()
     con.print(t)
+    con.print(operating_point_text(metrics))
+    con.print(ci_text(metrics))
     con.print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
 
 
@@ -239,19 +287,29 @@ def evaluate_cmd(
     model: Path = typer.Argument(..., help="run directory or model package"),
     data: Path = typer.Argument(..., help="data to evaluate on"),
     split: str = typer.Option("test", "--split", help="test, val, train or all"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="where to write metrics.json and report.html"),
-    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP),
-    label_column: str | None = typer.Option(None, "--label-column"),
-    path_column: str | None = typer.Option(None, "--path-column"),
-    patient_column: str | None = typer.Option(None, "--patient-column"),
-    patient_table: str | None = typer.Option(None, "--patient-table"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="where to write metrics.json and report.html",
+                                    show_default="<run>/evaluations/<data>-<split>-<time>"),
+    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP, show_default=LAYOUT_DEFAULT),
+    label_column: str | None = typer.Option(None, "--label-column", show_default=COLUMN_DEFAULT),
+    path_column: str | None = typer.Option(None, "--path-column", show_default=COLUMN_DEFAULT),
+    patient_column: str | None = typer.Option(None, "--patient-column", show_default=COLUMN_DEFAULT),
+    patient_table: str | None = typer.Option(None, "--patient-table", show_default=PATIENT_TABLE_DEFAULT),
+    allow_outside_paths: bool = typer.Option(False, "--allow-outside-paths",
+                                             help="accept manifest paths outside the data folder "
+                                             "(../, absolute paths, symlinks leading out)"),
+    device: str = device_option(),
+    strict: bool = typer.Option(False, "--strict", help="refuse (exit 1) when any input is unlike the "
+                                "training data, instead of counting it in metrics.json"),
 ) -> None:
     """Evaluate a trained model on DATA: metrics.json and report.html in --out."""
     from medlens.pipelines.evaluate_run import evaluate_model
 
-    metrics, out_dir = evaluate_model(model, data, split=split, out=out, layout=layout,
+    out_must_be_folder(out)
+    device = check_device(device)
+    metrics, out_dir = evaluate_model(model, data, split=split, out=out, device=device, layout=layout,
                                       label_column=label_column, path_column=path_column,
-                                      patient_column=patient_column, patient_table=patient_table)
+                                      patient_column=patient_column, patient_table=patient_table,
+                                      allow_outside_paths=allow_outside_paths, strict=strict)
     _print_summary(metrics, out_dir)
 
 
@@ -259,47 +317,83 @@ def evaluate_cmd(
 def predict_cmd(
     model: Path = typer.Argument(..., help="run directory or model package"),
     inputs: list[Path] = typer.Argument(..., help="image files or folders"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="write predictions to .csv or .json"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write predictions to .csv or .json",
+                                    show_default="print a table only"),
     batch_size: int = typer.Option(64, "--batch-size"),
+    device: str = device_option(),
+    strict: bool = typer.Option(False, "--strict", help="refuse (exit 1) inputs unlike the training data "
+                                "instead of flagging them"),
 ) -> None:
     """Predict images with a trained model: probabilities, decision at the operating point."""
+    from medlens.options import resolve_device
+
+    device = resolve_device(device)  # a bad value is refused before the package is read
     from medlens.package import load_model
     from medlens.pipelines.predict_io import write_predictions
 
-    pkg = load_model(model)
+    pkg = load_model(model, device=device)
     if pkg.task != "classify":
+        from medlens.pipelines.ood_guard import guard_files
         from medlens.segment.predict import predict_cli
 
+        guard_files(pkg, inputs, strict=strict)  # out-of-distribution inputs: warn, or refuse
         predict_cli(pkg, inputs, out)
         return
     rows = pkg.predict([str(p) for p in inputs], batch_size=batch_size)
     if not rows:
         raise BadInputError("no images found in the given inputs")
+    from medlens.pipelines.ood_guard import guard_rows, ood_cell
+
+    guard_rows(pkg, rows, strict=strict)  # out-of-distribution inputs: warn, or refuse before writing
     if out:
         write_predictions(rows, out, pkg.classes)
     from rich.table import Table
 
-    t = Table()
-    for col in ("file", "predicted", "disease_score", "decision"):
+    t = Table(caption=_predict_caption(pkg))
+    for col in ("file", "predicted", "disease_score", "decision", "ood"):
         t.add_column(col)
     for r in rows:
         if "error" in r:
             t.add_row(r["file"], "[red]unreadable[/red]", "", r["error"])
         else:
-            t.add_row(r["file"], r["predicted"], f"{r['disease_score']:.3f}", r.get("decision", ""))
+            t.add_row(r["file"], r["predicted"], f"{r['disease_score']:.3f}", r.get("decision", ""), ood_cell(r))
     _console().print(t)
     bad = sum("error" in r for r in rows)
     if bad == len(rows):
         raise BadInputError(f"none of the {len(rows)} input(s) could be read")
 
 
-@app.command("models")
-def models_cmd(pattern: str = typer.Argument("*", help="wildcard, e.g. 'resnet*'")) -> None:
-    """List the registered model names."""
-    from medlens.models import list_models
+def _predict_caption(pkg) -> str:  # noqa: ANN001
+    """Which call ``predicted`` and ``decision`` follow (the package's operating point)."""
+    if pkg.threshold is None:
+        return "predicted: the most probable class (this model has no threshold)"
+    op = pkg.metadata.get("operating_point") or {}
+    rule = (op.get("selection") or {}).get("rule")
+    neg = pkg.classes[pkg.negative_class]
+    return (f"predicted and decision at the operating point: positive when disease score (1 − p({neg})) ≥ "
+            f"{float(pkg.threshold):.4f}" + (f"; chosen by: {rule}" if rule else ""))
 
-    for name in list_models(pattern):
-        typer.echo(name)
+
+@app.command("models")
+def models_cmd(
+    pattern: str = typer.Argument("*", help="wildcard, e.g. 'resnet*'"),
+    show_all: bool = typer.Option(False, "--all", help="also the tiny test stand-ins and internal builders"),
+) -> None:
+    """List the models `--model` accepts: name, what each is, and what it takes (2D/3D, task)."""
+    from rich.table import Table
+
+    from medlens.models import describe_models
+
+    rows = describe_models(pattern, include_hidden=show_all)
+    if not rows:
+        raise ConfigError(f"no model matches {pattern!r}; `medlens models` lists them all")
+    t = Table(title="models for --model (timm/<arch> too, with the timm extra)",
+              caption="* hidden without --all: a tiny test stand-in or an internal builder" if show_all else None)
+    for col in ("name", "kind", "description"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(r["name"] + (" *" if r["hidden"] else ""), r["kind"], r["description"])
+    _console().print(t)
 
 
 @app.command("demo")
@@ -308,9 +402,10 @@ def demo_cmd(
     task: str = typer.Option("classify", "--task", help="classify or segment"),
     seed: int = typer.Option(0, "--seed"),
     quick: bool = typer.Option(False, "--quick", help="a tiny version (seconds), for smoke tests"),
+    device: str = device_option(),
 ) -> None:
     """Generate a synthetic data set, audit it, train, evaluate and report — no download."""
     from medlens.pipelines.demo import run_demo
 
-    run_dir = run_demo(out, task=task, seed=seed, quick=quick)
+    run_dir = run_demo(out, task=task, seed=seed, quick=quick, device=check_device(device))
     typer.echo(f"demo finished: open {run_dir / 'report.html'}")

@@ -9,7 +9,18 @@ from typing import Any
 import typer
 
 from medlens.cli.app import _console, app
-from medlens.cli.commands import LAYOUT_HELP, _nest
+from medlens.cli.boundary import out_must_be_folder
+from medlens.cli.commands import _nest
+from medlens.cli.options import (
+    CLASSIFY,
+    COLUMN_DEFAULT,
+    LAYOUT_DEFAULT,
+    LAYOUT_HELP,
+    by_layout,
+    check_device,
+    check_model,
+    device_option,
+)
 from medlens.errors import ConfigError
 
 
@@ -17,32 +28,51 @@ from medlens.errors import ConfigError
 def cv_cmd(
     data: Path = typer.Argument(..., help="data folder, CSV manifest or MedMNIST .npz"),
     folds: int = typer.Option(
-        5, "--folds", "-k", help="number of folds (each image is held out once)"
+        5, "--folds", "-k", min=2, help="number of folds (each image is held out once)"
     ),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="output folder (default runs/<data>-cv-<time>)"
+        None, "--out", "-o", help="output folder", show_default="runs/<data>-cv-<date>-<time>"
     ),
     config: Path | None = typer.Option(
-        None, "--config", help="JSON/YAML config; flags override it"
+        None, "--config", help="JSON/YAML config; flags override it", show_default="none"
     ),
     model: str | None = typer.Option(
-        None, "--model", "-m", help="model name (see `medlens models`)"
+        None, "--model", "-m", help="model name (see `medlens models`)",
+        show_default=by_layout("model", segment=False),
     ),
-    size: int | None = typer.Option(None, "--size", help="input side in pixels"),
-    epochs: int | None = typer.Option(None, "--epochs"),
-    batch_size: int | None = typer.Option(None, "--batch-size"),
-    lr: float | None = typer.Option(None, "--lr"),
-    patience: int | None = typer.Option(None, "--patience"),
-    seed: int | None = typer.Option(None, "--seed"),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:1"),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="cap on steps per epoch"),
+    size: int | None = typer.Option(
+        None, "--size", help="input side in pixels", show_default=by_layout("size", segment=False)
+    ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", show_default=by_layout("epochs", segment=False)
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", show_default=by_layout("batch_size", segment=False)
+    ),
+    lr: float | None = typer.Option(
+        None, "--lr", help="learning rate", show_default=by_layout("lr", segment=False)
+    ),
+    patience: int | None = typer.Option(
+        None, "--patience", help="early stopping: epochs without improvement",
+        show_default=by_layout("patience", segment=False),
+    ),
+    seed: int | None = typer.Option(None, "--seed", show_default=str(CLASSIFY["seed"])),
+    device: str | None = device_option(None),
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", help="cap on steps per epoch", show_default="no cap"
+    ),
     val_fraction: float | None = typer.Option(
-        None, "--val-fraction", help="validation share carved from each fold's training part"
+        None, "--val-fraction", help="validation share carved from each fold's training part",
+        show_default=str(CLASSIFY["val_fraction"]),
     ),
-    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP),
-    label_column: str | None = typer.Option(None, "--label-column"),
-    path_column: str | None = typer.Option(None, "--path-column"),
-    patient_column: str | None = typer.Option(None, "--patient-column"),
+    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP, show_default=LAYOUT_DEFAULT),
+    label_column: str | None = typer.Option(None, "--label-column", show_default=COLUMN_DEFAULT),
+    path_column: str | None = typer.Option(None, "--path-column", show_default=COLUMN_DEFAULT),
+    patient_column: str | None = typer.Option(None, "--patient-column", show_default=COLUMN_DEFAULT),
+    allow_outside_paths: bool = typer.Option(
+        False, "--allow-outside-paths",
+        help="accept manifest paths outside the data folder (../, absolute paths, symlinks leading out)",
+    ),
     no_audit: bool = typer.Option(False, "--no-audit", help="skip the quick audit"),
     ignore_audit: bool = typer.Option(
         False, "--ignore-audit", help="run despite blocking audit findings"
@@ -54,6 +84,8 @@ def cv_cmd(
     """Cross-validate a classifier on DATA: per-fold and pooled out-of-fold AUC with 95 % CIs."""
     from medlens.pipelines.crossval import cross_validate, load_run
 
+    out_must_be_folder(out)
+    device, model = check_device(device), check_model(model)
     if resume:
         if out is None or not (out / "config.json").exists():
             raise ConfigError(
@@ -72,6 +104,7 @@ def cv_cmd(
                 "label_column": label_column,
                 "path_column": path_column,
                 "patient_column": patient_column,
+                "allow_outside_paths": allow_outside_paths or None,
                 "val_fraction": val_fraction,
                 "size": size,
                 "epochs": epochs,
@@ -118,7 +151,11 @@ def _print_cv(cv: dict[str, Any], out: Path) -> None:
     def f(v: Any) -> str:
         return "–" if v is None else f"{v:.3f}"
 
-    t = Table(title=f"{cv['folds']}-fold cross-validation (grouped by {cv['grouping']})")
+    t = Table(
+        title=f"{cv['folds']}-fold cross-validation (grouped by {cv['grouping']})",
+        caption="sensitivity, specificity, balanced acc: at each fold's operating point "
+        "(threshold chosen on the fold's validation split for the target sensitivity)",
+    )
     for col in ("fold", "held out", "AUC", "sensitivity", "specificity", "balanced acc"):
         t.add_column(col, justify="right")
     for r in cv["per_fold"]:

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from medlens.cli.app import app
+from medlens.cli.boundary import out_must_be_folder
+from medlens.cli.options import device_option
 
 
 def _target(pkg, value: str | None) -> int | None:
@@ -27,31 +29,50 @@ def explain_command(
     method: str = typer.Option(
         "gradcam",
         "--method",
-        "-m",
-        help="gradcam, gradcam++, lime, occlusion, integrated-gradients.",
+        help="gradcam, gradcam++, lime, occlusion, integrated-gradients (no short flag: -m is --model).",
     ),
     target: str | None = typer.Option(
-        None, "--target", "-t", help="Class index or name (default: predicted class)."
+        None, "--target", "-t", help="Class index or name.", show_default="the predicted class"
     ),
-    layer: str | None = typer.Option(None, "--layer", help="Dotted layer name for CAMs."),
+    layer: str | None = typer.Option(
+        None, "--layer", help="Dotted layer name for CAMs.", show_default="the model's CAM layer"
+    ),
     out: Path = typer.Option(Path("explanations"), "--out", "-o", help="Output folder."),
     evaluate: bool = typer.Option(
         False, "--evaluate", help="Also rank all methods by deletion/insertion faithfulness."
     ),
     max_eval_images: int = typer.Option(8, "--max-eval-images", help="Images used by --evaluate."),
+    strict: bool = typer.Option(
+        False, "--strict", help="Refuse (exit 1) inputs unlike the training data instead of flagging them."
+    ),
+    device: str = device_option(),
 ) -> None:
-    """Write a heat-map overlay (PNG) and the raw map (.npy) for every input."""
+    """Write a heat-map overlay (PNG) and the raw map (.npy) for every input.
+
+    A file that cannot be read is named with the reason and skipped; the exit code is 1
+    only when none could be read.
+    """
+    from medlens.options import resolve_device
+
+    device = resolve_device(device)  # a bad value is refused before the package is read
     from rich.console import Console
 
-    import medlens
     from medlens.explain.files import evaluate_files, explain_files
     from medlens.io.atomic import atomic_write_json
+    from medlens.package import load_model
 
+    out_must_be_folder(out)
     console = Console()
-    pkg = medlens.load_model(str(model))
+    pkg = load_model(model, device=device)
     tgt = _target(pkg, target)
-    records = explain_files(pkg, inputs, method=method, target=tgt, layer=layer, out_dir=out)
-    console.print(f"Wrote {len(records)} overlay(s) and map(s) to {out}")
+    from medlens.pipelines.ood_guard import guard_files
+
+    guard_files(pkg, inputs, strict=strict)  # out-of-distribution inputs: warn, or refuse before writing
+    records = explain_files(pkg, inputs, method=method, target=tgt, layer=layer, out_dir=out,
+                            on_skip=lambda path, why: typer.echo(f"skipped {path}: {why}", err=True))
+    done = sum("error" not in r for r in records)
+    skipped = f" ({len(records) - done} unreadable input(s) skipped)" if done < len(records) else ""
+    console.print(f"Wrote {done} overlay(s) and map(s) to {out}{skipped}", soft_wrap=True)
     if evaluate:
         table = evaluate_files(pkg, inputs, target=tgt, layer=layer, max_images=max_eval_images)
         console.print(table.to_rich())
@@ -65,21 +86,26 @@ def probe_command(
     data: Path = typer.Argument(..., help="Folder of images (class sub-folders give labels)."),
     out: Path = typer.Option(Path("probes"), "--out", "-o", help="Output folder."),
     probes: list[str] | None = typer.Option(
-        None, "--probe", "-p", help="Probe to run (repeatable; default all)."
+        None, "--probe", "-p", help="Probe to run (repeatable).", show_default="all"
     ),
     max_images: int = typer.Option(64, "--max-images", help="Images sampled from DATA."),
     seed: int = typer.Option(0, "--seed"),
+    device: str = device_option(),
 ) -> None:
     """Perturb images (hide region, shapes, background, blur, colour, equalize) and report
     how often and how far predictions move, per class."""
+    from medlens.options import resolve_device
+
+    device = resolve_device(device)  # a bad value is refused before the package is read
     from rich.console import Console
     from rich.table import Table
 
-    import medlens
     from medlens.explain.files import probe_files
     from medlens.explain.probes import DEFAULT_PROBES
+    from medlens.package import load_model
 
-    pkg = medlens.load_model(str(model))
+    out_must_be_folder(out)
+    pkg = load_model(model, device=device)
     result = probe_files(
         pkg, data, out_dir=out, max_images=max_images, seed=seed, probes=probes or DEFAULT_PROBES
     )
@@ -95,4 +121,7 @@ def probe_command(
         table.add_row(name, f"{r['flip_rate']:.0%}", f"{r['mean_abs_dprob']:.3f}", per)
     console = Console()
     console.print(table)
-    console.print(f"Wrote {out / 'probes.json'} and example PNGs in {out / 'examples'}")
+    console.print(f"Images: {result['images_from']}")
+    console.print(
+        f"Wrote {out / 'probes.html'}, {out / 'probes.json'} and example PNGs in {out / 'examples'}"
+    )

@@ -14,19 +14,23 @@ _done = False
 
 
 def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn domain errors into one clean line and exit code 2 (also under CliRunner)."""
+    """Turn what a user can cause into one ``error:`` line and the error's exit code (1 a
+    failed job, 2 a usage error), also under CliRunner where ``app.main`` does not run."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         import typer
 
-        from medlens.errors import MedlensError
+        from medlens.cli.boundary import as_medlens_error
 
         try:
             return fn(*args, **kwargs)
-        except MedlensError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
+        except Exception as e:  # translated, or re-raised as a bug
+            err = as_medlens_error(e)
+            if err is None:
+                raise
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None
 
     wrapper._medlens_guarded = True  # type: ignore[attr-defined]
     return wrapper

@@ -63,7 +63,7 @@ def build_cache(
     if use_disk and npy.exists() and meta.exists():
         try:
             info = json.loads(meta.read_text())
-            images = np.load(npy)
+            images = np.load(npy, allow_pickle=False)  # a cache file never runs code
             kept = [records[i] for i in info["kept"]]
             problems = [Problem(**p) for p in info["problems"]]
             if len(kept) == len(images):

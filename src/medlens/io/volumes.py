@@ -4,11 +4,15 @@ Contract:
 
 * :class:`Volume.array` is numpy, ``(D, H, W)`` for one channel or ``(C, D, H, W)`` for
   several (channel first, as everywhere in medlens).
-* ``spacing``, ``origin`` and ``direction`` are in SimpleITK's physical (x, y, z) order,
-  in mm, patient LPS coordinates: ``spacing[0]`` is the step along the last array axis W.
-  ``direction`` is the flattened 3×3 row-major cosine matrix.
+* :attr:`Volume.geometry` is a :class:`~medlens.io.geometry.Geometry` (the project's one
+  axis convention, see :mod:`medlens.io.geometry`): ``spacing``, ``origin`` and
+  ``direction`` in SimpleITK's physical (x, y, z) order, in mm, patient LPS coordinates
+  (``spacing[0]`` is the step along the last array axis W; ``direction`` is the flattened
+  3×3 row-major cosine matrix); ``Volume.spacing`` etc. read through to it.
+  ``geometry.array_spacing`` is the spacing in array order (D, H, W).
 * A 2D image (PNG/TIFF/JPEG) read as a volume has no geometry: it becomes ``(C, 1, H, W)``
   with spacing 1 mm, origin 0, identity direction, and a :class:`UserWarning` says so.
+  A 2D file that *has* geometry (a 2D NIfTI/MetaImage) becomes one slice of a 3D grid.
 * NaN or infinite voxels are refused (:class:`~medlens.errors.BadInputError` naming the
   file) unless ``allow_nan=True``.
 * Nothing here writes to, moves or deletes an input; writes are atomic.
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from medlens.errors import BadInputError
+from medlens.io.geometry import Geometry
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +39,6 @@ logger = logging.getLogger(__name__)
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 #: 2D formats a mask may be written in.
 MASK_2D_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
-_IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
 @dataclass
@@ -42,12 +46,27 @@ class Volume:
     """A voxel array with its physical geometry (see the module docstring for axes)."""
 
     array: np.ndarray
-    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    direction: tuple[float, ...] = _IDENTITY
+    geometry: Geometry = field(default_factory=Geometry.identity)
     path: str | None = None
     has_geometry: bool = True
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.geometry.ndim != 3:
+            raise ValueError(f"Volume: geometry must be 3D, got {self.geometry.ndim}D (use Geometry.as_3d())")
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size in mm, ITK order ``(x, y, z)`` (``geometry.array_spacing`` is (D, H, W))."""
+        return self.geometry.spacing
+
+    @property
+    def origin(self) -> tuple[float, ...]:
+        return self.geometry.origin
+
+    @property
+    def direction(self) -> tuple[float, ...]:
+        return self.geometry.direction
 
     @property
     def spatial_shape(self) -> tuple[int, int, int]:
@@ -57,14 +76,6 @@ class Volume:
     @property
     def channels(self) -> int:
         return 1 if self.array.ndim == 3 else int(self.array.shape[0])
-
-    def geometry(self) -> dict[str, Any]:
-        """Geometry as a JSON-friendly dict, accepted by :func:`write_volume` as ``like``."""
-        return {
-            "spacing": [float(s) for s in self.spacing],
-            "origin": [float(o) for o in self.origin],
-            "direction": [float(d) for d in self.direction],
-        }
 
 
 def volume_suffix(path: str | os.PathLike[str]) -> str:
@@ -122,11 +133,11 @@ def read_volume(path: str | os.PathLike[str], *, allow_nan: bool = False) -> Vol
         arr = arr[None]
     elif dim == 4:  # 4D NIfTI: first axis is channels/time
         pass
-    spacing, origin, direction = _geometry_3d(img)
+    geometry = Geometry.from_sitk(img).as_3d()  # 4D: the first three axes; 2D: one slice
     _check_finite(arr, p, allow_nan)
     if not allow_nan and suffix in (".nii", ".nii.gz"):
         _check_finite_nifti(p)
-    return Volume(arr, spacing, origin, direction, path=str(p), has_geometry=True)
+    return Volume(arr, geometry, path=str(p), has_geometry=True)
 
 
 def _read_dicom_series(p: Path):
@@ -142,18 +153,6 @@ def _read_dicom_series(p: Path):
         )
     reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), ids[0]))
     return reader.Execute()
-
-
-def _geometry_3d(img) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-    dim = img.GetDimension()
-    sp, org, d = list(img.GetSpacing()), list(img.GetOrigin()), list(img.GetDirection())
-    if dim == 3:
-        return tuple(sp), tuple(org), tuple(d)
-    if dim == 2:
-        return (sp[0], sp[1], 1.0), (org[0], org[1], 0.0), (d[0], d[1], 0.0, d[2], d[3], 0.0, 0.0, 0.0, 1.0)
-    # 4D: keep the spatial 3×3 block
-    m = np.asarray(d).reshape(dim, dim)[:3, :3]
-    return tuple(sp[:3]), tuple(org[:3]), tuple(float(v) for v in m.ravel())
 
 
 def _read_2d_as_volume(p: Path, allow_nan: bool) -> Volume:
@@ -196,9 +195,10 @@ def write_volume(
     path: str | os.PathLike[str],
     array: np.ndarray,
     *,
-    like: Volume | dict[str, Any] | None = None,
+    like: Volume | Geometry | dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``array`` (``(D, H, W)`` or ``(C, D, H, W)``) with ``like``'s geometry.
+    """Write ``array`` (``(D, H, W)`` or ``(C, D, H, W)``) with ``like``'s geometry
+    (a :class:`Volume`, a :class:`~medlens.io.geometry.Geometry` or its ``to_dict()``).
 
     The format follows the suffix (``.nii.gz``, ``.nii``, ``.mha``, ``.nrrd``; ``.mhd``
     header/raw pairs cannot be renamed atomically, so use ``.mha``). 2D suffixes
@@ -222,11 +222,17 @@ def write_volume(
         img = sitk.GetImageFromArray(arr)
     else:
         raise ValueError(f"write_volume: array must be (D,H,W) or (C,D,H,W), got shape {arr.shape}")
-    geo = like.geometry() if isinstance(like, Volume) else (like or {})
-    if geo:
-        img.SetSpacing([float(s) for s in geo["spacing"]])
-        img.SetOrigin([float(o) for o in geo["origin"]])
-        img.SetDirection([float(d) for d in geo["direction"]])
+    if isinstance(like, Volume):
+        geo: Geometry | None = like.geometry
+    elif isinstance(like, Geometry):
+        geo = like
+    else:
+        geo = Geometry.from_dict(like) if like else None
+    if geo is not None:
+        geo = geo.as_3d()
+        img.SetSpacing(geo.spacing)
+        img.SetOrigin(geo.origin)
+        img.SetDirection(geo.direction)
     p.parent.mkdir(parents=True, exist_ok=True)
     # SimpleITK writes by name, so write to a temp name with the same suffix, then rename.
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=suffix, dir=p.parent)

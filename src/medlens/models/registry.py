@@ -41,7 +41,7 @@ _TIMM_HINT = (
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A registered factory with the metadata trainers and explainers need."""
+    """A registered factory with the metadata trainers, explainers and ``medlens models`` need."""
 
     name: str
     factory: Callable[..., Any]
@@ -49,6 +49,25 @@ class ModelEntry:
     family: str
     channels_last: bool
     cam_layer: str | None
+    description: str | None = None  # one line; None: the factory's first docstring line
+    hidden: bool = False  # tiny test stand-ins and internal builders: `medlens models --all`
+    task: str = "classify"  # "classify" or "segment"
+    spatial_dims: tuple[int, ...] = (2,)  # what medlens trains it on (2: images/slices, 3: volumes)
+
+    @property
+    def summary(self) -> str:
+        """The one-line description: the registered one, else the docstring's first sentence."""
+        if self.description:
+            return self.description
+        doc = (getattr(self.factory, "__doc__", None) or "").strip()
+        para = " ".join(line.strip() for line in doc.split("\n\n", 1)[0].splitlines())
+        first = para.split(". ", 1)[0]
+        return (first if first.endswith(".") else first + ".").replace("``", "") if first else ""
+
+    @property
+    def kind(self) -> str:
+        """What it takes and does, e.g. ``"2D classify"`` or ``"2D/3D segment"``."""
+        return "/".join(f"{d}D" for d in self.spatial_dims) + f" {self.task}"
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -61,6 +80,10 @@ def register_model(
     family: str = "cnn",
     channels_last: bool = False,
     cam_layer: str | None = None,
+    description: str | None = None,
+    hidden: bool | None = None,
+    task: str | None = None,
+    spatial_dims: tuple[int, ...] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a model factory under ``name``.
 
@@ -74,12 +97,25 @@ def register_model(
         family: architecture family, e.g. ``"cnn"``, ``"resnet"``, ``"unet"``.
         channels_last: whether training is faster in ``torch.channels_last`` (measured).
         cam_layer: default CAM target; used when the built model sets none itself.
+        description: one line for ``medlens models`` (default: the docstring's first line).
+        hidden: leave it out of ``medlens models`` unless ``--all`` (default: names
+            starting with ``test_``, the tiny stand-ins of the test suite).
+        task: ``"classify"`` or ``"segment"`` (default: segment for family ``"unet"``).
+        spatial_dims: dimensionalities medlens trains it on (default: ``(2, 3)`` for
+            segmenters, ``(2,)`` for classifiers).
     """
     if name.startswith(TIMM_PREFIX):
         raise ValueError(f"model names starting with {TIMM_PREFIX!r} are reserved for timm")
 
+    kind = task or ("segment" if family == "unet" else "classify")
+    if kind not in ("classify", "segment"):
+        raise ValueError(f"task must be 'classify' or 'segment', got {task!r}")
+    dims = tuple(spatial_dims or ((2, 3) if kind == "segment" else (2,)))
+    hide = name.startswith("test_") if hidden is None else hidden
+
     def deco(factory: Callable[..., Any]) -> Callable[..., Any]:
-        entry = ModelEntry(name, factory, input_size, family, channels_last, cam_layer)
+        entry = ModelEntry(name, factory, input_size, family, channels_last, cam_layer,
+                           description, hide, kind, dims)
         MODELS.register(name)(entry)
         return factory
 
@@ -103,6 +139,17 @@ def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style ``pattern`` (timm names excluded)."""
     _import_builtin_models()
     return MODELS.names(pattern)
+
+
+def describe_models(pattern: str = "*", *, include_hidden: bool = False) -> list[dict[str, Any]]:
+    """``name``, ``description`` and ``kind`` of the models matching ``pattern``, by name.
+
+    Hidden entries (test stand-ins, internal builders) only with ``include_hidden``.
+    """
+    _import_builtin_models()
+    entries = (MODELS.get(n) for n in MODELS.names(pattern))
+    return [{"name": e.name, "description": e.summary, "kind": e.kind, "hidden": e.hidden}
+            for e in entries if include_hidden or not e.hidden]
 
 
 def model_info(name: str) -> dict[str, Any]:

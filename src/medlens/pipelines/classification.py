@@ -18,8 +18,10 @@ import torch
 
 from medlens.data.cache import ImageCache, build_cache
 from medlens.data.records import DatasetIndex
-from medlens.errors import BadInputError, ConfigError
+from medlens.errors import BadInputError, ConfigError, JobFailedError
 from medlens.io.atomic import atomic_write_json
+from medlens.io.lock import folder_lock
+from medlens.io.runlog import logged_run
 from medlens.pipelines.config import RunConfig
 from medlens.train.classify import ClassificationTask, class_weights
 from medlens.train.engine import FitResult, fit, resolve_device, seed_everything
@@ -42,7 +44,9 @@ def load_index(cfg: RunConfig) -> DatasetIndex:
     d = cfg.data
     index = load_dataset(d.path, layout=d.layout, label_column=d.label_column, path_column=d.path_column,
                          patient_column=d.patient_column, split_column=d.split_column,
-                         patient_table=d.patient_table)
+                         patient_table=d.patient_table, allow_outside_paths=d.allow_outside_paths)
+    if index.info.get("columns"):
+        log.info("%s: label column %r", index.info.get("manifest"), index.info["columns"].get("label"))
     if d.exclude:
         excluded = _read_exclude(d.exclude)
         before = len(index.records)
@@ -74,8 +78,9 @@ def run_quick_audit(index: DatasetIndex, cfg: RunConfig, run_dir: Path) -> dict[
     atomic_write_json(run_dir / "audit_quick.json", summary)
     blocking = list(getattr(result, "blocking", []) or [])
     if blocking and not cfg.data.ignore_audit:
-        raise BadInputError("the data audit found blocking problems:\n  - " + "\n  - ".join(blocking)
-                            + "\nFix them, pass --exclude FILE, or use --ignore-audit to train anyway.")
+        raise JobFailedError(f"{cfg.data.path}: the data audit found blocking problems:\n  - "
+                             + "\n  - ".join(blocking)
+                             + "\nFix them, pass --exclude FILE, or use --ignore-audit to train anyway.")
     for b in blocking:
         log.warning("audit (ignored): %s", b)
     return summary
@@ -167,8 +172,24 @@ def fit_classifier(cfg: RunConfig, images: np.ndarray, labels: np.ndarray, train
     return Fitted(model, task, result, model_kwargs, mean, std)
 
 
+@logged_run("run_dir")  # run_dir/run.log
 def train_classifier(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False) -> TrainOutcome:
-    """Train, evaluate, report and package a classifier. See the module docstring."""
+    """Train, evaluate, report and package a classifier. See the module docstring.
+
+    ``run_dir`` is locked while the job writes it: a second job on it is refused.
+    """
+    with folder_lock(run_dir):
+        _refuse_finished_run(Path(run_dir), resume)
+        return _train_classifier(cfg, Path(run_dir), resume=resume)
+
+
+def _refuse_finished_run(run_dir: Path, resume: bool) -> None:
+    """Checked under the lock: a job that started with the same ``--out`` may have trained meanwhile."""
+    if not resume and (run_dir / "checkpoints" / "last.pt").exists():
+        raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def _train_classifier(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> TrainOutcome:
     run_dir = Path(run_dir)
     index = load_index(cfg)  # before the run directory exists: a wrong path leaves nothing behind
     if not index.records:
@@ -199,6 +220,11 @@ def train_classifier(cfg: RunConfig, run_dir: str | Path, *, resume: bool = Fals
                            "stopped_early": result.stopped_early}
     atomic_write_json(run_dir / "metrics.json", metrics)
     meta = package_metadata(cfg, index.classes, metrics, fitted.mean, fitted.std, extras)
+    from medlens.data.fingerprint import fingerprint_index
+
+    # what the training images looked like: the OOD guard of predict/explain/evaluate
+    meta["data_fingerprint"] = fingerprint_index(index.subset([r for r in cache.records if r.split == "train"]),
+                                                 split="train", seed=cfg.train.seed)
     from medlens.package import save_model_package
     from medlens.pipelines.reporting import model_card, write_run_report
 
@@ -220,11 +246,12 @@ def explanation_sections(model: torch.nn.Module, task: ClassificationTask, cache
     pick = np.random.default_rng(0).permutation(len(idx))[:n]
     x = task.prepare(torch.from_numpy(cache.images[idx[pick]]), device, train=False)
     y = extras["eval_labels"][pick]
-    preds = extras["eval_probs"][pick].argmax(1)
+    preds = extras["eval_pred"][pick]  # TP/FP/TN/FN at the report's operating point
     neg = int(extras["negative_class"])
     positive = next(k for k in range(len(classes)) if k != neg)
     try:
-        return [report_section(model.to(device), x, y, preds, classes=classes, positive=positive)]
+        norm = (task.mean.flatten().tolist(), task.std.flatten().tolist())  # pictures in true colours
+        return [report_section(model.to(device), x, y, preds, classes=classes, positive=positive, norm=norm)]
     except Exception as e:  # an explanation must never cost the user a finished training run
         log.warning("explanations left out of the report: %s: %s", type(e).__name__, e)
         return [("Explanations", f"<p>Not available: {type(e).__name__}: {e}</p>")]

@@ -30,6 +30,7 @@ class DataConfig(BaseModel):
     exclude: str | None = Field(None, description="file listing paths to leave out (from `medlens audit --exclude-list`)")
     audit: bool = Field(True, description="run a quick audit before training")
     ignore_audit: bool = Field(False, description="train even when the audit finds blocking problems")
+    allow_outside_paths: bool = Field(False, description="accept manifest paths outside the data folder")
 
 
 class ModelConfig(BaseModel):
@@ -64,6 +65,22 @@ class RunConfig(BaseModel):
     balance: Literal["weighted_loss", "sampler", "none"] = "weighted_loss"
 
 
+def build_run_config(values: dict[str, Any]) -> RunConfig:
+    """Validate ``values`` (config file merged with flags) into a :class:`RunConfig`.
+
+    Raises:
+        ConfigError: one line naming each bad flag (``--lr``) or config key (``train.lr``).
+    """
+    from pydantic import ValidationError
+
+    from medlens.config_errors import invalid_config
+
+    try:
+        return RunConfig(**values)
+    except ValidationError as e:
+        raise invalid_config(e, what="run config") from None
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON or YAML config file into a dict (validated later by RunConfig)."""
     p = Path(path)
@@ -75,10 +92,15 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         if p.suffix.lower() in {".yaml", ".yml"}:
             import yaml
 
-            return yaml.safe_load(text) or {}
-        return json.loads(text)
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
     except Exception as e:  # yaml and json raise different types
-        raise ConfigError(f"{p}: invalid config file ({e})") from None
+        raise ConfigError(f"{p}: invalid config file ({' '.join(str(e).split())})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{p}: a config file holds sections such as 'train: {{epochs: 5}}', "
+                          f"found a {type(values).__name__}")
+    return values
 
 
 def deep_update(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,8 @@ from medlens.data.cache import ImageCache, build_cache
 from medlens.data.records import DatasetIndex
 from medlens.errors import BadInputError, ConfigError
 from medlens.io.atomic import atomic_write, atomic_write_json
+from medlens.io.lock import folder_lock
+from medlens.io.runlog import logged_run
 from medlens.pipelines.classification import fit_classifier
 from medlens.pipelines.config import RunConfig
 from medlens.pipelines.crossval_summary import FOLD_KEYS, FoldResult, summarise
@@ -34,7 +36,16 @@ log = logging.getLogger(__name__)
 
 
 
+@logged_run("out_dir")  # out_dir/run.log
 def cross_validate(
+    cfg: RunConfig, out_dir: str | Path, *, folds: int = 5, resume: bool = False
+) -> dict[str, Any]:
+    """:func:`_cross_validate` with ``out_dir`` locked: a second job on it is refused."""
+    with folder_lock(out_dir):
+        return _cross_validate(cfg, out_dir, folds=folds, resume=resume)
+
+
+def _cross_validate(
     cfg: RunConfig, out_dir: str | Path, *, folds: int = 5, resume: bool = False
 ) -> dict[str, Any]:
     """Run k-fold cross-validation; write ``cv_metrics.json`` and ``report.html``; return the metrics.
@@ -46,7 +57,7 @@ def cross_validate(
     from medlens.pipelines.classification import load_index, run_quick_audit
 
     if not isinstance(folds, int) or folds < 2:
-        raise ConfigError(f"folds must be an integer >= 2, got {folds!r}")
+        raise ConfigError(f"--folds must be an integer >= 2, got {folds!r}")
     if cfg.data.val_fraction <= 0:
         raise ConfigError(
             "cross-validation carves a validation split from each fold's training part; "
@@ -190,7 +201,11 @@ def _run_fold(
 ) -> FoldResult:
     from medlens.evaluate.calibration import apply_temperature, fit_temperature
     from medlens.evaluate.metrics import classification_metrics
-    from medlens.evaluate.operating_point import choose_threshold
+    from medlens.evaluate.operating_point import (
+        alternative_thresholds,
+        choose_threshold,
+        selection_record,
+    )
     from medlens.pipelines.evaluation import cache_logits, negative_class_index
     from medlens.train.engine import resolve_device
 
@@ -235,6 +250,10 @@ def _run_fold(
         classes,
         negative_class=neg,
         threshold=op["threshold"],
+        selection=selection_record(op, chosen_on="val (carved from this fold's training part)"),
+        alternatives=alternative_thresholds(
+            y_val, apply_temperature(z_val, temperature), negative_class=neg
+        ),
         patients=patients if any(p is not None for p in patients) else None,
         n_bootstrap=0,
         patient_aggregate=cfg.eval.patient_aggregate,
@@ -243,20 +262,13 @@ def _run_fold(
         val_logits=z_val,
         val_y=y_val,
     )
-    metrics["threshold_selection"] = {
-        **op,
-        "chosen_on": "val (carved from this fold's training part)",
-    }
     atomic_write_json(fold_dir / "metrics.json", metrics)
-    opm = metrics["operating_point"]
     row = {
         "fold": i,
         "n_train": int(train_m.sum()),
         "n_val": int(val_m.sum()),
         "n_test": int(test_m.sum()),
-        **{k: metrics.get(k) for k in FOLD_KEYS[:5]},
-        "op_sensitivity": opm["sensitivity"],
-        "op_specificity": opm["specificity"],
+        **{k: metrics.get(k) for k in FOLD_KEYS},  # at the fold's operating point
         "threshold": op["threshold"],
         "temperature": temperature,
         "best_epoch": fit_res.best_epoch,

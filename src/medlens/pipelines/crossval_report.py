@@ -38,16 +38,21 @@ def write_cv_report(
     results: list[FoldResult],
     cv: dict[str, Any],
 ) -> Path:
+    from medlens.evaluate.operating_point import apply_threshold
     from medlens.evaluate.report import write_report
     from medlens.pipelines.reporting import _data_summary, _samples, model_card
 
     pooled = cv["pooled"]
     order = np.argsort(np.concatenate([r.test_idx for r in results]))
     probs = np.concatenate([r.probs for r in results])[order]
+    thr = np.concatenate([np.full(len(r.test_idx), r.threshold) for r in results])[order]
+    neg = int(pooled["negative_class"]["index"])
     extras = {
         "eval_mask": np.ones(len(cache.records), bool),
         "eval_probs": probs,
         "eval_labels": cache.labels,
+        "eval_pred": apply_threshold(probs, thr, negative_class=neg),  # each fold's operating point
+        "negative_class": neg,
     }
     split_table = {}
     for r in results:
@@ -60,9 +65,6 @@ def write_cv_report(
             ),
         }
     card = model_card(cfg, index, pooled)
-    card["operating_point"] = (
-        "per fold: threshold chosen on a validation split carved from its training part"
-    )
     patient = (pooled.get("patient_level") or {}).get("table")
     return write_report(
         out_dir,
@@ -103,7 +105,8 @@ def _fold_table_html(cv: dict[str, Any]) -> str:
         f"<p>AUC mean over folds {f(auc['mean'])} ± {f(auc['std'])}; 95 % t-interval over folds "
         f"{f(ci_t.get('low'))}–{f(ci_t.get('high'))} (optimistic: folds share training images). "
         f"Pooled out-of-fold AUC {f(auc['pooled_oof'])}, bootstrap 95 % CI {f(ci_b.get('low'))}–"
-        f"{f(ci_b.get('high'))}.</p><p>sensitivity/specificity: argmax call; op_*: at the fold's threshold, "
-        "chosen on validation for the target sensitivity.</p>"
+        f"{f(ci_b.get('high'))}.</p><p>sensitivity, specificity, PPV, NPV, balanced accuracy, accuracy: at "
+        "the fold's operating point (threshold chosen on the fold's validation split for the target "
+        "sensitivity), the same call as the pooled numbers above.</p>"
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"

@@ -14,14 +14,19 @@ from medlens.data.records import DatasetIndex
 from medlens.errors import ConfigError
 from medlens.pipelines.config import RunConfig
 
+# per-fold metrics; all but roc_auc at the fold's operating point (its validation threshold)
 FOLD_KEYS = (
     "roc_auc",
     "sensitivity",
     "specificity",
+    "ppv",
+    "npv",
     "balanced_accuracy",
     "accuracy",
-    "op_sensitivity",
-    "op_specificity",
+)
+POOLED_RULE = (
+    "each image called at its own fold's threshold, chosen on a validation split carved from "
+    "that fold's training part as the largest threshold with sensitivity >= {target:g}"
 )
 
 
@@ -80,7 +85,12 @@ def summarise(
         probs,
         classes,
         negative_class=neg,
-        threshold=None,
+        threshold=thr,
+        selection={
+            "rule": POOLED_RULE.format(target=cfg.eval.target_sensitivity),
+            "target_sensitivity": cfg.eval.target_sensitivity,
+            "chosen_on": "val (one per fold)",
+        },
         patients=patients if usable.has_patients else None,
         n_bootstrap=cfg.eval.n_bootstrap,
         seed=cfg.train.seed,
@@ -115,12 +125,11 @@ def summarise(
                 else {
                     **boot,
                     "level": pooled["ci"]["level"],
-                    "method": pooled["ci"]["method"]
-                    + " (images resampled; pools models of all folds)",
+                    "method": pooled["ci"]["method"] + "; pools the models of all folds",
                 },
             },
             "pooled": pooled,
-            "pooled_operating_point": {
+            "pooled_operating_point": {  # the same call as every thresholded number of "pooled"
                 "rule": "each image called with its own fold's validation threshold",
                 **{k: rates[k] for k in ("sensitivity", "specificity", "ppv", "npv")},
             },

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from medlens.errors import ConfigError
+from medlens.io.runlog import logged_run
 
 log = logging.getLogger(__name__)
 
@@ -13,13 +14,25 @@ log = logging.getLogger(__name__)
 DEMO_TRAIN = {"epochs": 8, "batch_size": 64, "lr": 2e-3, "patience": 4}
 
 
-def run_demo(out: str | Path, *, task: str = "classify", seed: int = 0, quick: bool = False) -> Path:
-    """Generate the synthetic IDC-like data set under ``out/data`` and train on it into ``out/run``."""
+@logged_run("out")  # out/run.log (the training run writes its own in out/run)
+def run_demo(out: str | Path, *, task: str = "classify", seed: int = 0, quick: bool = False,
+             device: str = "auto") -> Path:
+    """Generate the synthetic IDC-like data set under ``out/data`` and train on it into ``out/run``.
+
+    ``out`` is locked while the demo writes it: a second demo on it is refused.
+    """
+    from medlens.io.lock import folder_lock
+
+    with folder_lock(out):
+        return _run_demo(Path(out), task=task, seed=seed, quick=quick, device=device)
+
+
+def _run_demo(out: Path, *, task: str, seed: int, quick: bool, device: str) -> Path:
     out = Path(out)
     if task == "segment":
         from medlens.segment.workflow import run_demo as seg_demo
 
-        return seg_demo(out, seed=seed, quick=quick)
+        return seg_demo(out, seed=seed, quick=quick, device=device)
     if task != "classify":
         raise ConfigError(f"--task must be classify or segment, got {task!r}")
     from medlens.data.synthetic import make_idc_like
@@ -39,7 +52,7 @@ def run_demo(out: str | Path, *, task: str = "classify", seed: int = 0, quick: b
                  out / "audit" / "audit.html")
     except ImportError:
         log.info("audit module not available; skipping the full audit")
-    train = dict(DEMO_TRAIN, seed=seed)
+    train = dict(DEMO_TRAIN, seed=seed, device=device)
     if quick:
         train.update(epochs=2, max_steps_per_epoch=5)
     cfg = apply_recipe({"data": {"path": str(data), "layout": "idc"}, "train": train,

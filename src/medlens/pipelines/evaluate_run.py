@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medlens.errors import BadInputError, ConfigError
+from medlens.errors import BadInputError, ConfigError, OutputError
 from medlens.io.atomic import atomic_write_json
+from medlens.io.lock import folder_lock
+from medlens.io.runlog import logged_run
 
 
 def _with_run_splits(index, run_dir: Path):  # noqa: ANN001, ANN202
@@ -26,18 +29,66 @@ def _with_run_splits(index, run_dir: Path):  # noqa: ANN001, ANN202
     return index.subset([replace(r, split=table.get(r.path, r.split)) for r in index.records])
 
 
+@logged_run(lambda result: result[1])  # run.log beside the metrics it returns
 def evaluate_model(model_path: str | Path, data: str | Path, *, split: str = "test", out: str | Path | None = None,
-                   **layout_opts: Any) -> tuple[dict[str, Any], Path]:
+                   **opts: Any) -> tuple[dict[str, Any], Path]:
+    """Score the package at ``model_path`` on ``data``; write metrics and report to their own folder.
+
+    The folder is :func:`evaluation_dir` (never the run's own results), locked while written;
+    ``opts`` (device, strict, layout options) go to :func:`_evaluate_model`.
+    """
+    from medlens.package import find_package
+
+    out_dir = evaluation_dir(find_package(model_path).parent, data, split, out)
+    with folder_lock(out_dir):
+        return _evaluate_model(model_path, data, split=split, out=out_dir, **opts)
+
+
+#: Files that make a folder a training run, a cross-validation or a model package.
+RUN_MARKERS = ("model", "checkpoints", "config.json", "cv_plan.json", "cv_metrics.json", "metadata.json")
+
+
+def evaluation_dir(run_dir: Path, data: str | Path, split: str, out: str | Path | None) -> Path:
+    """Where an evaluation writes: ``out``, or ``<run>/evaluations/<data>-<split>-<time>/``.
+
+    Raises:
+        ConfigError: ``out`` is a training run, cross-validation or package folder, or
+            already holds the results of an earlier command (metrics.json/report.html).
+        OutputError: ``out`` is a file.
+    """
+    if out is None:
+        base = run_dir / "evaluations" / f"{Path(data).stem}-{split}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out_dir, n = base, 1
+        while out_dir.exists():
+            out_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
+        return out_dir
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"--out {out_dir} is a file; give a folder for metrics.json and report.html")
+    held = [m for m in RUN_MARKERS if (out_dir / m).exists()]
+    if held or any(p.name == "model" and (p / "metadata.json").exists() for p in out_dir.resolve().parents):
+        raise ConfigError(f"--out {out_dir} is a training run or model folder (it holds {', '.join(held) or 'a model'}); "
+                          f"evaluate never overwrites a run's results: omit --out (default "
+                          f"{run_dir / 'evaluations'}/<data>-<split>-<time>) or choose another folder")
+    done = [m for m in ("metrics.json", "report.html") if (out_dir / m).exists()]
+    if done:
+        raise ConfigError(f"--out {out_dir} already holds results ({', '.join(done)}); choose another folder")
+    return out_dir
+
+
+def _evaluate_model(model_path: str | Path, data: str | Path, *, split: str = "test", out: str | Path | None = None,
+                    device: str = "auto", strict: bool = False, **layout_opts: Any) -> tuple[dict[str, Any], Path]:
     from medlens.data.cache import build_cache
     from medlens.data.layouts import load_dataset
     from medlens.evaluate.calibration import apply_temperature
     from medlens.evaluate.metrics import classification_metrics
+    from medlens.options import resolve_device
     from medlens.package import ModelPackage
     from medlens.pipelines.evaluation import cache_logits
     from medlens.train.classify import ClassificationTask
     from medlens.transforms.preprocess import PreprocessConfig
 
-    pkg = ModelPackage(model_path)
+    pkg = ModelPackage(model_path, device=resolve_device(device))
     if pkg.task != "classify":
         from medlens.segment.evaluation import evaluate_package
 
@@ -55,6 +106,12 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, split: str = "te
     if missing:
         raise BadInputError(f"{data}: classes {missing} are unknown to the model (it knows {pkg.classes})")
     remap = np.array([pkg.classes.index(c) for c in index.classes])
+    from medlens.pipelines.ood_guard import check_index, refuse_flagged, summary, warn_flagged
+
+    ood = check_index(pkg, index)  # inputs unlike the training data: counted, warned, refused by strict
+    warn_flagged(ood)
+    if strict:
+        refuse_flagged(ood)
     cache = build_cache(index, PreprocessConfig(**pkg.metadata["preprocess"]))
     if not cache.records:
         raise BadInputError(f"{data}: none of the images could be read")
@@ -64,13 +121,17 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, split: str = "te
     probs = apply_temperature(z, pkg.temperature)
     y = remap[cache.labels]
     patients = [r.patient for r in cache.records]
+    op = pkg.metadata.get("operating_point") or {}  # how training chose the threshold it stored
     metrics = classification_metrics(
         y, probs, pkg.classes, negative_class=pkg.negative_class, threshold=pkg.threshold,
+        selection=op.get("selection") or _legacy_selection(pkg.metadata), alternatives=op.get("alternatives"),
         patients=patients if any(p is not None for p in patients) else None, logits=z,
     )
     metrics["split"] = split
     metrics["data"] = str(data)
     metrics["model"] = str(pkg.path)
+    metrics["ood"] = summary(ood) if pkg.fingerprint else {"checked": 0, "flagged": None,
+                                                           "note": "the package has no training-data fingerprint"}
     out_dir = Path(out) if out else run_dir / f"eval-{Path(data).stem}-{split}"
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "metrics.json", metrics)
@@ -81,11 +142,20 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, split: str = "te
     return metrics, out_dir
 
 
+def _legacy_selection(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """A package from before the operating-point block: what its metadata still tells."""
+    if meta.get("threshold") is None or meta.get("target_sensitivity") is None:
+        return None
+    return {"rule": f"largest disease-score threshold with sensitivity >= {meta['target_sensitivity']:g} "
+                    "on the training run's val split", "target_sensitivity": meta["target_sensitivity"],
+            "chosen_on": "val"}
+
+
 def _report(out_dir: Path, pkg, index, cache, metrics, probs, y) -> None:  # noqa: ANN001
     from medlens.data.splits import split_table
     from medlens.evaluate.report import write_report
 
-    pred = probs.argmax(1)
+    pred = pkg.call(probs)  # the operating point's call, as in the metrics
     samples = []
     for j in list(np.flatnonzero(pred != y)[:8]) + list(np.flatnonzero(pred == y)[:8]):
         img = cache.images[j].transpose(1, 2, 0)
@@ -96,6 +166,7 @@ def _report(out_dir: Path, pkg, index, cache, metrics, probs, y) -> None:  # noq
     patient = (metrics.get("patient_level") or {}).get("table")
     write_report(out_dir, title=f"medlens evaluation — {pkg.metadata['model']['name']} on {index.root}",
                  data_summary={"data": index.root, "layout": index.layout, "images": len(cache.records),
-                               "split": metrics["split"]},
+                               "split": metrics["split"],
+                               "inputs unlike the training data": (metrics.get("ood") or {}).get("flagged")},
                  split_table=split_table(index.subset(cache.records)), history=[], metrics=metrics,
                  patient_table=patient, samples=samples, model_card=card)

@@ -1,7 +1,9 @@
 """Evaluation glue: logits → temperature → operating point (on validation) → test metrics.
 
 The threshold and the temperature are chosen on the validation split only; the test
-split is touched once, to report.
+split is touched once, to report. The threshold, how it was chosen and the alternatives
+(other target sensitivities, the 0.5 call) go into the package so ``evaluate`` and
+``predict`` use and state the same operating point.
 """
 
 from __future__ import annotations
@@ -41,7 +43,12 @@ def evaluate_cache(model: torch.nn.Module, task: ClassificationTask, cache: Imag
     """Metrics for the test split (validation when there is no test split)."""
     from medlens.evaluate.calibration import apply_temperature, fit_temperature
     from medlens.evaluate.metrics import classification_metrics
-    from medlens.evaluate.operating_point import choose_threshold
+    from medlens.evaluate.operating_point import (
+        alternative_thresholds,
+        apply_threshold,
+        choose_threshold,
+        selection_record,
+    )
 
     splits = np.array([r.split for r in cache.records])
     labels = cache.labels
@@ -54,28 +61,31 @@ def evaluate_cache(model: torch.nn.Module, task: ClassificationTask, cache: Imag
     temperature = float(fit_temperature(z_val, y_val)) if len(np.unique(y_val)) > 1 else 1.0
     p_val = apply_temperature(z_val, temperature)
     op = choose_threshold(y_val, p_val, negative_class=neg, target_sensitivity=cfg.eval.target_sensitivity)
+    selection = selection_record(op, chosen_on="val")
+    alternatives = alternative_thresholds(y_val, p_val, negative_class=neg)
     z = z_val if eval_split == "val" else cache_logits(model, task, cache.images[eval_m], device)
     y = labels[eval_m]
     probs = apply_temperature(z, temperature)
     patients = [r.patient for r in np.array(cache.records, dtype=object)[eval_m]]
     has_patients = any(p is not None for p in patients)
     metrics = classification_metrics(
-        y, probs, classes, negative_class=neg, threshold=op["threshold"],
-        patients=patients if has_patients else None, n_bootstrap=cfg.eval.n_bootstrap, seed=cfg.train.seed,
+        y, probs, classes, negative_class=neg, threshold=op["threshold"], selection=selection,
+        alternatives=alternatives, patients=patients if has_patients else None, n_bootstrap=cfg.eval.n_bootstrap, seed=cfg.train.seed,
         patient_aggregate=cfg.eval.patient_aggregate, patient_k=cfg.eval.topk,
         logits=z, val_logits=z_val, val_y=y_val,
     )
     metrics["split"] = eval_split
-    metrics["threshold_selection"] = {**op, "chosen_on": "val"}
     extras = {"temperature": temperature, "threshold": op["threshold"], "negative_class": neg,
-              "eval_mask": eval_m, "eval_probs": probs, "eval_labels": y}
+              "selection": selection, "alternatives": alternatives,
+              "eval_mask": eval_m, "eval_probs": probs, "eval_labels": y,
+              "eval_pred": apply_threshold(probs, op["threshold"], negative_class=neg)}
     return metrics, extras
 
 
 def package_metadata(cfg: RunConfig, classes: list[str], metrics: dict[str, Any], mean: list[float],
                      std: list[float], extras: dict[str, Any]) -> dict[str, Any]:
     headline = {k: metrics.get(k) for k in ("accuracy", "balanced_accuracy", "sensitivity", "specificity",
-                                            "roc_auc", "pr_auc") if k in metrics}
+                                            "ppv", "npv", "roc_auc", "pr_auc") if k in metrics}
     return {
         "task": "classify",
         "classes": list(classes),
@@ -86,6 +96,9 @@ def package_metadata(cfg: RunConfig, classes: list[str], metrics: dict[str, Any]
         "normalize": {"mean": mean, "std": std},
         "threshold": extras["threshold"],
         "target_sensitivity": cfg.eval.target_sensitivity,
+        "operating_point": {"threshold": extras["threshold"], "call": "disease score = 1 - p(negative class) "
+                            ">= threshold, then the most probable disease class",
+                            "selection": extras["selection"], "alternatives": extras["alternatives"]},
         "temperature": extras["temperature"],
-        "metrics": {"split": metrics.get("split"), **headline},
+        "metrics": {"split": metrics.get("split"), "at": "the operating point", **headline},
     }

@@ -18,7 +18,8 @@ def write_predictions(rows: list[dict[str, Any]], out: str | Path, classes: list
     if out.suffix.lower() != ".csv":
         raise ConfigError(f"--out must end in .csv or .json, got {out.name!r}")
     buf = io.StringIO()
-    cols = ["file", "predicted", "disease_score", "decision", "threshold"] + [f"p_{c}" for c in classes] + ["error"]
+    cols = ["file", "predicted", "disease_score", "decision", "threshold"] + [f"p_{c}" for c in classes]
+    cols += ["ood", "ood_score", "ood_reasons", "error"]  # ood*: the out-of-distribution guard
     w = csv.DictWriter(buf, fieldnames=cols)
     w.writeheader()
     for r in rows:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from medlens.pipelines.config import RunConfig
+from medlens.pipelines.config import RunConfig, build_run_config
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ def detect_layout(cfg: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     try:
         index = load_dataset(d["path"], layout=d.get("layout"), label_column=d.get("label_column"),
                              path_column=d.get("path_column"), patient_column=d.get("patient_column"),
-                             split_column=d.get("split_column"), patient_table=d.get("patient_table"))
+                             split_column=d.get("split_column"), patient_table=d.get("patient_table"),
+                             allow_outside_paths=bool(d.get("allow_outside_paths")))
     except Exception as e:  # the real error is raised again, with context, when training loads the data
         log.debug("recipe: could not pre-load %s: %s", d["path"], e)
         return None, {}
@@ -66,4 +67,4 @@ def apply_recipe(cfg: dict[str, Any]) -> RunConfig:
         pre.setdefault("channels", facts["channels"])
     if layout:
         log.info("layout %s: recipe %s", layout, {k: v for k, v in recipe.items()})
-    return RunConfig(**out)
+    return build_run_config(out)

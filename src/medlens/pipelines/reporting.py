@@ -16,7 +16,7 @@ INTENDED_USE = ("Research and teaching: screening-style triage experiments on im
 
 
 def model_card(cfg: RunConfig, index: DatasetIndex, metrics: dict[str, Any]) -> dict[str, Any]:
-    from medlens.evaluate.model_card import model_card_markdown
+    from medlens.evaluate.model_card import model_card_markdown, operating_point_text
 
     card = {
         "model": cfg.model.name,
@@ -27,7 +27,7 @@ def model_card(cfg: RunConfig, index: DatasetIndex, metrics: dict[str, Any]) -> 
                 + (", patient ids known (patient-grouped split)" if index.has_patients else ""),
         "training": f"{cfg.train.epochs} epochs max, lr {cfg.train.lr}, batch {cfg.train.batch_size}, "
                     f"seed {cfg.train.seed}, input {cfg.preprocess.size}px×{cfg.preprocess.channels}",
-        "operating_point": f"threshold chosen on validation for sensitivity ≥ {cfg.eval.target_sensitivity}",
+        "operating_point": operating_point_text(metrics),
         "limitations": [
             "Evaluated on a single data source; performance on other scanners, stains or populations is unknown.",
             "Small test sets give wide confidence intervals; read the CIs, not only the point estimates.",
@@ -55,7 +55,8 @@ def _data_summary(index: DatasetIndex, cache: ImageCache, problems: list[Problem
 def _samples(cache: ImageCache, extras: dict[str, Any], classes: list[str], n: int) -> list[tuple[np.ndarray, str]]:
     idx = np.flatnonzero(extras["eval_mask"])
     probs, y = extras["eval_probs"], extras["eval_labels"]
-    pred = probs.argmax(1)
+    pred = extras["eval_pred"] if "eval_pred" in extras else probs.argmax(1)  # the operating point's call
+    neg = extras.get("negative_class")
     right, wrong = np.flatnonzero(pred == y), np.flatnonzero(pred != y)
     rng = np.random.default_rng(0)
     pick = list(rng.permutation(wrong)[: n // 2]) + list(rng.permutation(right)[: n - min(len(wrong), n // 2)])
@@ -65,7 +66,8 @@ def _samples(cache: ImageCache, extras: dict[str, Any], classes: list[str], n: i
         if img.shape[2] == 1:
             img = np.repeat(img, 3, axis=2)
         ok = "✓" if pred[j] == y[j] else "✗"
-        out.append((img, f"{ok} true {classes[y[j]]} / pred {classes[pred[j]]} ({probs[j, pred[j]]:.2f})"))
+        score = f"disease score {1 - probs[j, neg]:.2f}" if neg is not None else f"p {probs[j, pred[j]]:.2f}"
+        out.append((img, f"{ok} true {classes[y[j]]} / pred {classes[pred[j]]} ({score})"))
     return out
 
 

@@ -73,11 +73,12 @@ def make_config(**values: Any) -> SegmentConfig:
     naming the field (the CLI prints it without a traceback)."""
     from pydantic import ValidationError
 
+    from medlens.config_errors import invalid_config
+
     try:
         return SegmentConfig(**values)
     except ValidationError as e:
-        msgs = [f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in e.errors()]
-        raise ConfigError("invalid segmentation config: " + "; ".join(msgs)) from None
+        raise invalid_config(e, what="segmentation config") from None
 
 
 def parse_patch(text: str | list[int]) -> list[int]:

@@ -3,26 +3,34 @@
 :func:`build_slices` turns a segmentation :class:`~medlens.data.records.DatasetIndex`
 into a :class:`SliceSet` (images ``(N, C, H, W)`` uint8, masks ``(N, 1, H, W)`` uint8
 0/1, patient and slice number per row, in slice order per patient). Volumes are cut into
-axial slices after a per-volume percentile window (0.5–99.5 %) to uint8.
+axial slices after the intensity policy (:mod:`medlens.transforms.intensity`; default a
+per-volume percentile window 0.5–99.5 % to uint8). Each volume patient keeps its
+:class:`~medlens.io.geometry.Geometry` (after any in-plane resize); ``SliceSet.spacing``
+derives the array-order ``(z, y, x)`` spacing the metrics need from it.
 
 Bad files are reported as :class:`~medlens.data.records.Problem` naming the file and
 left out; the rest goes on. Mask binarisation rule (reported as a warning whenever a mask
 is not already {0,1} or {0,255}): masks whose values are all small integers (max ≤ 10,
 label maps) count every value > 0 as lesion; other masks (grey levels, JPEG artefacts)
-count values ≥ half their maximum.
+count values ≥ half their maximum. With ``labels=True`` masks keep their integer labels
+instead (multi-label segmentation): non-negative integers, ``uint8`` (``uint16`` above 255).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from medlens.data.records import DatasetIndex, Problem, Record
 from medlens.errors import BadInputError
+from medlens.io.geometry import Geometry
+from medlens.transforms.intensity import PercentileWindow, intensity_to_dict, parse_intensity
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +44,17 @@ class SliceSet:
     patients: np.ndarray
     slice_index: np.ndarray
     sources: list[str]
-    spacing: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    geometry: dict[str, Geometry] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.images)
+
+    @property
+    def spacing(self) -> dict[str, tuple[float, ...]]:
+        """Per volume patient, spacing in array order ``(z, y, x)`` mm (from :attr:`geometry`);
+        patients from 2D files have none (their metrics are in pixels)."""
+        return {p: g.array_spacing for p, g in self.geometry.items()}
 
     @property
     def positive(self) -> np.ndarray:
@@ -52,7 +66,7 @@ class SliceSet:
         idx = np.flatnonzero(keep)
         return SliceSet(self.images[idx], self.masks[idx], self.patients[idx],
                         self.slice_index[idx], [self.sources[i] for i in idx],
-                        {p: s for p, s in self.spacing.items() if p in set(patients)}, [])
+                        {p: g for p, g in self.geometry.items() if p in set(patients)}, [])
 
 
 def binarise_mask(mask: np.ndarray, path: str) -> tuple[np.ndarray, Problem | None]:
@@ -73,7 +87,29 @@ def binarise_mask(mask: np.ndarray, path: str) -> tuple[np.ndarray, Problem | No
         path, f"mask values {{{shown}}} are not {{0,1}} or {{0,255}}; binarised as {rule}", "warning")
 
 
-def _read_2d(rec: Record, channels: int) -> tuple[np.ndarray, np.ndarray, Problem | None]:
+def label_mask(mask: np.ndarray, path: str) -> np.ndarray:
+    """A multi-label mask kept as its integer labels: ``uint8`` (``uint16`` above 255).
+
+    Raises:
+        BadInputError: NaN, negative or non-integer values, or labels above 65535.
+    """
+    m = np.asarray(mask)
+    if m.dtype.kind == "f" and not np.isfinite(m).all():
+        raise BadInputError(f"{path}: mask contains NaN or infinite values")
+    if m.size and (m.min() < 0 or not np.all(m == np.round(m))):
+        raise BadInputError(f"{path}: a label mask needs non-negative integer labels")
+    top = int(m.max()) if m.size else 0
+    if top > 65535:
+        raise BadInputError(f"{path}: label {top} exceeds 65535")
+    return m.astype(np.uint8 if top <= 255 else np.uint16)
+
+
+def read_mask(mask: np.ndarray, path: str, *, labels: bool = False) -> tuple[np.ndarray, Problem | None]:
+    """The training mask of a raw mask array: binary 0/1 (default) or integer labels."""
+    return (label_mask(mask, path), None) if labels else binarise_mask(mask, path)
+
+
+def read_slice_pair(rec: Record, channels: int, *, labels: bool = False) -> tuple[np.ndarray, np.ndarray, Problem | None]:
     from PIL import Image
 
     from medlens.io.images import read_image
@@ -94,23 +130,25 @@ def _read_2d(rec: Record, channels: int) -> tuple[np.ndarray, np.ndarray, Proble
     if raw.shape != img.shape[:2]:
         raise BadInputError(f"{rec.mask}: mask is {raw.shape[1]}×{raw.shape[0]} but its image "
                             f"{Path(rec.path).name} is {img.shape[1]}×{img.shape[0]}")
-    mask, warn = binarise_mask(raw, str(rec.mask))
+    mask, warn = read_mask(raw, str(rec.mask), labels=labels)
     return np.moveaxis(img, -1, 0), mask, warn
 
 
 def window_uint8(vol: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
-    """Per-channel percentile window of ``(C, ...)`` data to uint8 (images only, never masks)."""
-    out = np.empty(vol.shape, dtype=np.uint8)
-    for c in range(vol.shape[0]):
-        v = vol[c].astype(np.float32)
-        lo, hi = np.percentile(v, [lo_pct, hi_pct])
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        out[c] = np.clip((v - lo) * scale, 0, 255).round().astype(np.uint8)
-    return out
+    """Per-channel percentile window of ``(C, ...)`` data to uint8 (images only, never masks):
+    :class:`~medlens.transforms.intensity.PercentileWindow`, the default intensity policy."""
+    return PercentileWindow(lower=lo_pct, upper=hi_pct).apply(vol)
 
 
-def read_volume_pair(rec: Record) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], list[Problem]]:
-    """Image ``(C, D, H, W)`` uint8, mask ``(D, H, W)`` 0/1, spacing in array order (z, y, x)."""
+def read_volume_pair(rec: Record, *, intensity: Any = None, labels: bool = False
+                     ) -> tuple[np.ndarray, np.ndarray, Geometry, list[Problem]]:
+    """Image ``(C, D, H, W)``, mask ``(D, H, W)`` and the image's :class:`Geometry`.
+
+    Args:
+        intensity: the intensity policy (a :mod:`medlens.transforms.intensity` policy or its
+            dict; ``None``: the default 0.5–99.5 percentile window to uint8).
+        labels: keep the mask's integer labels instead of binarising it to 0/1.
+    """
     from medlens.io.volumes import read_volume
 
     paths = rec.meta.get("channels") or [rec.path]
@@ -125,21 +163,28 @@ def read_volume_pair(rec: Record) -> tuple[np.ndarray, np.ndarray, tuple[float, 
     if m.shape != img.shape[1:]:
         raise BadInputError(f"{rec.mask}: mask shape {m.shape} differs from image shape "
                             f"{img.shape[1:]} of {Path(rec.path).name}")
-    mask, warn = binarise_mask(m, str(rec.mask))
-    return window_uint8(img), mask, tuple(float(s) for s in vols[0].spacing[::-1]), [warn] if warn else []
+    mask, warn = read_mask(m, str(rec.mask), labels=labels)
+    warns = [warn] if warn else []
+    geo = vols[0].geometry
+    if mvol.has_geometry and not np.allclose(mvol.geometry.affine, geo.affine, atol=1e-3):
+        warns.append(Problem(str(rec.mask), "mask geometry (spacing/origin/direction) differs from its image "
+                             f"{Path(rec.path).name}; voxels paired by index, image geometry kept", "warning"))
+    return parse_intensity(intensity).apply(img), mask, geo, warns
 
 
-def _fit_channels(img: np.ndarray, channels: int) -> np.ndarray:
+def fit_channels(img: np.ndarray, channels: int) -> np.ndarray:
+    """``(C, ...)`` image with ``channels`` channels: one repeated, or several averaged to one."""
     if img.shape[0] == channels:
         return img
     if img.shape[0] == 1:
         return np.repeat(img, channels, 0)
     if channels == 1:
-        return img.mean(0, keepdims=True).round().astype(np.uint8)
+        mean = img.mean(0, keepdims=True)
+        return mean.round().astype(np.uint8) if img.dtype == np.uint8 else mean.astype(img.dtype)
     raise BadInputError(f"cannot turn {img.shape[0]} channels into {channels}")
 
 
-def _resize(img: np.ndarray, mask: np.ndarray, size: int | None) -> tuple[np.ndarray, np.ndarray]:
+def resize_pair(img: np.ndarray, mask: np.ndarray, size: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Images area-interpolated, masks nearest-neighbour (never interpolated)."""
     if size is None or img.shape[-2:] == (size, size):
         return img, mask
@@ -155,6 +200,8 @@ def build_slices(
     size: int | None = None,
     channels: int | None = None,
     cache_dir: str | Path | None = None,
+    intensity: Any = None,
+    labels: bool = False,
 ) -> SliceSet:
     """Decode every record of ``index`` into a :class:`SliceSet`.
 
@@ -163,27 +210,29 @@ def build_slices(
         channels: image channels (``None``: those of the first readable record).
         cache_dir: keep an ``.npz`` of the decoded set there, keyed by paths, sizes and
             modification times; a second call with unchanged inputs reads only the cache.
+        intensity: intensity policy for volume records (see :func:`read_volume_pair`).
+        labels: keep integer mask labels instead of binarising.
     """
-    key = _cache_key(index, size, channels)
+    key = _cache_key(index, size, channels, intensity, labels)
     cache = Path(cache_dir) / f"slices_{key}.npz" if cache_dir is not None else None
     if cache is not None and cache.is_file():
         return _load_cache(cache, index)
     imgs, masks, pats, nums, srcs, problems = [], [], [], [], [], list(index.problems)
-    spacing: dict[str, tuple[float, float, float]] = {}
+    geometry: dict[str, Geometry] = {}
     for rec in index.records:
         try:
             if rec.meta.get("kind") == "volume":
-                img, mask, sp, warns = read_volume_pair(rec)
+                img, mask, geo, warns = read_volume_pair(rec, intensity=intensity, labels=labels)
                 if size is not None:  # in-plane spacing follows the resize (mm stay mm)
-                    sp = (sp[0], sp[1] * img.shape[-2] / size, sp[2] * img.shape[-1] / size)
-                spacing[str(rec.patient)] = sp
+                    geo = geo.resampled(img.shape[1:], (img.shape[1], size, size))
+                geometry[str(rec.patient)] = geo
                 problems.extend(warns)
                 for z in range(img.shape[1]):
                     imgs.append(img[:, z]), masks.append(mask[z])
                     pats.append(str(rec.patient)), nums.append(z), srcs.append(f"{rec.path}#{z}")
                 continue
-            channels = channels or _channels_of(rec.path)
-            img, mask, warn = _read_2d(rec, channels)
+            channels = channels or channels_of(rec.path)
+            img, mask, warn = read_slice_pair(rec, channels, labels=labels)
             if warn:
                 problems.append(warn)
         except BadInputError as e:
@@ -197,26 +246,29 @@ def build_slices(
                             f"({len(problems)} problems; first: {problems[0].path}: {problems[0].reason})"
                             if problems else f"{index.root}: data set is empty")
     channels = channels or imgs[0].shape[0]
-    pairs = [_resize(_fit_channels(i, channels), m, size) for i, m in zip(imgs, masks)]
+    pairs = [resize_pair(fit_channels(i, channels), m, size) for i, m in zip(imgs, masks)]
     shapes = {p[0].shape[-2:] for p in pairs}
     if len(shapes) > 1:
         raise BadInputError(f"{index.root}: slices have different sizes {sorted(shapes)[:4]}; "
                             "give a size to resize them to")
     out = SliceSet(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])[:, None],
-                   np.asarray(pats), np.asarray(nums, dtype=np.int64), srcs, spacing, problems)
+                   np.asarray(pats), np.asarray(nums, dtype=np.int64), srcs, geometry, problems)
     if cache is not None:
         _save_cache(cache, out)
     return out
 
 
-def _channels_of(path: str) -> int:
+def channels_of(path: str) -> int:
+    """Channel count of a 2D image file as :func:`~medlens.io.images.read_image` reads it."""
     from medlens.io.images import read_image
 
     return read_image(path).shape[-1]
 
 
-def _cache_key(index: DatasetIndex, size: int | None, channels: int | None) -> str:
-    h = hashlib.sha1(f"{size}|{channels}|v1".encode())
+def _cache_key(index: DatasetIndex, size: int | None, channels: int | None,
+               intensity: Any = None, labels: bool = False) -> str:
+    policy = json.dumps(intensity_to_dict(intensity), sort_keys=True)
+    h = hashlib.sha1(f"{size}|{channels}|{policy}|{labels}|v2".encode())
     for r in index.records:
         for p in (r.meta.get("channels") or [r.path]) + [r.mask]:
             st = Path(p).stat()
@@ -230,17 +282,17 @@ def _save_cache(path: Path, s: SliceSet) -> None:
     from medlens.io.atomic import atomic_write_bytes
 
     buf = io.BytesIO()
-    sp = np.array([[*v] for v in s.spacing.values()]) if s.spacing else np.zeros((0, 3))
+    geometry = json.dumps({p: g.to_dict() for p, g in s.geometry.items()})
     np.savez(buf, images=s.images, masks=s.masks, patients=s.patients, slice_index=s.slice_index,
-             sources=np.asarray(s.sources), sp_keys=np.asarray(list(s.spacing)), sp=sp)
+             sources=np.asarray(s.sources), geometry=np.asarray(geometry))
     atomic_write_bytes(path, buf.getvalue())
 
 
 def _load_cache(path: Path, index: DatasetIndex) -> SliceSet:
-    with np.load(path) as z:
-        sp = {str(k): tuple(float(x) for x in v) for k, v in zip(z["sp_keys"], z["sp"])}
+    with np.load(path, allow_pickle=False) as z:  # a cache file never runs code
+        geometry = {p: Geometry.from_dict(g) for p, g in json.loads(str(z["geometry"])).items()}
         return SliceSet(z["images"], z["masks"], z["patients"].astype(str), z["slice_index"],
-                        z["sources"].astype(str).tolist(), sp, list(index.problems))
+                        z["sources"].astype(str).tolist(), geometry, list(index.problems))
 
 
 def split_patients(patients, *, val_fraction: float = 0.2, test_fraction: float = 0.0,

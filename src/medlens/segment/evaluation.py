@@ -67,16 +67,17 @@ def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out: st
             raise BadInputError(f"{data}: no slices in split {split!r}")
     meta = pkg.metadata
     size = meta.get("preprocess", {}).get("resize")
+    intensity = meta.get("preprocess", {}).get("intensity")  # absent: the default policy
     if int(meta["input"].get("spatial_dims", 2)) == 3:
         from medlens.segment.volumes import build_volumes, evaluate_volumes
 
-        vols = build_volumes(index, size=size, channels=int(meta["input"]["channels"]))
+        vols = build_volumes(index, size=size, channels=int(meta["input"]["channels"]), intensity=intensity)
         rows, vprobs = evaluate_volumes(pkg.model, vols, patch=meta["input"]["patch"],
                                         threshold=float(meta.get("threshold", 0.5)), device=pkg.device,
                                         postprocess=meta.get("postprocess"))
         sl, probs = vols.as_slices(vprobs)
     else:
-        sl = build_slices(index, size=size, channels=int(meta["input"]["channels"]))
+        sl = build_slices(index, size=size, channels=int(meta["input"]["channels"]), intensity=intensity)
         rows, probs = evaluate_slices(pkg.model, sl, size=size, threshold=float(meta.get("threshold", 0.5)),
                                       divisor=int(meta["input"].get("divisor", 16)), device=pkg.device,
                                       postprocess=meta.get("postprocess"))

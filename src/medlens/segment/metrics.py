@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -139,11 +140,27 @@ def summarise(rows: dict[str, dict[str, float]]) -> dict[str, float]:
     if not rows:
         return {}
     keys = sorted({k for r in rows.values() for k in r})
-    out: dict[str, float] = {"patients": float(len(rows))}
+    out: dict[str, float] = {"patients": len(rows)}  # counts stay integers
     for k in keys:
         v = np.array([r.get(k, np.nan) for r in rows.values()], dtype=np.float64)
         fin = np.isfinite(v)
         out[f"mean_{k}"] = float(v[fin].mean()) if fin.any() else float("nan")
         if (~fin).any():
-            out[f"undefined_{k}"] = float((~fin).sum())
+            out[f"undefined_{k}"] = int((~fin).sum())
     return out
+
+
+def metric_units(spacing: dict[str, Any], patients: Sequence[str], *, size: int | None = None,
+                 spatial_dims: int = 2) -> dict[str, str]:
+    """Units of HD95 and volumes for these patients, and a note saying why: mm / mm³ when
+    every patient's spacing is known (it follows any resize), else pixels / voxels of the
+    model's input grid."""
+    known = [spacing.get(str(p)) is not None for p in patients]
+    px = "voxels" if spatial_dims == 3 else "px"
+    grid = f"the {size}-px model input" if size else "the images' own grid"
+    if known and all(known):
+        return {"hd95": "mm", "volume": "mm³", "note": "spacing read from the files (it follows any resize)"}
+    if any(known):
+        return {"hd95": f"mm or {px}", "volume": "mm³ or voxels",
+                "note": f"spacing known for some patients only: mm for those, else {px} of {grid}"}
+    return {"hd95": px, "volume": "voxels", "note": f"no spacing in the files: {px} and voxels of {grid}"}

@@ -3,7 +3,9 @@
 * 2D images (PNG/TIFF/JPEG/BMP/DICOM): mask ``<stem>_mask<ext>`` (PNG for JPEG/DICOM
   inputs, as lossy or DICOM masks are of no use), values 0/255, same size as the input.
 * Volumes (NIfTI, MetaImage, NRRD, DICOM series folder): mask volume with the input's
-  spacing, origin and direction, ``<stem>_mask<suffix>`` (``.nii.gz`` for DICOM).
+  :class:`~medlens.io.geometry.Geometry` (spacing, origin, direction),
+  ``<stem>_mask<suffix>`` (``.nii.gz`` for DICOM). Intensities go through the package's
+  intensity policy (``preprocess.intensity``; absent: the default percentile window).
 * Always an overlay ``<stem>_overlay.png`` (prediction in red on the FLAIR / first channel;
   for volumes the slice with the largest predicted area).
 
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 from medlens.errors import BadInputError
 from medlens.io.images import IMAGE_EXTENSIONS
 from medlens.io.volumes import VOLUME_SUFFIXES, volume_suffix
-from medlens.segment.task import to_float
+from medlens.transforms.intensity import to_float
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +106,8 @@ def volume_logits(model: torch.nn.Module, image: np.ndarray, *, patch: Sequence[
     """Logits ``(1, 1, D, H, W)`` of one volume by sliding-window inference.
 
     Args:
-        image: ``(C, D, H, W)`` uint8 (windowed as in :func:`medlens.segment.data.window_uint8`).
+        image: ``(C, D, H, W)`` uint8 (after the intensity policy,
+            :mod:`medlens.transforms.intensity`) or float32.
         patch: the training patch ``(D, H, W)``; its sides are multiples of the model's
             divisor, so every window fits the network. MONAI pads a volume smaller than a
             window (zeros, as training pads) and blends overlapping windows with a Gaussian.
@@ -242,8 +245,8 @@ def _predict_image(model, metadata, path: Path, out_dir: Path, device) -> dict[s
 
 def _predict_volume(model, metadata, path: Path, out_dir: Path, device) -> dict[str, Any]:
     from medlens.io.volumes import read_volume, write_volume
-    from medlens.segment.data import window_uint8
     from medlens.segment.postprocess import apply_postprocess
+    from medlens.transforms.intensity import parse_intensity
 
     channels, resize, patch, thr, div = _spec(metadata)
     vol = read_volume(path)
@@ -253,7 +256,8 @@ def _predict_volume(model, metadata, path: Path, out_dir: Path, device) -> dict[
             arr = np.repeat(arr, channels, 0)
         else:
             raise BadInputError(f"{path}: {arr.shape[0]} channels but the model expects {channels}")
-    img = window_uint8(arr)  # (C, D, H, W)
+    # (C, D, H, W); packages without a stored policy were trained with the default one
+    img = parse_intensity(metadata.get("preprocess", {}).get("intensity")).apply(arr)
     slices = np.moveaxis(img, 1, 0)  # (D, C, H, W)
     if _spatial_dims(metadata) == 3:
         if not patch:
@@ -269,7 +273,7 @@ def _predict_volume(model, metadata, path: Path, out_dir: Path, device) -> dict[
     z = int(mask.reshape(len(mask), -1).sum(1).argmax()) if mask.any() else len(mask) // 2
     ov = out_dir / f"{stem}_overlay.png"
     _save_png(ov, overlay(slices[z], mask[z]))
-    vox = float(np.prod(vol.spacing))
+    vox = vol.geometry.voxel_volume
     return {"file": str(path), "mask": str(mask_path), "overlay": str(ov),
             "lesion_voxels": int(mask.sum()), "lesion_volume_mm3": float(mask.sum()) * vox,
             "max_probability": float(prob.max())}

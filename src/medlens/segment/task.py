@@ -1,5 +1,10 @@
 """The segmentation task for the training engine: batched torch augmentation, loss,
-per-patient-volume validation Dice (the monitored metric ``val_dice``)."""
+per-patient-volume validation Dice (the monitored metric ``val_dice``), and :class:`Fitted`,
+what a 2D or 3D training step returns.
+
+Layering inside ``medlens.segment``: ``task`` uses ``predict`` (sliding-window inference
+for whole-volume validation); ``volumes`` and ``workflow`` use ``task``; nothing below
+imports upwards."""
 
 from __future__ import annotations
 
@@ -13,7 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from medlens.segment.losses import create_loss
-from medlens.segment.metrics import per_patient, per_slice
+from medlens.segment.metrics import dice, iou, per_patient, per_slice
+from medlens.segment.predict import volume_logits
+from medlens.transforms.intensity import to_float
+
+__all__ = ["Fitted", "SegmentAugment", "SegmentTask", "SegmentTask3D", "to_float"]
 
 
 @dataclass
@@ -68,11 +77,6 @@ class SegmentAugment:
         zero, one = torch.zeros(b), torch.ones(b)
         return torch.stack([torch.stack([cos, -sin, zero, tx], 1), torch.stack([sin, cos, zero, ty], 1),
                             torch.stack([zero, zero, one, zero], 1)], 1)
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(B, C, H, W)`` → float in [0, 1] (the model's input contract)."""
-    return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
 
 
 @dataclass
@@ -150,9 +154,6 @@ class SegmentTask3D(SegmentTask):
     sw_batch_size: int = 4
 
     def validate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
-        from medlens.segment.metrics import dice, iou
-        from medlens.segment.predict import volume_logits
-
         model.eval()
         dices, ious, losses, slice_dice = [], [], [], []
         for _pid, image, mask in loader:
@@ -172,3 +173,20 @@ class SegmentTask3D(SegmentTask):
             "val_slice_dice": float(np.concatenate(slice_dice).mean()) if slice_dice else float("nan"),
             "val_loss": float(np.mean(losses)) if losses else float("nan"),
         }
+
+
+@dataclass
+class Fitted:
+    """What a 2D or 3D training step (``workflow._fit_slices``, ``volumes.fit_volumes``)
+    hands to the shared tail of :func:`medlens.segment.workflow.train_segmentation`."""
+
+    model: Any
+    result: Any
+    eval_split: str
+    rows: dict[str, dict[str, float]]
+    report_slices: Any
+    report_probs: np.ndarray
+    problems: list[Any]
+    counts: dict[str, Any]
+    input_meta: dict[str, Any]
+    postprocess: dict[str, Any] = field(default_factory=lambda: {"rule": "none"})

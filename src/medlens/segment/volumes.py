@@ -1,16 +1,18 @@
 """3D segmentation: whole volumes per patient, random patches, sliding-window evaluation.
 
-Axis order is the array order of :func:`medlens.segment.data.read_volume_pair`
-everywhere here: images ``(C, D, H, W)``, masks ``(D, H, W)``, spacing ``(z, y, x)`` mm,
-with D the slice (axial) axis, H rows and W columns. A patch (``SegmentConfig.patch``,
+Axis order is medlens' one convention (:mod:`medlens.io.geometry`) everywhere here:
+images ``(C, D, H, W)``, masks ``(D, H, W)``, with D the slice (axial) axis, H rows and W
+columns; each volume carries its :class:`~medlens.io.geometry.Geometry`, and metrics use its
+``array_spacing`` ``(z, y, x)`` mm. A patch (``SegmentConfig.patch``,
 ``--patch``) is ``(D, H, W)`` in voxels too: ``--patch 32,64,64`` is 32 slices of 64×64.
 
 Volumes come from the volume layouts (``nnunet``, ``volumes``: NIfTI/MetaImage) or from
 ``kaggle_3m``, whose slices are stacked per patient in slice-number order. Independent 2D
 image pairs (``pairs``) are refused: they hold no volume to learn from.
 
-Intensities are kept as uint8 after the same per-volume 0.5–99.5 percentile window as the
-2D path (:func:`~medlens.segment.data.window_uint8`), not as float z-scores: a 2D and a 3D
+Intensities are kept as uint8 after the same intensity policy as the 2D path (default: the
+per-volume 0.5–99.5 percentile window, :class:`~medlens.transforms.intensity.PercentileWindow`),
+not as float z-scores: a 2D and a 3D
 model then see identical inputs, the predictor has one preprocessing for both, and whole
 training volumes held in memory take a quarter of float32's space. The model sees
 ``uint8 / 255``.
@@ -33,6 +35,15 @@ import torch
 
 from medlens.data.records import DatasetIndex, Problem
 from medlens.errors import BadInputError, ConfigError
+from medlens.io.geometry import Geometry
+from medlens.segment.data import (
+    SliceSet,
+    channels_of,
+    fit_channels,
+    read_slice_pair,
+    read_volume_pair,
+    resize_pair,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +58,9 @@ class VolumeSet:
     """Whole volumes, one per patient: images ``(C, D, H, W)`` uint8, masks ``(D, H, W)`` 0/1.
 
     ``slice_index`` and ``sources`` say where each slice came from (slice numbers of
-    ``kaggle_3m`` files; ``path#z`` for volume files); ``spacing`` is ``(z, y, x)`` mm after
-    any in-plane resize, absent when the files carry no geometry (then metrics are in voxels).
+    ``kaggle_3m`` files; ``path#z`` for volume files); ``geometry`` is each patient's grid after
+    any in-plane resize, absent when the files carry no geometry (then metrics are in voxels);
+    ``spacing`` derives ``(z, y, x)`` mm from it.
     """
 
     images: list[np.ndarray]
@@ -56,11 +68,16 @@ class VolumeSet:
     patients: list[str]
     slice_index: list[np.ndarray]
     sources: list[list[str]]
-    spacing: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    geometry: dict[str, Geometry] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.patients)
+
+    @property
+    def spacing(self) -> dict[str, tuple[float, ...]]:
+        """Per patient with geometry, spacing in array order ``(z, y, x)`` mm."""
+        return {p: g.array_spacing for p, g in self.geometry.items()}
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         """``(patient, image, mask)`` per volume: the validation "loader" of :class:`SegmentTask3D`."""
@@ -80,7 +97,7 @@ class VolumeSet:
         return VolumeSet([self.images[i] for i in keep], [self.masks[i] for i in keep],
                          [self.patients[i] for i in keep], [self.slice_index[i] for i in keep],
                          [self.sources[i] for i in keep],
-                         {p: s for p, s in self.spacing.items() if p in set(patients)}, [])
+                         {p: g for p, g in self.geometry.items() if p in set(patients)}, [])
 
     def as_slices(self, probs: Sequence[np.ndarray] | None = None) -> tuple[Any, np.ndarray | None]:
         """The volumes as a :class:`~medlens.segment.data.SliceSet` (for the report's slice
@@ -89,8 +106,6 @@ class VolumeSet:
         Volumes of different in-plane sizes are zero-padded to the largest (bottom/right),
         which changes no Dice: padding is empty in truth and prediction alike.
         """
-        from medlens.segment.data import SliceSet
-
         h = max(s[1] for s in self.shapes)
         w = max(s[2] for s in self.shapes)
 
@@ -102,7 +117,7 @@ class VolumeSet:
         masks = np.concatenate([pad(m) for m in self.masks])[:, None]
         pats = np.concatenate([np.full(len(m), p) for p, m in zip(self.patients, self.masks)])
         sl = SliceSet(images, masks, pats.astype(str), np.concatenate(self.slice_index),
-                      [s for src in self.sources for s in src], dict(self.spacing), list(self.problems))
+                      [s for src in self.sources for s in src], dict(self.geometry), list(self.problems))
         stacked = None if probs is None else np.concatenate([pad(p) for p in probs])
         return sl, stacked
 
@@ -116,21 +131,23 @@ def require_volume_layout(index: DatasetIndex) -> None:
             "'nnunet') or kaggle_3m slice stacks. Train this data with --spatial-dims 2.")
 
 
-def build_volumes(index: DatasetIndex, *, size: int | None = None, channels: int | None = None) -> VolumeSet:
+def build_volumes(index: DatasetIndex, *, size: int | None = None, channels: int | None = None,
+                  intensity: Any = None, labels: bool = False) -> VolumeSet:
     """Decode every patient of ``index`` into one volume.
 
     Args:
         size: resize every slice in-plane to ``size × size`` (images area-interpolated,
-            masks nearest-neighbour; the slice axis is left alone, and spacing follows);
+            masks nearest-neighbour; the slice axis is left alone, and the geometry follows);
             ``None`` keeps the voxels. Volumes may differ in shape.
         channels: image channels (``None``: those of the first readable record).
+        intensity: intensity policy of volume files (see
+            :func:`~medlens.segment.data.read_volume_pair`; default percentile window).
+        labels: keep integer mask labels instead of binarising.
 
     Unreadable files are listed as problems and left out, as in the 2D path; a
     ``kaggle_3m`` patient missing slices in the middle is stacked without them, with a
     warning naming the gap.
     """
-    from medlens.segment.data import _fit_channels, _resize, read_volume_pair
-
     require_volume_layout(index)
     problems: list[Problem] = list(index.problems)
     groups: dict[str, list[Any]] = {}
@@ -140,12 +157,12 @@ def build_volumes(index: DatasetIndex, *, size: int | None = None, channels: int
     for pid, recs in groups.items():
         try:
             if len(recs) == 1 and recs[0].meta.get("kind") == "volume":
-                img, mask, sp, warns = read_volume_pair(recs[0])
+                img, mask, geo, warns = read_volume_pair(recs[0], intensity=intensity, labels=labels)
                 problems.extend(warns)
                 nums = np.arange(img.shape[1])
                 srcs = [f"{recs[0].path}#{z}" for z in nums]
             elif all(r.meta.get("kind") == "slice" for r in recs):
-                img, mask, nums, srcs, sp = _stack_slices(recs, channels, problems)
+                img, mask, nums, srcs, geo = _stack_slices(recs, channels, problems, labels=labels)
             else:
                 raise BadInputError(f"{recs[0].path}: patient {pid} has {len(recs)} volume records; "
                                     "give each patient one image volume and one mask volume")
@@ -156,20 +173,20 @@ def build_volumes(index: DatasetIndex, *, size: int | None = None, channels: int
         if img.shape[1] == 0:
             continue
         channels = channels or int(img.shape[0])
-        img = _fit_channels(img, channels)
+        img = fit_channels(img, channels)
         if size is not None and img.shape[-2:] != (size, size):
-            if sp is not None:  # in-plane spacing follows the resize (mm stay mm)
-                sp = (sp[0], sp[1] * img.shape[-2] / size, sp[2] * img.shape[-1] / size)
-            pairs = [_resize(img[:, z], mask[z], size) for z in range(img.shape[1])]
+            if geo is not None:  # in-plane spacing follows the resize (mm stay mm)
+                geo = geo.resampled(img.shape[1:], (img.shape[1], size, size))
+            pairs = [resize_pair(img[:, z], mask[z], size) for z in range(img.shape[1])]
             img = np.stack([p[0] for p in pairs], axis=1)
             mask = np.stack([p[1] for p in pairs])
         out.images.append(np.ascontiguousarray(img))
-        out.masks.append(np.ascontiguousarray(mask, dtype=np.uint8))
+        out.masks.append(np.ascontiguousarray(mask, dtype=mask.dtype if labels else np.uint8))
         out.patients.append(pid)
         out.slice_index.append(np.asarray(nums, dtype=np.int64))
         out.sources.append(list(srcs))
-        if sp is not None:
-            out.spacing[pid] = tuple(float(v) for v in sp)  # type: ignore[assignment]
+        if geo is not None:
+            out.geometry[pid] = geo
     if not out.patients:
         raise BadInputError(f"{index.root}: no readable volume "
                             f"({len(problems)} problems; first: {problems[0].path}: {problems[0].reason})"
@@ -177,15 +194,13 @@ def build_volumes(index: DatasetIndex, *, size: int | None = None, channels: int
     return out
 
 
-def _stack_slices(recs: list[Any], channels: int | None, problems: list[Problem]
+def _stack_slices(recs: list[Any], channels: int | None, problems: list[Problem], *, labels: bool = False
                   ) -> tuple[np.ndarray, np.ndarray, list[int], list[str], None]:
     """One patient's 2D slice files (``kaggle_3m``) → ``(C, D, H, W)``, ``(D, H, W)``."""
-    from medlens.segment.data import _channels_of, _read_2d
-
     imgs, masks, nums, srcs = [], [], [], []
     for rec in sorted(recs, key=lambda r: (r.meta.get("slice") or 0, r.path)):
         try:
-            img, mask, warn = _read_2d(rec, channels or _channels_of(rec.path))
+            img, mask, warn = read_slice_pair(rec, channels or channels_of(rec.path), labels=labels)
         except BadInputError as e:
             problems.append(Problem(getattr(e, "path", rec.path), getattr(e, "reason", str(e))))
             logger.warning("skipped: %s", e)
@@ -316,8 +331,7 @@ def fit_volumes(cfg: Any, index: DatasetIndex, splits: dict[str, list[str]], run
     """
     from medlens.models.registry import create_model
     from medlens.segment.models import divisor, init_output_bias
-    from medlens.segment.task import SegmentAugment, SegmentTask3D
-    from medlens.segment.workflow import Fitted
+    from medlens.segment.task import Fitted, SegmentAugment, SegmentTask3D
     from medlens.train.engine import fit, resolve_device, seed_everything
     from medlens.train.ensemble import fit_members
 

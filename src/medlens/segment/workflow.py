@@ -20,7 +20,6 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,13 @@ import numpy as np
 
 from medlens.errors import BadInputError, ConfigError
 from medlens.io.atomic import atomic_write_json
+from medlens.io.lock import folder_lock
+from medlens.io.runlog import logged_run
 from medlens.segment.config import DEFAULT_TRAIN, SegmentConfig, make_config, parse_patch
 from medlens.segment.evaluation import evaluate_slices, write_per_patient
+from medlens.segment.task import Fitted
 from medlens.train.config import TrainConfig
+from medlens.transforms.intensity import intensity_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -64,24 +67,20 @@ def _loader(sl, *, batch_size: int, shuffle: bool, seed: int, pos_fraction: floa
                        drop_last=shuffle and len(sl) > batch_size)
 
 
-@dataclass
-class Fitted:
-    """What a 2D or 3D training step hands to the shared tail of ``train_segmentation``."""
-
-    model: Any
-    result: Any
-    eval_split: str
-    rows: dict[str, dict[str, float]]
-    report_slices: Any
-    report_probs: np.ndarray
-    problems: list[Any]
-    counts: dict[str, Any]
-    input_meta: dict[str, Any]
-    postprocess: dict[str, Any] = field(default_factory=lambda: {"rule": "none"})
-
-
+@logged_run("run_dir")  # run_dir/run.log
 def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool = False,
                        index: Any = None, cache_dir: str | Path | None = None) -> dict[str, Any]:
+    """:func:`_train_segmentation` with ``run_dir`` locked: a second job on it is refused."""
+    run_dir = Path(run_dir)
+    with folder_lock(run_dir):
+        if not resume and ((run_dir / "checkpoints" / "last.pt").exists()
+                           or any(run_dir.glob("member*/checkpoints/last.pt"))):
+            raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        return _train_segmentation(cfg, run_dir, resume=resume, index=index, cache_dir=cache_dir)
+
+
+def _train_segmentation(cfg: SegmentConfig, run_dir: Path, *, resume: bool = False,
+                        index: Any = None, cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Train, evaluate on held-out patients, write the report and the model package.
 
     ``cfg.spatial_dims`` picks slices (2) or volume patches (3); the rest is shared.
@@ -122,12 +121,25 @@ def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool 
                "best_val_dice": result.best_score if single else None,
                "train_seconds": time.perf_counter() - t0, "problems": len(fitted.problems), **fitted.counts,
                "postprocess": fitted.postprocess}
+    from medlens.segment.metrics import metric_units
+
+    metrics["units"] = metric_units(fitted.report_slices.spacing, splits[eval_split], size=cfg.size,
+                                    spatial_dims=cfg.spatial_dims)
     atomic_write_json(run_dir / "metrics.json", metrics)
     write_per_patient(run_dir / "per_patient.csv", rows)
     meta = package_metadata(cfg, fitted.input_meta, metrics)
+    from medlens.data.fingerprint import fingerprint_index
+
+    # what the training images looked like: the OOD guard of predict/explain/evaluate
+    train_pats = set(splits["train"])
+    meta["data_fingerprint"] = fingerprint_index(
+        index.subset([r for r in index.records if str(r.patient) in train_pats]), split=None,
+        max_images=16 if cfg.spatial_dims == 3 else 300, seed=cfg.train.seed)
     from medlens.package import save_model_package
+    from medlens.segment.card import describe_data
     from medlens.segment.report import model_card, write_report
 
+    meta["data"] = {**meta["data"], **describe_data(index, splits)}  # the card is written from the data
     card = model_card(meta, metrics)
     save_model_package(run_dir / "model", model, model_name=model.medlens_name,
                        model_kwargs={k: v for k, v in model.medlens_config.items() if k != "name"},
@@ -198,6 +210,7 @@ def package_metadata(cfg: SegmentConfig, input_meta: dict[str, Any], metrics: di
         "postprocess": metrics.get("postprocess", {}).get("rule", "none"),
         "input": {**input_meta, "dtype": "uint8 scaled to [0, 1]"},
         "preprocess": {"resize": cfg.size, "volume_window_percentiles": [0.5, 99.5],
+                       "intensity": intensity_to_dict(None),  # the default policy, read back at predict
                        "mask_rule": "binary masks; other values binarised (see medlens.segment.data)"},
         "loss": cfg.loss, "metrics": {k: v for k, v in metrics.items() if k != "per_patient"},
         "data": {"path": cfg.data, "layout": cfg.layout},
@@ -211,8 +224,16 @@ def _save_splits(index, splits: dict[str, list[str]], path: Path) -> None:
     save_splits(index.subset([dataclasses.replace(r, split=where.get(str(r.patient))) for r in index.records]), path)
 
 
+@logged_run("out_dir")  # out_dir/run.log; each fold writes its own
 def cross_validate(cfg: SegmentConfig, out_dir: str | Path, *, folds: int = 3,
                    resume: bool = False) -> dict[str, Any]:
+    """:func:`_cross_validate` with ``out_dir`` locked: a second job on it is refused."""
+    with folder_lock(out_dir):
+        return _cross_validate(cfg, Path(out_dir), folds=folds, resume=resume)
+
+
+def _cross_validate(cfg: SegmentConfig, out_dir: Path, *, folds: int = 3,
+                    resume: bool = False) -> dict[str, Any]:
     """Leave-patients-out: each fold's patients are the test set once, never trained on.
 
     The validation patient of each fold (for early stopping) is drawn from the rest.
@@ -324,7 +345,7 @@ def train_from_cli(*, data: Path, out: Path | None, config: Path | None, resume:
     return metrics
 
 
-def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False) -> Path:
+def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, device: str = "auto") -> Path:
     """Synthetic brain MRI → train → evaluate → report, a few minutes on 2 CPU cores."""
     from medlens.data.synthetic.brain import make_brain_mri_like
 
@@ -333,7 +354,8 @@ def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False) -> Path:
     if not data.exists():
         make_brain_mri_like(data, patients=4 if quick else 8, slices=8 if quick else 16,
                             size=64, difficulty=0.3, seed=seed)
-    train = dict(DEFAULT_TRAIN, seed=seed, epochs=2 if quick else 20, batch_size=16, lr=3e-3, patience=8)
+    train = dict(DEFAULT_TRAIN, seed=seed, epochs=2 if quick else 20, batch_size=16, lr=3e-3, patience=8,
+                 device=device)
     if quick:
         train["max_steps_per_epoch"] = 3
     cfg = SegmentConfig(data=str(data), layout="kaggle_3m", size=64,

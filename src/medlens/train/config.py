@@ -14,7 +14,7 @@ class TrainConfig(BaseModel):
 
     epochs: int = Field(10, ge=1)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = Field(1e-4, ge=0)
     scheduler: Literal["cosine", "plateau", "none"] = "cosine"
     warmup_epochs: int = Field(0, ge=0)
