@@ -6,7 +6,7 @@ The package follows the data's path: ``io`` → ``data`` → ``transforms`` → 
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from medlens.version import __version__
 
 __all__ = ["__version__", "load_model"]
 

@@ -8,6 +8,7 @@ reader sees the old package or the new one, never a mix.
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 from collections.abc import Sequence
@@ -22,18 +23,18 @@ from torch import nn
 from medlens.errors import BadInputError
 from medlens.io.atomic import atomic_write_dir, atomic_write_json, recover_dir
 from medlens.io.weights import load_weights_file
+from medlens.package_spec import FORMAT, FORMAT_VERSION, PackageSpec, parse_metadata
+from medlens.tasks.registry import Predictor, TaskSpec, task_of
 
-FORMAT = "medlens-model"
-FORMAT_VERSION = 1
 WEIGHTS, METADATA, CARD = "weights.pt", "metadata.json", "model_card.md"
 
 
 def versions() -> dict[str, str]:
     import monai
 
-    import medlens
+    from medlens.version import __version__
 
-    return {"medlens": medlens.__version__, "torch": torch.__version__, "monai": monai.__version__,
+    return {"medlens": __version__, "torch": torch.__version__, "monai": monai.__version__,
             "numpy": np.__version__, "python": platform.python_version()}
 
 
@@ -91,11 +92,7 @@ def load_package(path: str | Path, *, device: str = "cpu") -> tuple[nn.Module, d
     from medlens.models import create_model
 
     pkg = find_package(path)
-    try:
-        meta = json.loads((pkg / METADATA).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise BadInputError(f"{pkg / METADATA}: unreadable model metadata ({e})") from None
-    _check_metadata(meta, pkg / METADATA)
+    meta = read_metadata(pkg)
     model = create_model(meta["model"]["name"], **meta["model"]["kwargs"])
     state = load_weights_file(pkg / WEIGHTS, map_location=device)  # weights-only: no code runs
     if not isinstance(state, dict):
@@ -108,24 +105,19 @@ def load_package(path: str | Path, *, device: str = "cpu") -> tuple[nn.Module, d
     return model, meta
 
 
-def _check_metadata(meta: Any, where: Path) -> None:
-    """Refuse metadata a package could not have written, naming the file and the entry.
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """A package's ``metadata.json``, checked (no weights are read).
 
-    A hand-edited or foreign ``metadata.json`` must fail here with a reason, not later as a
-    ``KeyError`` deep in prediction.
+    Raises:
+        BadInputError: no package at ``path``, or its metadata is unreadable or malformed.
     """
-    if not isinstance(meta, dict):
-        raise BadInputError(f"{where}: model metadata must be a JSON object, found {type(meta).__name__}")
-    if meta.get("format") != FORMAT:
-        raise BadInputError(f"{where}: not a medlens model package (format={meta.get('format')!r})")
-    model = meta.get("model")
-    if not isinstance(model, dict) or not isinstance(model.get("name"), str) \
-            or not isinstance(model.get("kwargs", {}), dict):
-        raise BadInputError(f"{where}: the 'model' entry (network name and arguments) is missing or "
-                            "malformed; re-export the package with medlens")
-    model.setdefault("kwargs", {})
-    if not isinstance(meta.get("input", {}), dict):
-        raise BadInputError(f"{where}: the 'input' entry (image size and channels) is missing or malformed")
+    pkg = find_package(path)
+    try:
+        meta = json.loads((pkg / METADATA).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise BadInputError(f"{pkg / METADATA}: unreadable model metadata ({e})") from None
+    parse_metadata(meta, pkg / METADATA)  # typed check: a malformed entry is named here
+    return meta
 
 
 class ModelPackage:
@@ -166,38 +158,30 @@ class ModelPackage:
     def temperature(self) -> float:
         return float(self.metadata.get("temperature", 1.0) or 1.0)
 
-    # --- inputs ------------------------------------------------------------------
-    def load_images(self, paths: Sequence[str | Path]) -> list[np.ndarray]:
-        from medlens.io.images import read_image
+    # --- the task's predictor ----------------------------------------------------
+    @property
+    def task_spec(self) -> TaskSpec:
+        """The registered task this package was trained for (:mod:`medlens.tasks`)."""
+        return task_of(self.metadata)
 
-        if self.task == "segment":
-            return [read_image(p, channels=self.in_channels) for p in paths]
-        return [read_image(p) for p in paths]
+    @functools.cached_property
+    def package_spec(self) -> PackageSpec:
+        """The metadata, typed (:class:`~medlens.package_spec.PackageSpec`)."""
+        return PackageSpec.model_validate(self.metadata)
+
+    @functools.cached_property
+    def predictor(self) -> Predictor:
+        """The task's predictor over this package (classify: probabilities and decisions;
+        segment: masks)."""
+        return self.task_spec.predictor(self)
+
+    def load_images(self, paths: Sequence[str | Path]) -> list[np.ndarray]:
+        """Read files the way this model was trained to see them."""
+        return self.predictor.load_images(paths)
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """``(H, W, C)`` uint8 images of any size → normalised ``(B, C, S, S)`` float."""
-        if self.task == "segment":
-            return self._preprocess_slices(images)
-        from medlens.transforms.preprocess import PreprocessConfig, preprocess_image
-
-        cfg = PreprocessConfig(**self.metadata["preprocess"])
-        arr = np.stack([preprocess_image(_as_uint8(im), cfg) for im in images])
-        x = torch.from_numpy(arr).float().div_(255.0)
-        norm = self.metadata.get("normalize", {})
-        mean = torch.tensor(norm.get("mean", [0.0] * x.shape[1])).view(1, -1, 1, 1)
-        std = torch.tensor(norm.get("std", [1.0] * x.shape[1])).view(1, -1, 1, 1)
-        return ((x - mean) / std).to(self.device)
-
-    def _preprocess_slices(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """A segmenter's input, prepared as :func:`medlens.segment.predict.slices_tensor` does."""
-        from medlens.segment.predict import slices_tensor
-
-        inp = self.metadata.get("input", {})
-        if int(inp.get("spatial_dims", 2)) != 2:
-            raise BadInputError(f"{self.path}: a 3D segmenter; explain volumes through the Python API "
-                                "(medlens.explain.explain(model, x)) with (B, C, D, H, W) input")
-        return slices_tensor([_as_uint8(im) for im in images], resize=self.metadata.get("preprocess", {}).get("resize"),
-                             divisor=int(inp.get("divisor", 16)), device=self.device)
+        """Images → the network's input batch (what explainers and probes feed it)."""
+        return self.predictor.preprocess(images)
 
     # --- prediction --------------------------------------------------------------
     @torch.no_grad()
@@ -225,36 +209,9 @@ class ModelPackage:
 
     def predict(self, inputs: Sequence[str | Path | np.ndarray] | str | Path | np.ndarray,
                 *, batch_size: int = 64) -> list[dict[str, Any]]:
-        """Predict files, folders or arrays: one dict per input (unreadable files get ``error``)."""
-        if self.task != "classify":
-            raise BadInputError(f"{self.path}: a {self.task} model; use medlens.segment.predict for it")
-        items = _expand_inputs(inputs)
-        images, names, results = [], [], {}
-        from medlens.io.images import ImageReadError
-
-        oods: dict[int, dict[str, Any]] = {}  # the out-of-distribution guard's verdict per input
-        for i, item in enumerate(items):
-            name = f"array[{i}]" if isinstance(item, np.ndarray) else str(item)
-            try:
-                image, oods[i] = self.read_checked(item)
-                images.append(image)
-                names.append((i, name))
-            except ImageReadError as e:
-                results[i] = {"file": name, "error": e.reason}
-        probs = self.predict_proba(images, batch_size=batch_size)
-        neg = self.negative_class
-        for (i, name), p, c in zip(names, probs, self.call(probs)):
-            score = float(1.0 - p[neg])
-            row: dict[str, Any] = {"file": name, "predicted": self.classes[int(c)],
-                                   "disease_score": score,
-                                   "probabilities": {c: float(v) for c, v in zip(self.classes, p)}}
-            if self.threshold is not None:
-                row["decision"] = "positive" if score >= self.threshold else "negative"
-                row["threshold"] = float(self.threshold)
-            results[i] = row
-        for i, verdict in oods.items():
-            results[i].update(verdict)
-        return [results[i] for i in range(len(items))]
+        """Predict files, folders or arrays: one dict per input (unreadable files get ``error``);
+        what a row holds is the task's (:meth:`predictor`)."""
+        return self.predictor.predict(inputs, batch_size=batch_size)
 
     @property
     def fingerprint(self) -> dict[str, Any] | None:
@@ -274,34 +231,6 @@ class ModelPackage:
             return item, check(array_stats(item), self.fingerprint).to_dict()
         stats, image = read_with_stats(item)
         return image, check(stats, self.fingerprint).to_dict()
-
-
-def _as_uint8(im: np.ndarray) -> np.ndarray:
-    if im.dtype == np.uint8:
-        return im if im.ndim == 3 else im[..., None]
-    a = im.astype(np.float64)
-    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
-    a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255
-    a = np.nan_to_num(a).round().astype(np.uint8)
-    return a if a.ndim == 3 else a[..., None]
-
-
-def _expand_inputs(inputs: Any) -> list[Any]:
-    from medlens.io.images import IMAGE_EXTENSIONS
-
-    if isinstance(inputs, (str, Path, np.ndarray)):
-        inputs = [inputs]
-    out: list[Any] = []
-    for item in inputs:
-        if isinstance(item, np.ndarray):
-            out.append(item)
-            continue
-        p = Path(item)
-        if p.is_dir():
-            out += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
-        else:
-            out.append(str(p))
-    return out
 
 
 def load_model(path: str | Path, *, device: str = "cpu") -> ModelPackage:

@@ -145,10 +145,11 @@ def test_alternatives_table_is_labelled_and_marks_the_used_point(tmp_path: Path)
 
 
 def test_cli_summary_speaks_of_the_same_point(capsys) -> None:
-    from medlens.cli.commands import _print_summary
+    from medlens.cli.commands import print_summary
+    from medlens.tasks import get_task
 
     k = _known()
-    _print_summary(k["metrics"], Path("run"))
+    print_summary(k["metrics"], Path("run"), get_task("classify"))
     raw = capsys.readouterr().out
     out = " ".join(raw.split())
     assert f"at threshold {k['threshold']:.3f}" in out

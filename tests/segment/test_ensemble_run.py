@@ -26,7 +26,7 @@ def test_segmentation_run_with_members(kaggle_set, tmp_path):
     meta = json.loads((run / "model" / "metadata.json").read_text(encoding="utf-8"))
     assert meta["model"]["name"] == "ensemble" and len(meta["model"]["kwargs"]["members"]) == 2
     assert "Ensemble of 2 U-Nets (seeds 3, 4)" in (run / "model" / "model_card.md").read_text(encoding="utf-8")
-    ev, _ = evaluate_package(ModelPackage(run), kaggle_set, split="test", out=tmp_path / "ev")
+    ev = evaluate_package(ModelPackage(run), kaggle_set, split="test", out_dir=tmp_path / "ev")
     assert ev["mean_dice"] == pytest.approx(metrics["mean_dice"], abs=1e-6)
     # resuming a finished ensemble trains nothing more and gives the same figures
     again = train_segmentation(cfg, run, resume=True)
@@ -48,5 +48,5 @@ def test_3d_run_with_members(nifti_set, tmp_path):
     assert [m["seed"] for m in metrics["members"]] == [0, 1]
     pkg = ModelPackage(tmp_path / "run")
     assert pkg.metadata["model"]["name"] == "ensemble" and pkg.metadata["input"]["patch"] == [4, 16, 16]
-    ev, _ = evaluate_package(pkg, nifti_set, split="test", out=tmp_path / "ev")
+    ev = evaluate_package(pkg, nifti_set, split="test", out_dir=tmp_path / "ev")
     assert ev["mean_dice"] == pytest.approx(metrics["mean_dice"], abs=1e-6)

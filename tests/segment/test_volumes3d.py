@@ -121,7 +121,8 @@ def test_3d_predict_keeps_geometry_and_evaluate(run3d, easy_volumes, tmp_path):
         np.testing.assert_allclose(mv.direction, geo["direction"], atol=1e-6)
         assert by[name]["lesion_voxels"] > 0
     assert (tmp_path / "pred" / "v_overlay.png").is_file()
-    metrics, out = evaluate_package(pkg, easy_volumes, split="test", out=tmp_path / "ev")
+    out = tmp_path / "ev"
+    metrics = evaluate_package(pkg, easy_volumes, split="test", out_dir=out)
     assert metrics["patients"] == 1 and (out / "report.html").is_file() and (out / "per_patient.csv").is_file()
     assert metrics["mean_dice"] == pytest.approx(run3d[1]["mean_dice"], abs=1e-6)
 

@@ -80,7 +80,8 @@ def test_evaluate_and_predict_from_package(trained_run, kaggle_set, tmp_path):
 
     run, _ = trained_run
     pkg = ModelPackage(run)
-    metrics, out = evaluate_package(pkg, kaggle_set, split="all", out=tmp_path / "ev")
+    out = tmp_path / "ev"
+    metrics = evaluate_package(pkg, kaggle_set, split="all", out_dir=out)
     assert metrics["patients"] == 4 and (out / "report.html").is_file()
     # predict a PNG, a TIFF of another size, and a NIfTI volume; masks match format and geometry
     img = np.asarray(Image.open(next(kaggle_set.glob("*/*_3.tif"))))

@@ -8,6 +8,7 @@ subset ``medlens train`` runs first, stopping on ``result.blocking``.
 from __future__ import annotations
 
 from medlens.audit.exclude import read_exclude_list, write_exclude_list
-from medlens.audit.run import AuditResult, quick_audit, run_audit
+from medlens.audit.result import AuditResult
+from medlens.audit.run import quick_audit, run_audit
 
 __all__ = ["AuditResult", "quick_audit", "read_exclude_list", "run_audit", "write_exclude_list"]

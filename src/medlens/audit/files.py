@@ -115,7 +115,7 @@ def _check_ext(probe: Probe, ext: str) -> None:
 def _probe_pil(data: bytes, probe: Probe, ext: str, max_side: int) -> None:
     from PIL import Image, UnidentifiedImageError
 
-    from medlens.io.images import MAX_PIXELS, MIN_SIDE, ImageReadError, _pil_to_array
+    from medlens.io.images import MAX_PIXELS, MIN_SIDE, ImageReadError, pil_to_array
 
     try:
         with warnings.catch_warnings():
@@ -147,7 +147,7 @@ def _probe_pil(data: bytes, probe: Probe, ext: str, max_side: int) -> None:
                     k = max(w, h) / max_side
                     im.draft(None, (max(1, int(w / k)), max(1, int(h / k))))
                 im.load()
-                arr = _pil_to_array(im, Path(probe.path))
+                arr = pil_to_array(im, Path(probe.path))
     except ImageReadError as e:
         probe.reason = e.reason
         return
@@ -257,6 +257,6 @@ def _probe_array(index: DatasetIndex, record: Record) -> Probe:
 
 def to_uint8(arr: np.ndarray) -> np.ndarray:
     """8-bit view for statistics (16-bit/float rescaled by its own range)."""
-    from medlens.io.images import _to_depth
+    from medlens.io.images import to_depth
 
-    return _to_depth(arr, False)
+    return to_depth(arr, False)

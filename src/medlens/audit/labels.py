@@ -57,7 +57,7 @@ def label_findings(index: DatasetIndex) -> dict[str, Any]:
         "near_duplicates": [],
         "blocking": [],
     }
-    if index.task != "classify" or len(by_name) < 2:
+    if not index.has_class_labels or len(by_name) < 2:
         return out
     suspects: set[str] = set()
     names = sorted(by_name, key=lambda c: (-len(by_name[c]), c))  # larger class first

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -12,7 +14,7 @@ import numpy as np
 from medlens.audit.stats import FEATURES
 
 if TYPE_CHECKING:
-    from medlens.audit.run import AuditResult
+    from medlens.audit.result import AuditResult
     from medlens.data.records import DatasetIndex
 
 _CSS = """
@@ -228,3 +230,14 @@ def render_html(result: AuditResult) -> str:
              "The audit never moves or deletes a file.</p>")  # fmt: skip
     h.append(f"<p><small>timings: {_esc({k: round(v, 2) for k, v in result.timings.items()})}</small></p></body></html>")
     return "".join(h)
+
+
+def write_report(result: AuditResult, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Write ``audit.json`` and ``audit.html`` into ``out_dir`` (atomically); their paths."""
+    from medlens.io.atomic import atomic_write_text
+
+    out = Path(out_dir)
+    return {
+        "json": atomic_write_text(out / "audit.json", result.dumps() + "\n"),
+        "html": atomic_write_text(out / "audit.html", render_html(result)),
+    }

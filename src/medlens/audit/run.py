@@ -8,14 +8,11 @@ re-reading only the few flagged files (bounded by ``max_thumbnails``).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +24,8 @@ from medlens.audit.files import probe_record, to_uint8
 from medlens.audit.hashing import BLANK_STD, phash64, pixel_hash, thumb8
 from medlens.audit.labels import label_findings
 from medlens.audit.outliers import find_outliers
+from medlens.audit.report import make_thumbnails, write_report
+from medlens.audit.result import AuditResult
 from medlens.audit.shortcut import shortcut_test
 from medlens.audit.stats import (
     FEATURES,
@@ -47,64 +46,11 @@ _COLOUR_COLS = [FEATURES.index(c) for c in ("mean_r", "mean_g", "mean_b", "contr
 SUMMARY_FEATURES = ("width", "height", "aspect", "file_kb", "brightness", "contrast", "sharpness")
 
 
-@dataclass
-class AuditResult:
-    """Everything the audit found. ``blocking`` lists reasons ``medlens train`` must stop."""
-
-    summary: dict[str, Any]
-    files: dict[str, Any]
-    duplicates: dict[str, Any]
-    stats: dict[str, Any]
-    shortcut: dict[str, Any]
-    confounding: dict[str, Any]
-    outliers: dict[str, Any]
-    warnings: list[str]
-    blocking: list[str]
-    exclude: list[str]
-    timings: dict[str, float]
-    table: np.ndarray | None = field(default=None, repr=False)
-    labels: np.ndarray | None = field(default=None, repr=False)
-    histograms: ClassHistograms | None = field(default=None, repr=False)
-    label_names: dict[str, Any] = field(default_factory=dict)  # rare / near-duplicate classes
-    thumbnails: dict[str, str] = field(default_factory=dict, repr=False)
-
-    @property
-    def ok(self) -> bool:
-        return not self.blocking
-
-    def to_dict(self) -> dict[str, Any]:
-        keys = ("summary", "blocking", "warnings", "files", "label_names", "duplicates", "confounding",
-                "shortcut", "stats", "outliers", "exclude", "timings")  # fmt: skip
-        return {k: getattr(self, k) for k in keys}
-
-    def to_json(self) -> dict[str, Any]:
-        """The findings as plain JSON types (what ``audit.json`` holds)."""
-        return json.loads(self.dumps(indent=None))
-
-    def dumps(self, indent: int | None = 2) -> str:
-        from medlens.io.atomic import _json_default
-
-        return json.dumps(self.to_dict(), indent=indent, default=_json_default)
-
-    def write(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-        """Write ``audit.json`` and ``audit.html`` into ``out_dir`` (atomically)."""
-        from medlens.audit.report import render_html
-        from medlens.io.atomic import atomic_write_text
-
-        out = Path(out_dir)
-        return {
-            "json": atomic_write_text(out / "audit.json", self.dumps() + "\n"),
-            "html": atomic_write_text(out / "audit.html", render_html(self)),
-        }
-
-
 def _as_index(index_or_path: DatasetIndex | str | os.PathLike[str], layout_kwargs: dict[str, Any]) -> DatasetIndex:
     if isinstance(index_or_path, DatasetIndex):
         return index_or_path
-    try:
-        from medlens.data.layouts import load_dataset
-    except ImportError as e:  # the layout readers are a separate module
-        raise ConfigError(f"cannot load {index_or_path}: dataset layouts are unavailable ({e})") from None
+    from medlens.data.layouts import load_dataset
+
     return load_dataset(index_or_path, **layout_kwargs)
 
 
@@ -285,12 +231,10 @@ def run_audit(
                          warnings=warnings, blocking=blocking, exclude=exclude, timings=timings,
                          table=table, labels=labels, histograms=hist)  # fmt: skip
     if not quick and max_thumbnails > 0:
-        from medlens.audit.report import make_thumbnails
-
         result.thumbnails = make_thumbnails(index, result, max_thumbnails=max_thumbnails)
     timings["total_s"] = time.perf_counter() - t0
     if out_dir is not None:
-        result.write(out_dir)
+        write_report(result, out_dir)
     if exclude_list is not None:
         write_exclude_list(exclude_list, exclude, header=f"medlens audit exclusions for {index.root}")
     return result
@@ -342,7 +286,7 @@ def _file_findings(n: int, n_ok: int, unreadable: list[dict[str, str]], mismatch
 def _balance(summary: dict[str, Any], warnings: list[str], blocking: list[str], index: DatasetIndex) -> None:
     counts = {c: v for c, v in summary["class_counts"].items()}
     present = {c: v for c, v in counts.items() if v > 0}
-    if index.task == "classify" and counts and len(present) < 2 and summary["n_readable"]:
+    if index.has_class_labels and counts and len(present) < 2 and summary["n_readable"]:
         blocking.append(f"Only one class has readable images ({counts}); nothing to learn.")
         return
     if len(present) >= 2:
@@ -351,7 +295,7 @@ def _balance(summary: dict[str, Any], warnings: list[str], blocking: list[str], 
         if ratio >= 10:
             warnings.append(f"Classes are strongly imbalanced ({present}, ratio {ratio:.1f}:1).")
     empty = [c for c, v in counts.items() if v == 0]
-    if empty and index.task == "classify":
+    if empty and index.has_class_labels:
         warnings.append(f"Classes without readable images: {', '.join(empty)}.")
 
 

@@ -1,10 +1,9 @@
-"""The typer application and the error boundary: what a user can cause → one ``error:`` line
-and an exit code (0 success, 1 the job failed, 2 a usage error; see :mod:`medlens.errors`)."""
+"""The typer application, its root options and the console logging. The command modules
+register themselves on :data:`app`; :mod:`medlens.cli.main` imports them and runs it."""
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import typer
@@ -29,7 +28,7 @@ def version_line() -> str:
         except PackageNotFoundError:
             return "not installed"
 
-    from medlens import __version__
+    from medlens.version import __version__
 
     return f"medlens {__version__} (torch {v('torch')}, monai {v('monai')})"
 
@@ -61,7 +60,7 @@ def setup_logging(level: int = logging.INFO) -> None:
         if getattr(h, "_medlens", False):
             root.removeHandler(h)
     handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False,
-                          console=_console(stderr=True))
+                          console=make_console(stderr=True))
     handler._medlens = True  # type: ignore[attr-defined]
     handler.setLevel(level)
     root.addHandler(handler)
@@ -69,48 +68,8 @@ def setup_logging(level: int = logging.INFO) -> None:
     root.setLevel(logging.WARNING)
 
 
-def _console(stderr: bool = False):  # noqa: ANN202
+def make_console(stderr: bool = False):  # noqa: ANN201
+    """A rich console (stdout, or stderr), 120 columns wide when not on a terminal."""
     from rich.console import Console
 
     return Console(stderr=stderr, width=None if sys.stdout.isatty() else 120)
-
-
-def main() -> None:
-    """Console-script entry point: the exit code reaches the shell (never 0 after an error)."""
-    sys.exit(run())
-
-
-def run(args: list[str] | None = None) -> int:
-    """Run the CLI with ``args`` (default ``sys.argv[1:]``); return the process exit code."""
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError
-
-    from medlens.cli import main as _main  # registers all commands
-    from medlens.cli.boundary import as_medlens_error
-
-    _main.register_all()
-    try:
-        rc = app(args=args, standalone_mode=False)  # returns the code of a typer.Exit
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        return 130
-    except NoArgsIsHelpError as e:  # `medlens` or a group alone: the help, as click shows it
-        e.show()
-        return e.exit_code
-    except ClickException as e:  # usage errors: bad flag, missing argument, bad type
-        where = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""
-        typer.echo(f"error: {e.format_message()}{where}", err=True)
-        return e.exit_code
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        return 1
-    except Exception as e:
-        err = as_medlens_error(e)
-        if err is not None:
-            typer.echo(f"error: {err}", err=True)
-            return err.exit_code
-        if os.environ.get("MEDLENS_DEBUG"):
-            raise
-        typer.echo(f"internal error: {type(e).__name__}: {e} (set MEDLENS_DEBUG=1 for the traceback)",
-                   err=True)
-        return 1
-    return rc if isinstance(rc, int) else 0

@@ -25,10 +25,8 @@ def as_medlens_error(exc: BaseException) -> MedlensError | None:
     """The MedlensError ``exc`` stands for, or None when it is a bug (an internal error)."""
     if isinstance(exc, MedlensError):
         return exc
-    try:
-        from pydantic import ValidationError
-    except ImportError:  # pragma: no cover - pydantic is a dependency
-        ValidationError = ()  # type: ignore[assignment,misc]  # noqa: N806
+    from pydantic import ValidationError
+
     if isinstance(exc, ValidationError):
         from medlens.config_errors import invalid_config
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import typer
 
-from medlens.cli.app import _console, app
+from medlens.cli.app import app, make_console
 from medlens.cli.boundary import out_must_be_folder
 from medlens.cli.options import (
     CLASSIFY,
@@ -138,148 +137,50 @@ def train_cmd(
                                         show_default="1"),
 ) -> None:
     """Train a model on DATA and write a run directory (report, metrics, model package)."""
-    from medlens.pipelines.config import RunConfig, deep_update, load_config_file
-    from medlens.pipelines.recipes import apply_recipe
+    from medlens.tasks import all_tasks, check_options, detect_task, get_task
 
     out_must_be_folder(out)
-    device, model = check_device(device), check_model(model)
+    options = dict(locals())
+    options["device"], options["model"] = check_device(device), check_model(model)
     if task is None:
-        task = "segment" if mask_pattern or segmentation_layout(data, layout) else "classify"
-        if task == "segment":
-            typer.echo(f"{data}: image/mask pairs found, training a segmenter (--task classify to override)")
-    if task == "segment":
-        _train_segment(data, out, config, resume, locals())
-        return
-    if task != "classify":
-        raise ConfigError(f"--task must be classify or segment, got {task!r}")
-    if spatial_dims not in (None, 2) or patch is not None or mask_pattern is not None or ensemble is not None:
-        raise ConfigError("--spatial-dims/--patch/--mask-pattern/--ensemble are segmentation options; classification "
-                          "trains one model on 2D images (add --task segment for a U-Net)")
-    if resume:
-        if out is None or not (out / "config.json").exists():
-            raise ConfigError("--resume needs --out pointing at an existing run directory (with config.json)")
-        cfg = RunConfig(**json.loads((out / "config.json").read_text()))
+        spec = get_task("segment") if mask_pattern else detect_task(data, layout)
+        if spec is not all_tasks()[-1]:  # not the fallback: say what was recognised
+            typer.echo(f"{data}: recognised as {spec.name} data ({spec.description}); --task to override")
     else:
-        base = load_config_file(config) if config else {}
-        flat = dict(layout=layout, label_column=label_column, path_column=path_column,
-                    patient_column=patient_column, patient_table=patient_table, val_fraction=val_fraction,
-                    test_fraction=test_fraction, exclude=str(exclude) if exclude else None,
-                    size=size, channels=channels, equalize=equalize, epochs=epochs, batch_size=batch_size,
-                    lr=lr, patience=patience, scheduler=scheduler, seed=seed, device=device,
-                    max_steps_per_epoch=max_steps, target_sensitivity=target_sensitivity,
-                    negative_class=negative_class, patient_aggregate=patient_aggregate,
-                    allow_outside_paths=allow_outside_paths or None)
-        over = _nest(flat)
-        if model:
-            over.setdefault("model", {})["name"] = model
-        if pretrained:
-            over.setdefault("model", {})["pretrained"] = pretrained
-        if balance:
-            over["balance"] = balance
-        if no_augment:
-            over.setdefault("augment", {})["enabled"] = False
-        if no_audit:
-            over.setdefault("data", {})["audit"] = False
-        if ignore_audit:
-            over.setdefault("data", {})["ignore_audit"] = True
-        merged = deep_update(base, over)
-        merged.setdefault("data", {})["path"] = str(data)
-        cfg = apply_recipe(merged)
-        out = out or Path("runs") / f"{Path(data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (out / "checkpoints" / "last.pt").exists():
-            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    from medlens.pipelines.classification import train_classifier
-
-    outcome = train_classifier(cfg, out, resume=resume)
-    _print_summary(outcome.metrics, out)
+        spec = get_task(task)
+    check_options(spec, {"--" + k.replace("_", "-"): v for k, v in options.items()})
+    metrics, run_dir = spec.train(data, out, config, resume, options)
+    print_summary(metrics, run_dir, spec)
 
 
 def segmentation_layout(data: Path, layout: str | None) -> str | None:
     """The segmentation layout DATA is in (the one named by --layout, or detected), else None."""
-    try:
-        from medlens.segment.layouts import SEGMENT_LAYOUTS, detect_segmentation_layout
-    except ImportError:  # a build without segmentation
-        return None
+    from medlens.segment.layouts import SEGMENT_LAYOUTS, detect_segmentation_layout
+
     if layout:
         return layout if layout in SEGMENT_LAYOUTS.names() else None
     return detect_segmentation_layout(data)
 
 
-def _train_segment(data: Path, out: Path | None, config: Path | None, resume: bool, opts: dict) -> None:
-    try:
-        from medlens.segment.workflow import train_from_cli
-    except ImportError:
-        raise ConfigError("segmentation support is not installed in this build") from None
-    train_from_cli(data=data, out=out, config=config, resume=resume, options=opts)
+def print_summary(metrics: dict, run_dir: Path, spec) -> None:  # noqa: ANN001
+    """The task's summary table of ``metrics``, the lines under it, and where the run is."""
+    show_table(spec.summary(metrics))
+    make_console().print(f"output: {run_dir}  (report: {run_dir / 'report.html'})", soft_wrap=True)
 
 
-def _nest(flat: dict) -> dict:
-    from medlens.pipelines.config import DataConfig, EvalConfig
-    from medlens.train.config import TrainConfig
-    from medlens.transforms.preprocess import PreprocessConfig
-
-    owners = {}
-    for sec, model in (("data", DataConfig), ("preprocess", PreprocessConfig), ("train", TrainConfig),
-                       ("eval", EvalConfig)):
-        for name in model.model_fields:
-            owners.setdefault(name, sec)
-    out: dict = {}
-    for k, v in flat.items():
-        if v is not None:
-            out.setdefault(owners[k], {})[k] = v
-    return out
-
-
-def _print_summary(metrics: dict, run_dir: Path) -> None:
-    """The test metrics, every thresholded one at the run's single operating point (stated)."""
+def show_table(summary) -> None:  # noqa: ANN001
+    """A :class:`~medlens.tasks.Summary` as a rich table, its notes below (or as caption)."""
     from rich.table import Table
 
-    from medlens.evaluate.model_card import HEADLINE, ci_text, operating_point_text
-
-    if "mean_dice" in metrics:  # a segmentation package
-        _print_segment_summary(metrics, run_dir)
-        return
-    op = metrics.get("operating_point") or {}
-    at = f"at threshold {op['threshold']:.3f}" if op.get("threshold") is not None else \
-        ("at each fold's threshold" if op.get("threshold_range") else "argmax call, no threshold")
-    t = Table(title=f"test metrics ({metrics.get('split', 'test')} split, {at})")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    t.add_column("95% CI", justify="right")
-    cis = metrics.get("ci") or {}
-    for k, label in (*HEADLINE, ("f1", "F1")):
-        v = metrics.get(k)
-        if v is None:
-            continue
-        ci = cis.get(k)
-        ci_s = f"{ci['low']:.3f}–{ci['high']:.3f}" if isinstance(ci, dict) and ci.get("low") is not None else ""
-        t.add_row(label, f"{v:.3f}", ci_s)
-    pl = metrics.get("patient_level")
-    if pl and pl.get("balanced_accuracy") is not None:
-        t.add_row("patient balanced accuracy", f"{pl['balanced_accuracy']:.3f}", "")
-    con = _console()
+    t = Table(title=summary.title or None)
+    for i, col in enumerate(summary.columns):
+        t.add_column(col, justify="left" if i == 0 else "right")
+    for row in summary.rows:
+        t.add_row(*row)
+    con = make_console()
     con.print(t)
-    con.print(operating_point_text(metrics))
-    con.print(ci_text(metrics))
-    con.print(f"run directory: {run_dir}  (report: {run_dir / 'report.html'})")
-
-
-def _print_segment_summary(metrics: dict, run_dir: Path) -> None:
-    from rich.table import Table
-
-    t = Table(title=f"per-patient segmentation ({metrics.get('split', 'test')} split, "
-                    f"{int(metrics.get('patients', 0))} patients)")
-    t.add_column("patient")
-    for col in ("dice", "iou", "hd95", "volume_error_rel"):
-        t.add_column(col, justify="right")
-    rows = metrics.get("per_patient") or {}
-    for pid, r in sorted(rows.items(), key=lambda kv: kv[1].get("dice", 0)):  # worst first
-        t.add_row(pid, *(f"{r.get(c, float('nan')):.3f}" for c in ("dice", "iou", "hd95", "volume_error_rel")))
-    t.add_row("mean", *(f"{metrics.get('mean_' + c, float('nan')):.3f}"
-                        for c in ("dice", "iou", "hd95", "volume_error_rel")))
-    con = _console()
-    con.print(t)
-    con.print(f"output: {run_dir}  (report: {run_dir / 'report.html'})")
+    for note in summary.notes:
+        con.print(note, soft_wrap=True)
 
 
 @app.command("evaluate")
@@ -310,7 +211,10 @@ def evaluate_cmd(
                                       label_column=label_column, path_column=path_column,
                                       patient_column=patient_column, patient_table=patient_table,
                                       allow_outside_paths=allow_outside_paths, strict=strict)
-    _print_summary(metrics, out_dir)
+    from medlens.package import read_metadata
+    from medlens.tasks import task_of
+
+    print_summary(metrics, out_dir, task_of(read_metadata(model)))
 
 
 @app.command("predict")
@@ -329,49 +233,13 @@ def predict_cmd(
 
     device = resolve_device(device)  # a bad value is refused before the package is read
     from medlens.package import load_model
-    from medlens.pipelines.predict_io import write_predictions
 
     pkg = load_model(model, device=device)
-    if pkg.task != "classify":
-        from medlens.pipelines.ood_guard import guard_files
-        from medlens.segment.predict import predict_cli
-
-        guard_files(pkg, inputs, strict=strict)  # out-of-distribution inputs: warn, or refuse
-        predict_cli(pkg, inputs, out)
-        return
-    rows = pkg.predict([str(p) for p in inputs], batch_size=batch_size)
-    if not rows:
-        raise BadInputError("no images found in the given inputs")
-    from medlens.pipelines.ood_guard import guard_rows, ood_cell
-
-    guard_rows(pkg, rows, strict=strict)  # out-of-distribution inputs: warn, or refuse before writing
-    if out:
-        write_predictions(rows, out, pkg.classes)
-    from rich.table import Table
-
-    t = Table(caption=_predict_caption(pkg))
-    for col in ("file", "predicted", "disease_score", "decision", "ood"):
-        t.add_column(col)
-    for r in rows:
-        if "error" in r:
-            t.add_row(r["file"], "[red]unreadable[/red]", "", r["error"])
-        else:
-            t.add_row(r["file"], r["predicted"], f"{r['disease_score']:.3f}", r.get("decision", ""), ood_cell(r))
-    _console().print(t)
+    rows = pkg.task_spec.predict_files(pkg, inputs, out, batch_size=batch_size, strict=strict)
+    show_table(pkg.task_spec.predict_table(pkg, rows))
     bad = sum("error" in r for r in rows)
     if bad == len(rows):
         raise BadInputError(f"none of the {len(rows)} input(s) could be read")
-
-
-def _predict_caption(pkg) -> str:  # noqa: ANN001
-    """Which call ``predicted`` and ``decision`` follow (the package's operating point)."""
-    if pkg.threshold is None:
-        return "predicted: the most probable class (this model has no threshold)"
-    op = pkg.metadata.get("operating_point") or {}
-    rule = (op.get("selection") or {}).get("rule")
-    neg = pkg.classes[pkg.negative_class]
-    return (f"predicted and decision at the operating point: positive when disease score (1 − p({neg})) ≥ "
-            f"{float(pkg.threshold):.4f}" + (f"; chosen by: {rule}" if rule else ""))
 
 
 @app.command("models")
@@ -393,13 +261,13 @@ def models_cmd(
         t.add_column(col, overflow="fold")
     for r in rows:
         t.add_row(r["name"] + (" *" if r["hidden"] else ""), r["kind"], r["description"])
-    _console().print(t)
+    make_console().print(t)
 
 
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("medlens-demo"), "--out", "-o", help="where to write data and the run"),
-    task: str = typer.Option("classify", "--task", help="classify or segment"),
+    task: str = typer.Option("classify", "--task", help="the task to demonstrate (classify or segment)"),
     seed: int = typer.Option(0, "--seed"),
     quick: bool = typer.Option(False, "--quick", help="a tiny version (seconds), for smoke tests"),
     device: str = device_option(),

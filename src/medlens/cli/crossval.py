@@ -8,9 +8,8 @@ from typing import Any
 
 import typer
 
-from medlens.cli.app import _console, app
+from medlens.cli.app import app, make_console
 from medlens.cli.boundary import out_must_be_folder
-from medlens.cli.commands import _nest
 from medlens.cli.options import (
     CLASSIFY,
     COLUMN_DEFAULT,
@@ -130,10 +129,10 @@ def _config(
     ignore_audit: bool,
     flat: dict[str, Any],
 ) -> Any:
-    from medlens.pipelines.config import deep_update, load_config_file
+    from medlens.pipelines.config import deep_update, load_config_file, nest_options
     from medlens.pipelines.recipes import apply_recipe
 
-    over = _nest(flat)
+    over = nest_options(flat)
     if model:
         over.setdefault("model", {})["name"] = model
     if no_audit:
@@ -176,7 +175,7 @@ def _print_cv(cv: dict[str, Any], out: Path) -> None:
             for k in ("roc_auc", "sensitivity", "specificity", "balanced_accuracy")
         ),
     )
-    con = _console()
+    con = make_console()
     con.print(t)
     auc = cv["auc"]
     ci_t, ci_b = auc.get("ci_fold_t") or {}, auc.get("ci_pooled_bootstrap") or {}

@@ -1,10 +1,12 @@
-"""Imports every command module so that each registers itself on the app."""
+"""The console entry point: imports every command module (each registers itself on
+:data:`medlens.cli.app.app`), guards the commands and runs the app."""
 
 from __future__ import annotations
 
 import functools
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -58,9 +60,47 @@ def get_app():  # noqa: ANN201
 
 
 def main() -> None:
-    from medlens.cli.app import main as run
+    """Console-script entry point: the exit code reaches the shell (never 0 after an error)."""
+    sys.exit(run())
 
-    run()
+
+def run(args: list[str] | None = None) -> int:
+    """Run the CLI with ``args`` (default ``sys.argv[1:]``); return the process exit code.
+
+    The error boundary: what a user can cause → one ``error:`` line and an exit code (0
+    success, 1 the job failed, 2 a usage error; see :mod:`medlens.errors`)."""
+    import typer
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+
+    from medlens.cli.boundary import as_medlens_error
+
+    app = register_all()
+    try:
+        rc = app(args=args, standalone_mode=False)  # returns the code of a typer.Exit
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except NoArgsIsHelpError as e:  # `medlens` or a group alone: the help, as click shows it
+        e.show()
+        return e.exit_code
+    except ClickException as e:  # usage errors: bad flag, missing argument, bad type
+        where = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) else ""
+        typer.echo(f"error: {e.format_message()}{where}", err=True)
+        return e.exit_code
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    except Exception as e:
+        err = as_medlens_error(e)
+        if err is not None:
+            typer.echo(f"error: {err}", err=True)
+            return err.exit_code
+        if os.environ.get("MEDLENS_DEBUG"):
+            raise
+        typer.echo(f"internal error: {type(e).__name__}: {e} (set MEDLENS_DEBUG=1 for the traceback)",
+                   err=True)
+        return 1
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

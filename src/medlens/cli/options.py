@@ -84,7 +84,9 @@ def check_model(name: str | None) -> str | None:
     exit 2); ``timm/*`` names are checked when built, ``None`` passes."""
     if name is None or name.startswith("timm/"):
         return name
-    from medlens.models.registry import MODELS, _import_builtin_models
+    from medlens.models.registry import MODELS, import_builtin_models
 
-    _import_builtin_models()
+    import_builtin_models()
     return MODELS.get(name).name
+
+

@@ -10,7 +10,8 @@ from medlens.errors import BadInputError
 from medlens.io.images import IMAGE_EXTENSIONS
 
 
-def _visible_dirs(folder: Path) -> list[Path]:
+def visible_dirs(folder: Path) -> list[Path]:
+    """The sub-folders of ``folder`` not starting with ``.``, sorted."""
     try:
         return sorted(
             Path(e.path) for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")
@@ -19,7 +20,7 @@ def _visible_dirs(folder: Path) -> list[Path]:
         raise BadInputError(f"{folder}: cannot list folder ({e})") from None
 
 
-def _images_in(folder: Path, *, recursive: bool = True) -> list[Path]:
+def images_in(folder: Path, *, recursive: bool = True) -> list[Path]:
     """Image files (by extension, case-insensitive) below ``folder``, sorted, hidden skipped."""
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -32,7 +33,8 @@ def _images_in(folder: Path, *, recursive: bool = True) -> list[Path]:
     return sorted(found)
 
 
-def _has_images(folder: Path, depth: int) -> bool:
+def has_images(folder: Path, depth: int) -> bool:
+    """Whether ``folder`` or its sub-folders down to ``depth`` levels hold an image file."""
     try:
         entries = list(os.scandir(folder))
     except OSError:
@@ -43,18 +45,19 @@ def _has_images(folder: Path, depth: int) -> bool:
         if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS:
             return True
     return depth > 0 and any(
-        _has_images(Path(e.path), depth - 1) for e in entries if e.is_dir() and e.name[0] != "."
+        has_images(Path(e.path), depth - 1) for e in entries if e.is_dir() and e.name[0] != "."
     )
 
 
-def _stray_images(folder: Path, where: str) -> list[Problem]:
+def stray_images(folder: Path, where: str) -> list[Problem]:
+    """A problem for each image directly in ``folder`` (outside any class folder)."""
     return [
         Problem(str(f), f"image directly under {where} is not in a class folder; ignored")
-        for f in _images_in(folder, recursive=False)
+        for f in images_in(folder, recursive=False)
     ]
 
 
-def _index(
+def build_index(
     root: Path,
     layout: str,
     records: list[Record],
@@ -62,6 +65,7 @@ def _index(
     classes: list[str],
     **kw,
 ) -> DatasetIndex:
+    """A :class:`DatasetIndex` of ``records`` (sorted by path) found under ``root``."""
     return DatasetIndex(
         root=str(root),
         layout=layout,

@@ -155,12 +155,12 @@ def file_stats(path: str | os.PathLike[str]) -> ImageStats:
 def read_with_stats(path: str | os.PathLike[str]) -> tuple[ImageStats, np.ndarray]:
     """Decode ``path`` once: its :class:`ImageStats` and the ``(H, W, C)`` uint8 image the
     model reads (exactly what :func:`medlens.io.images.read_image` returns)."""
-    from medlens.io.images import _is_dicom, read_image
+    from medlens.io.images import is_dicom, read_image
 
     p = Path(path)
     raw = read_image(p, keep_depth=True)
     fmt, modality, depth = _FORMATS.get(p.suffix.lower()), None, None
-    if _is_dicom(p):
+    if is_dicom(p):
         fmt, modality = "dicom", _dicom_modality(p)
     elif raw.dtype == np.uint8:
         depth = _pil_bit_depth(p)  # 32-bit integer/float files arrive stretched to uint8

@@ -23,16 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medlens.data.files import _has_images, _images_in, _index, _stray_images, _visible_dirs
+from medlens.data.files import build_index, has_images, images_in, stray_images, visible_dirs
 from medlens.data.records import DatasetIndex, Problem, Record, order_classes
 from medlens.data.tables import (
     PATH_COLUMNS,
     SPLIT_ALIASES,
-    _find_manifest,
-    _find_patient_table,
-    _has_column,
-    _load_manifest,
-    _read_patient_labels,
+    find_manifest,
+    find_patient_table,
+    has_column,
+    load_manifest,
+    read_patient_labels,
 )
 from medlens.errors import BadInputError, ConfigError
 from medlens.options import look_up_option
@@ -209,8 +209,8 @@ def _load_medmnist(path: Path) -> DatasetIndex:
 def _detect_csv(path: Path) -> bool:
     if path.is_file():  # a CSV given by name is a manifest; loading explains a bad header
         return path.suffix.lower() in (".csv", ".tsv")
-    table = _find_manifest(path)
-    return table is not None and _has_column(table, PATH_COLUMNS)
+    table = find_manifest(path)
+    return table is not None and has_column(table, PATH_COLUMNS)
 
 
 @_register(
@@ -220,12 +220,12 @@ def _detect_csv(path: Path) -> bool:
     "a manifest CSV with path,label[,patient][,split] columns",
 )
 def _load_csv(path: Path, **columns: Any) -> DatasetIndex:
-    manifest = _find_manifest(path)
+    manifest = find_manifest(path)
     if manifest is None:
         raise BadInputError(
             f"{path}: no manifest CSV found (give the .csv itself, or name it labels.csv)"
         )
-    return _load_manifest(manifest, **columns)
+    return load_manifest(manifest, **columns)
 
 
 # ---------------------------------------------------------------- IDC
@@ -234,7 +234,7 @@ def _load_csv(path: Path, **columns: Any) -> DatasetIndex:
 def _detect_idc(path: Path) -> bool:
     if not path.is_dir():
         return False
-    for pdir in _visible_dirs(path)[:5]:
+    for pdir in visible_dirs(path)[:5]:
         for cls in ("0", "1"):
             cdir = pdir / cls
             if cdir.is_dir():
@@ -253,11 +253,11 @@ def _detect_idc(path: Path) -> bool:
 )
 def _load_idc(root: Path) -> DatasetIndex:
     records: list[Record] = []
-    problems = _stray_images(root, "the IDC root")
-    for pdir in _visible_dirs(root):
+    problems = stray_images(root, "the IDC root")
+    for pdir in visible_dirs(root):
         pid = pdir.name
-        problems += _stray_images(pdir, f"patient folder {pid}")
-        for cdir in _visible_dirs(pdir):
+        problems += stray_images(pdir, f"patient folder {pid}")
+        for cdir in visible_dirs(pdir):
             if cdir.name not in ("0", "1"):
                 problems.append(
                     Problem(
@@ -266,7 +266,7 @@ def _load_idc(root: Path) -> DatasetIndex:
                     )
                 )
                 continue
-            for f in _images_in(cdir):
+            for f in images_in(cdir):
                 m = IDC_NAME.match(f.name)
                 meta: dict[str, int] = {}
                 if m is None:
@@ -300,16 +300,16 @@ def _load_idc(root: Path) -> DatasetIndex:
                         )
                 records.append(Record(str(f), label=int(cdir.name), patient=pid, meta=meta))
     info = {"class_names": {"0": "no IDC", "1": "IDC"}, "positive_class": "1"}
-    return _index(root, "idc", records, problems, ["0", "1"], info=info)
+    return build_index(root, "idc", records, problems, ["0", "1"], info=info)
 
 
 # ---------------------------------------------------------------- patient table
 
 
 def _detect_patient_table(path: Path) -> bool:
-    if not path.is_dir() or _find_patient_table(path) is None:
+    if not path.is_dir() or find_patient_table(path) is None:
         return False
-    return any(_has_images(d, 1) for d in _visible_dirs(path))
+    return any(has_images(d, 1) for d in visible_dirs(path))
 
 
 @_register(
@@ -331,19 +331,19 @@ def _load_patient_table(
         if not table.is_file():
             raise BadInputError(f"{table}: patient table not found")
     else:
-        table = _find_patient_table(root)
+        table = find_patient_table(root)
         if table is None:
             raise BadInputError(
                 f"{root}: no patient table found; put patients.csv (patient,label) at the root "
                 "or pass patient_table"
             )
-    labels, problems = _read_patient_labels(table, label_column, patient_column)
+    labels, problems = read_patient_labels(table, label_column, patient_column)
     classes = order_classes(set(labels.values()))
     records: list[Record] = []
-    folders = {d.name: d for d in _visible_dirs(root)}
-    problems += _stray_images(root, "the root")
+    folders = {d.name: d for d in visible_dirs(root)}
+    problems += stray_images(root, "the root")
     for pid, folder in folders.items():
-        images = _images_in(folder)
+        images = images_in(folder)
         if pid not in labels:
             if images:
                 problems.append(
@@ -366,7 +366,7 @@ def _load_patient_table(
         )
         for pid in sorted(set(labels) - set(folders))
     ]
-    return _index(
+    return build_index(
         root,
         "patient_table",
         records,
@@ -381,7 +381,7 @@ def _load_patient_table(
 
 
 def _detect_imagefolder(path: Path) -> bool:
-    return path.is_dir() and any(_has_images(d, 1) for d in _visible_dirs(path))
+    return path.is_dir() and any(has_images(d, 1) for d in visible_dirs(path))
 
 
 @_register(
@@ -391,18 +391,18 @@ def _detect_imagefolder(path: Path) -> bool:
     "<root>/<class>/* or <root>/<train|val|test>/<class>/*",
 )
 def _load_imagefolder(root: Path) -> DatasetIndex:
-    top = _visible_dirs(root)
+    top = visible_dirs(root)
     split_of = {d: SPLIT_ALIASES.get(d.name.lower()) for d in top}
     by_split = bool(top) and all(split_of.values())
-    problems = _stray_images(root, "the root")
+    problems = stray_images(root, "the root")
     class_dirs: list[tuple[str | None, Path]] = []
     if by_split:
         for d in top:
-            problems += _stray_images(d, f"split folder {d.name}")
-            class_dirs += [(split_of[d], c) for c in _visible_dirs(d)]
+            problems += stray_images(d, f"split folder {d.name}")
+            class_dirs += [(split_of[d], c) for c in visible_dirs(d)]
     else:
         class_dirs = [(None, c) for c in top]
-    found = [(split, c, _images_in(c)) for split, c in class_dirs]
+    found = [(split, c, images_in(c)) for split, c in class_dirs]
     non_empty = {c.name for _, c, files in found if files}
     for split, c, files in found:
         if not files:
@@ -420,4 +420,4 @@ def _load_imagefolder(root: Path) -> DatasetIndex:
         for split, c, files in found
         for f in files
     ]
-    return _index(root, "imagefolder", records, problems, classes)
+    return build_index(root, "imagefolder", records, problems, classes)

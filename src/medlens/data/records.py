@@ -109,6 +109,12 @@ class DatasetIndex:
         return iter(self.records)
 
     @property
+    def has_class_labels(self) -> bool:
+        """True when each image's label is a class (what the class audits check); False
+        for image/mask pairs, where the label is the mask."""
+        return not any(r.mask is not None for r in self.records)
+
+    @property
     def has_patients(self) -> bool:
         return any(r.patient is not None for r in self.records)
 
@@ -119,14 +125,14 @@ class DatasetIndex:
     def read(self, record: Record, *, channels: int | None = None) -> np.ndarray:
         """Return the record's image as ``(H, W, C)`` uint8 (see ``medlens.io``)."""
         if "#" in record.path and record.path.split("#", 1)[0] in self.arrays:
-            from medlens.io.images import _to_channels
+            from medlens.io.images import to_channels
 
             src, ref = record.path.split("#", 1)
             split, idx = ref.split("/")
             arr = self.arrays[src][split][int(idx)]
             if arr.ndim == 2:
                 arr = arr[..., None]
-            return _to_channels(np.ascontiguousarray(arr), channels)
+            return to_channels(np.ascontiguousarray(arr), channels)
         from medlens.io.images import read_image
 
         return read_image(record.path, channels=channels)

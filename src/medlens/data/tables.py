@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from medlens.data.files import _index
+from medlens.data.files import build_index
 from medlens.data.records import DatasetIndex, Problem, Record, order_classes
 from medlens.errors import BadInputError, ConfigError
 from medlens.io.images import IMAGE_EXTENSIONS
@@ -136,11 +136,13 @@ def _outside(path: Path, folder: Path) -> bool:
     return os.path.commonpath([real, base]) != base
 
 
-def _has_column(path: Path, aliases: tuple[str, ...]) -> bool:
+def has_column(path: Path, aliases: tuple[str, ...]) -> bool:
+    """Whether the table's header has one of ``aliases`` (case-insensitive)."""
     return any(h.lower() in aliases for h in _header(path))
 
 
-def _find_manifest(path: Path) -> Path | None:
+def find_manifest(path: Path) -> Path | None:
+    """The CSV manifest ``path`` is or holds (a known name, or the one CSV with a path column)."""
     if path.is_file():
         return path if path.suffix.lower() in (".csv", ".tsv") else None
     if not path.is_dir():
@@ -149,22 +151,23 @@ def _find_manifest(path: Path) -> Path | None:
         if (path / name).is_file():
             return path / name
     csvs = sorted(path.glob("*.csv"))
-    with_paths = [c for c in csvs if _has_column(c, PATH_COLUMNS)]
+    with_paths = [c for c in csvs if has_column(c, PATH_COLUMNS)]
     if len(with_paths) == 1:
         return with_paths[0]
     return csvs[0] if len(csvs) == 1 else None
 
 
-def _find_patient_table(root: Path) -> Path | None:
+def find_patient_table(root: Path) -> Path | None:
+    """The patient → label table in ``root`` (a known name, or the one fitting CSV)."""
     for name in PATIENT_TABLE_NAMES:
         if (root / name).is_file():
             return root / name
     fits = [
         c
         for c in sorted(root.glob("*.csv"))
-        if _has_column(c, PATIENT_COLUMNS)
-        and _has_column(c, LABEL_COLUMNS)
-        and not _has_column(c, PATH_COLUMNS)
+        if has_column(c, PATIENT_COLUMNS)
+        and has_column(c, LABEL_COLUMNS)
+        and not has_column(c, PATH_COLUMNS)
     ]
     return fits[0] if len(fits) == 1 else None
 
@@ -201,7 +204,7 @@ class _Resolver:
         return None
 
 
-def _load_manifest(
+def load_manifest(
     manifest: Path,
     *,
     label_column: str | None = None,
@@ -298,12 +301,13 @@ def _load_manifest(
         "manifest": str(manifest),
         "columns": {"path": pcol, "label": lcol, "patient": patcol, "split": scol},
     }
-    return _index(manifest.parent, "csv", records, problems, classes, info=info)
+    return build_index(manifest.parent, "csv", records, problems, classes, info=info)
 
 
-def _read_patient_labels(
+def read_patient_labels(
     table: Path, label_column: str | None, patient_column: str | None
 ) -> tuple[dict[str, str], list[Problem]]:
+    """Patient → label from a patient table, with the rows left out as problems."""
     header, rows = _read_csv(table)
     pc = _pick(header, PATIENT_COLUMNS, patient_column, "patient", table, True)
     lc = _pick_label(header, label_column, table, {pc})

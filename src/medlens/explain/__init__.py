@@ -14,9 +14,7 @@ from medlens.explain.base import (
     ClassTarget,
     Explainer,
     RegionTarget,
-    explain,
     hooks_released,
-    list_methods,
     make_target,
     register_explainer,
 )
@@ -26,6 +24,7 @@ from medlens.explain.faithfulness import (
     perturbation_curves,
 )
 from medlens.explain.layers import conv_layer_names, resolve_layer
+from medlens.explain.methods import explain, list_methods
 from medlens.explain.overlay import overlay_image, save_overlay
 from medlens.explain.probes import DEFAULT_PROBES, PROBES, probe
 from medlens.explain.report import report_section

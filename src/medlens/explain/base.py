@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from medlens.errors import BadInputError, ConfigError
-from medlens.explain.layers import first_conv, resolve_layer
+from medlens.explain.layers import first_conv
 from medlens.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -287,19 +287,6 @@ def register_explainer(name: str):
     return deco
 
 
-def load_builtin_explainers() -> None:
-    """Import the modules that register the built-in methods (idempotent)."""
-    import medlens.explain.cam
-    import medlens.explain.ig
-    import medlens.explain.lime
-    import medlens.explain.occlusion  # noqa: F401
-
-
-def list_methods() -> list[str]:
-    load_builtin_explainers()
-    return EXPLAINERS.names()
-
-
 def normalize_maps(maps: torch.Tensor) -> np.ndarray:
     """Scale each map to [0, 1] (a constant map becomes all zeros)."""
     m = torch.nan_to_num(maps.detach().float().cpu(), nan=0.0)
@@ -309,59 +296,3 @@ def normalize_maps(maps: torch.Tensor) -> np.ndarray:
     span = hi - lo
     out = torch.where(span > 0, (m - lo) / span.clamp_min(1e-12), torch.zeros_like(m))
     return out.numpy().astype(np.float32)
-
-
-def _match_memory_format(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Give a channels_last model a channels_last input (1.5–2× faster ResNets on CPU)."""
-    conv = first_conv(model)
-    if conv is None or x.ndim != 4 or conv.weight.ndim != 4:
-        return x
-    w = conv.weight
-    if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
-
-
-def explain(
-    model: nn.Module,
-    x: torch.Tensor,
-    *,
-    method: str,
-    target: int | Target | None = None,
-    layer: str | None = None,
-    **opts: Any,
-) -> np.ndarray:
-    """Explain a batch: one heat map per image, scaled to [0, 1] at input resolution.
-
-    Args:
-        model: classifier (logits ``(B, K)``) or segmenter (``(B, K, *spatial)``), or a
-            model package (then ``x`` may also be image paths or HWC arrays).
-        x: ``(B, C, H, W)`` or ``(B, C, D, H, W)`` preprocessed input.
-        method: ``gradcam``, ``gradcam++``, ``lime``, ``occlusion``,
-            ``integrated-gradients`` (see :func:`list_methods`).
-        target: class index; ``None`` explains the predicted class (segmenters: the
-            predicted region of that class). A ready :class:`ClassTarget` /
-            :class:`RegionTarget` is used as given.
-        layer: dotted module name for CAM methods (default ``model.cam_layer``).
-        **opts: method options (e.g. ``n_samples`` for LIME).
-
-    Returns:
-        ``(B, H, W)`` or ``(B, D, H, W)`` float32 maps in [0, 1].
-    """
-    load_builtin_explainers()
-    cls = EXPLAINERS.get(method)
-    model, x = as_model_and_input(model, x)
-    check_input(model, x)
-    explainer = cls(**opts)
-    name = resolve_layer(model, layer, method=cls.name) if cls.needs_layer else None
-    x = _match_memory_format(model, x)
-    tgt: Target | PredictedTarget
-    if isinstance(target, (ClassTarget, RegionTarget)):
-        tgt = target
-    elif cls.needs_layer:
-        tgt = PredictedTarget(target)
-    else:
-        tgt = make_target(forward(model, x), target)
-    with hooks_released(model):
-        maps = explainer.attribute(model, x, tgt, name)
-    return normalize_maps(maps)

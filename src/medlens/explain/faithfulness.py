@@ -25,12 +25,11 @@ from medlens.explain.base import (
     Target,
     as_model_and_input,
     check_input,
-    explain,
     forward,
-    load_builtin_explainers,
     make_target,
 )
 from medlens.explain.layers import conv_layer_names
+from medlens.explain.methods import explain, load_builtin_explainers
 from medlens.options import look_up_option
 
 logger = logging.getLogger(__name__)

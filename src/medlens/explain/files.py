@@ -60,9 +60,9 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]], *, missing_ok: bool
 
 def _package(model: Any) -> Any:
     if isinstance(model, (str, os.PathLike)):
-        import medlens
+        from medlens.package import load_model
 
-        return medlens.load_model(str(model))
+        return load_model(str(model))
     return model
 
 
@@ -140,7 +140,8 @@ def explain_files(
     Raises:
         BadInputError: none of the inputs could be read (nothing is written).
     """
-    from medlens.explain.base import explain, forward, list_methods
+    from medlens.explain.base import forward
+    from medlens.explain.methods import explain, list_methods
     from medlens.explain.overlay import save_overlay
     from medlens.options import look_up_option
 

@@ -66,12 +66,14 @@ def blend(
     return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
 
 
-def _enlarge(panel: np.ndarray) -> np.ndarray:
+def enlarge_panel(panel: np.ndarray) -> np.ndarray:
+    """``panel`` repeated pixel-wise so that its longer side reaches ``MIN_PANEL``."""
     k = max(1, int(np.ceil(MIN_PANEL / max(panel.shape[:2]))))
     return np.kron(panel, np.ones((k, k, 1), dtype=panel.dtype)) if k > 1 else panel
 
 
-def _grid(panels: list[list[np.ndarray]], pad: int = 4) -> np.ndarray:
+def panel_grid(panels: list[list[np.ndarray]], pad: int = 4) -> np.ndarray:
+    """Rows of RGB uint8 panels as one image on white, ``pad`` pixels apart."""
     h = max(p.shape[0] for row in panels for p in row)
     w = max(p.shape[1] for row in panels for p in row)
     rows = []
@@ -108,7 +110,7 @@ def overlay_image(
         raise ValueError(f"map shape {heat.shape} does not match image {rgb.shape[:-1]}")
     if heat.ndim == 2:
         img8 = (rgb * 255).round().astype(np.uint8)
-        return _grid([[_enlarge(img8), _enlarge(blend(rgb, heat, alpha=alpha))]])
+        return panel_grid([[enlarge_panel(img8), enlarge_panel(blend(rgb, heat, alpha=alpha))]])
     if heat.ndim != 3:
         raise ValueError(f"maps must be 2D or 3D, got shape {heat.shape}")
     peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
@@ -118,9 +120,9 @@ def overlay_image(
             np.take(rgb, peak[axis], axis=axis), np.take(heat, peak[axis], axis=axis), alpha=alpha
         )
         pj = blend(rgb.max(axis=axis), heat.max(axis=axis), alpha=alpha)
-        slices.append(_enlarge(sl))
-        projections.append(_enlarge(pj))
-    return _grid([slices, projections])
+        slices.append(enlarge_panel(sl))
+        projections.append(enlarge_panel(pj))
+    return panel_grid([slices, projections])
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

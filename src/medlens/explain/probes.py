@@ -22,8 +22,9 @@ import torch
 from torch import nn
 
 from medlens.errors import ConfigError
-from medlens.explain.base import as_model_and_input, check_input, explain, forward
+from medlens.explain.base import as_model_and_input, check_input, forward
 from medlens.explain.layers import conv_layer_names
+from medlens.explain.methods import explain
 from medlens.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -313,12 +314,12 @@ def _canonical(name: str) -> str:
 
 
 def _save_example(path: Path, before: np.ndarray, after: np.ndarray) -> Path:
-    from medlens.explain.overlay import _enlarge, _grid, png_bytes, to_display
+    from medlens.explain.overlay import enlarge_panel, panel_grid, png_bytes, to_display
     from medlens.io.atomic import atomic_write_bytes
 
     panels = []
     unit = ([0.0], [1.0])  # the probe's images are already pictures in [0, 1]
     for img in (before, after):
         rgb = to_display(img if img.ndim == 3 else img[:, img.shape[1] // 2], unit)
-        panels.append(_enlarge((rgb * 255).round().astype(np.uint8)))
-    return atomic_write_bytes(path, png_bytes(_grid([panels])))
+        panels.append(enlarge_panel((rgb * 255).round().astype(np.uint8)))
+    return atomic_write_bytes(path, png_bytes(panel_grid([panels])))

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from medlens.explain.base import as_model_and_input, check_input, explain, forward
+from medlens.explain.base import as_model_and_input, check_input, forward
 from medlens.explain.faithfulness import evaluate_faithfulness
+from medlens.explain.methods import explain
 from medlens.explain.overlay import Norm, blend, png_bytes, to_display
 
 #: LIME is left out of the report's table by default: it costs seconds per image.

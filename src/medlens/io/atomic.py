@@ -66,7 +66,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=json_default) + "\n")
 
 
 def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> Path:
@@ -238,7 +238,8 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and arrays and paths."""
     import numpy as np
 
     if isinstance(o, np.integer):

@@ -54,17 +54,18 @@ def read_image(
         raise ImageReadError(p, "file not found")
     if p.stat().st_size == 0:
         raise ImageReadError(p, "zero-byte file")
-    if _is_dicom(p):
+    if is_dicom(p):
         arr = _read_dicom(p)
     else:
         arr = _read_pil(p)
     if arr.shape[0] < MIN_SIDE or arr.shape[1] < MIN_SIDE:
         raise ImageReadError(p, f"image is only {arr.shape[1]}×{arr.shape[0]} pixels")
-    arr = _to_depth(arr, keep_depth)
-    return _to_channels(arr, channels)
+    arr = to_depth(arr, keep_depth)
+    return to_channels(arr, channels)
 
 
-def _is_dicom(p: Path) -> bool:
+def is_dicom(p: Path) -> bool:
+    """Whether ``p`` is a DICOM file (by extension, else by the ``DICM`` preamble)."""
     if p.suffix.lower() in {".dcm", ".dicom"}:
         return True
     try:
@@ -89,7 +90,7 @@ def _read_pil(p: Path) -> np.ndarray:
                         p, f"image is {w}×{h} = {w * h:,} pixels, over the {MAX_PIXELS:,} limit"
                     )
                 im.load()
-                return _pil_to_array(im, p)
+                return pil_to_array(im, p)
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -103,7 +104,8 @@ def _read_pil(p: Path) -> np.ndarray:
         raise ImageReadError(p, f"cannot decode image ({msg})") from None
 
 
-def _pil_to_array(im, p: Path) -> np.ndarray:  # noqa: ANN001
+def pil_to_array(im, p: Path) -> np.ndarray:  # noqa: ANN001
+    """An opened PIL image as an ``(H, W, C)`` array (``p`` names the file in errors)."""
     from PIL import Image
 
     mode = im.mode
@@ -161,7 +163,8 @@ def _read_dicom(p: Path) -> np.ndarray:
     raise ImageReadError(p, f"unsupported DICOM pixel array shape {arr.shape}")
 
 
-def _to_depth(arr: np.ndarray, keep_depth: bool) -> np.ndarray:
+def to_depth(arr: np.ndarray, keep_depth: bool) -> np.ndarray:
+    """``arr`` as uint8 (min-max scaled), or kept as uint16 with ``keep_depth``."""
     if arr.dtype == np.uint8:
         return arr
     if keep_depth and arr.dtype == np.uint16:
@@ -173,7 +176,8 @@ def _to_depth(arr: np.ndarray, keep_depth: bool) -> np.ndarray:
     return ((a - lo) / (hi - lo) * 255.0).round().astype(np.uint8)
 
 
-def _to_channels(arr: np.ndarray, channels: int | None) -> np.ndarray:
+def to_channels(arr: np.ndarray, channels: int | None) -> np.ndarray:
+    """An ``(H, W, C)`` array with ``channels`` channels (1 ↔ 3; ``None`` keeps them)."""
     c = arr.shape[2]
     if channels is None or channels == c:
         return np.ascontiguousarray(arr)

@@ -114,7 +114,7 @@ def _has_output(folder: Path) -> bool:
 def _versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    from medlens import __version__
+    from medlens.version import __version__
 
     parts = [f"medlens {__version__}", f"python {platform.python_version()}"]
     for dist in _VERSIONS:

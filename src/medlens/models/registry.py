@@ -122,7 +122,7 @@ def register_model(
     return deco
 
 
-def _import_builtin_models() -> None:
+def import_builtin_models() -> None:
     """Import the modules whose decorators fill the registry (idempotent)."""
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
@@ -137,7 +137,7 @@ def _import_builtin_models() -> None:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style ``pattern`` (timm names excluded)."""
-    _import_builtin_models()
+    import_builtin_models()
     return MODELS.names(pattern)
 
 
@@ -146,7 +146,7 @@ def describe_models(pattern: str = "*", *, include_hidden: bool = False) -> list
 
     Hidden entries (test stand-ins, internal builders) only with ``include_hidden``.
     """
-    _import_builtin_models()
+    import_builtin_models()
     entries = (MODELS.get(n) for n in MODELS.names(pattern))
     return [{"name": e.name, "description": e.summary, "kind": e.kind, "hidden": e.hidden}
             for e in entries if include_hidden or not e.hidden]
@@ -166,7 +166,7 @@ def model_info(name: str) -> dict[str, Any]:
             "channels_last": False,
             "cam_layer": None,
         }
-    _import_builtin_models()
+    import_builtin_models()
     entry = MODELS.get(name)
     cam_layer = entry.cam_layer
     if cam_layer is None:
@@ -308,7 +308,7 @@ def create_model(
         )
         canonical = name
     else:
-        _import_builtin_models()
+        import_builtin_models()
         entry = MODELS.get(name)
         canonical = entry.name
         if pretrained is True:

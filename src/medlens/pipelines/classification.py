@@ -8,7 +8,9 @@ metrics on test → HTML report → model package. Every artefact lands in ``run
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,23 +58,17 @@ def load_index(cfg: RunConfig) -> DatasetIndex:
 
 
 def _read_exclude(path: str) -> set[str]:
-    try:
-        from medlens.audit import read_exclude_list
+    from medlens.audit import read_exclude_list
 
-        return set(read_exclude_list(path))
-    except ImportError:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-        return {ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")}
+    return set(read_exclude_list(path))
 
 
 def run_quick_audit(index: DatasetIndex, cfg: RunConfig, run_dir: Path) -> dict[str, Any] | None:
     """A fast audit before training; blocking findings stop the run unless told to go on."""
     if not cfg.data.audit:
         return None
-    try:
-        from medlens.audit import quick_audit
-    except ImportError:
-        return None
+    from medlens.audit import quick_audit
+
     result = quick_audit(index)
     summary = result.to_json() if hasattr(result, "to_json") else dict(result)
     atomic_write_json(run_dir / "audit_quick.json", summary)
@@ -257,29 +253,55 @@ def explanation_sections(model: torch.nn.Module, task: ClassificationTask, cache
         return [("Explanations", f"<p>Not available: {type(e).__name__}: {e}</p>")]
 
 
-def config_from_options(data: str, **opts: Any) -> RunConfig:
-    """Build a RunConfig from flat CLI-style options (``None`` means 'keep default')."""
-    sections: dict[str, dict[str, Any]] = {"data": {"path": str(data)}}
-    owners = {name: sec for sec, model in (("data", "DataConfig"), ("preprocess", "PreprocessConfig"),
-                                           ("augment", "AugmentConfig"), ("train", "TrainConfig"),
-                                           ("eval", "EvalConfig")) for name in _fields(model)}
-    for key, val in opts.items():
-        if val is None:
-            continue
-        if key == "model":
-            sections.setdefault("model", {})["name"] = val
-        elif key == "pretrained":
-            sections.setdefault("model", {})["pretrained"] = val
-        elif key in ("balance", "task"):
-            sections[key] = val  # type: ignore[assignment]
-        elif key in owners:
-            sections.setdefault(owners[key], {})[key] = val
-        else:
-            raise ConfigError(f"unknown option {key!r}")
-    return RunConfig(**sections)
+#: Flags of ``medlens train`` that map one-to-one onto a config field of the same name.
+_FLAT_FLAGS = ("layout", "label_column", "path_column", "patient_column", "patient_table", "val_fraction",
+               "test_fraction", "size", "channels", "equalize", "epochs", "batch_size", "lr", "patience",
+               "scheduler", "seed", "device", "target_sensitivity", "negative_class", "patient_aggregate")
 
 
-def _fields(name: str) -> list[str]:
-    from medlens.pipelines import config as c
+def config_from_options(data: str | Path, options: dict[str, Any], config_file: str | Path | None = None
+                        ) -> RunConfig:
+    """The run config from command-line options: defaults ← layout recipe ← config file ← flags.
 
-    return list(getattr(c, name).model_fields) if hasattr(c, name) else []
+    ``options`` holds each flag's value under its parameter name (``None``/False: not given).
+    """
+    from medlens.pipelines.config import deep_update, load_config_file, nest_options
+    from medlens.pipelines.recipes import apply_recipe
+
+    flat = {k: options.get(k) for k in _FLAT_FLAGS}
+    flat["max_steps_per_epoch"] = options.get("max_steps")
+    flat["exclude"] = str(options["exclude"]) if options.get("exclude") else None
+    flat["allow_outside_paths"] = options.get("allow_outside_paths") or None
+    over = nest_options(flat)
+    if options.get("model"):
+        over.setdefault("model", {})["name"] = options["model"]
+    if options.get("pretrained"):
+        over.setdefault("model", {})["pretrained"] = options["pretrained"]
+    if options.get("balance"):
+        over["balance"] = options["balance"]
+    if options.get("no_augment"):
+        over.setdefault("augment", {})["enabled"] = False
+    if options.get("no_audit"):
+        over.setdefault("data", {})["audit"] = False
+    if options.get("ignore_audit"):
+        over.setdefault("data", {})["ignore_audit"] = True
+    merged = deep_update(load_config_file(config_file) if config_file else {}, over)
+    merged.setdefault("data", {})["path"] = str(data)
+    return apply_recipe(merged)
+
+
+def train_from_options(*, data: Path, out: Path | None, config: Path | None, resume: bool,
+                       options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """``medlens train DATA`` for a classifier: the config from the options (or, with
+    ``resume``, the run's own config.json), then :func:`train_classifier`."""
+    if resume:
+        if out is None or not (out / "config.json").exists():
+            raise ConfigError("--resume needs --out pointing at an existing run directory (with config.json)")
+        cfg = RunConfig(**json.loads((out / "config.json").read_text()))
+    else:
+        cfg = config_from_options(data, options, config)
+        out = out or Path("runs") / f"{Path(data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if (out / "checkpoints" / "last.pt").exists():
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    outcome = train_classifier(cfg, out, resume=resume)
+    return outcome.metrics, out

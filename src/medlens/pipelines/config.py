@@ -108,3 +108,18 @@ def deep_update(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     for k, v in other.items():
         out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+def nest_options(flat: dict[str, Any]) -> dict[str, Any]:
+    """Flat option values → config overrides by section (``{"train": {"epochs": 3}}``);
+    ``None`` values (an option not given) are left out."""
+    owners: dict[str, str] = {}
+    for sec, model in (("data", DataConfig), ("preprocess", PreprocessConfig), ("train", TrainConfig),
+                       ("eval", EvalConfig)):
+        for name in model.model_fields:
+            owners.setdefault(name, sec)
+    out: dict[str, Any] = {}
+    for k, v in flat.items():
+        if v is not None:
+            out.setdefault(owners[k], {})[k] = v
+    return out

@@ -30,7 +30,7 @@ def _mean_history(results: list[FoldResult]) -> list[dict[str, Any]]:
 
 
 def write_cv_report(
-    out_dir: Path,
+    path: Path,
     cfg: RunConfig,
     index: DatasetIndex,
     cache: ImageCache,
@@ -38,9 +38,11 @@ def write_cv_report(
     results: list[FoldResult],
     cv: dict[str, Any],
 ) -> Path:
+    """Write the cross-validation page at ``path`` (``OUT/cv_report.html``); a folder gets
+    ``report.html`` in it."""
     from medlens.evaluate.operating_point import apply_threshold
     from medlens.evaluate.report import write_report
-    from medlens.pipelines.reporting import _data_summary, _samples, model_card
+    from medlens.pipelines.reporting import model_card, sample_images, summarize_data
 
     pooled = cv["pooled"]
     order = np.argsort(np.concatenate([r.test_idx for r in results]))
@@ -67,10 +69,10 @@ def write_cv_report(
     card = model_card(cfg, index, pooled)
     patient = (pooled.get("patient_level") or {}).get("table")
     return write_report(
-        out_dir,
+        path,
         title=f"medlens cross-validation — {Path(cfg.data.path).name} — {cfg.model.name}",
         data_summary={
-            **_data_summary(index, cache, problems),
+            **summarize_data(index, cache, problems),
             "folds": cv["folds"],
             "grouped by": cv["grouping"],
         },
@@ -78,7 +80,7 @@ def write_cv_report(
         history=_mean_history(results),
         metrics=pooled,
         patient_table=patient,
-        samples=_samples(cache, extras, index.classes, cfg.eval.samples_in_report),
+        samples=sample_images(cache, extras, index.classes, cfg.eval.samples_in_report),
         model_card=card,
         extra_sections=[("Cross-validation folds", _fold_table_html(cv))],
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from medlens.errors import ConfigError
 from medlens.io.runlog import logged_run
 
 log = logging.getLogger(__name__)
@@ -28,13 +27,13 @@ def run_demo(out: str | Path, *, task: str = "classify", seed: int = 0, quick: b
 
 
 def _run_demo(out: Path, *, task: str, seed: int, quick: bool, device: str) -> Path:
-    out = Path(out)
-    if task == "segment":
-        from medlens.segment.workflow import run_demo as seg_demo
+    from medlens.tasks import get_task
 
-        return seg_demo(out, seed=seed, quick=quick, device=device)
-    if task != "classify":
-        raise ConfigError(f"--task must be classify or segment, got {task!r}")
+    return get_task(task).demo(Path(out), seed=seed, quick=quick, device=device)
+
+
+def classify_demo(out: Path, *, seed: int = 0, quick: bool = False, device: str = "auto") -> Path:
+    """The classify task's demo: synthetic IDC-like patches → audit → train into ``out/run``."""
     from medlens.data.synthetic import make_idc_like
     from medlens.pipelines.classification import train_classifier
     from medlens.pipelines.recipes import apply_recipe
@@ -44,14 +43,11 @@ def _run_demo(out: Path, *, task: str, seed: int, quick: bool, device: str) -> P
         log.info("generating synthetic IDC-like patches in %s", data)
         kw = {"patients": 6, "patches_per_patient": 40} if quick else {"patients": 14, "patches_per_patient": 150}
         make_idc_like(data, seed=seed, **kw)
-    try:
-        from medlens.audit import run_audit
+    from medlens.audit import run_audit
 
-        audit = run_audit(data, out_dir=out / "audit", quick=quick)
-        log.info("audit: %d warning(s), %d blocking; see %s", len(audit.warnings), len(audit.blocking),
-                 out / "audit" / "audit.html")
-    except ImportError:
-        log.info("audit module not available; skipping the full audit")
+    audit = run_audit(data, out_dir=out / "audit", quick=quick)
+    log.info("audit: %d warning(s), %d blocking; see %s", len(audit.warnings), len(audit.blocking),
+             out / "audit" / "audit.html")
     train = dict(DEMO_TRAIN, seed=seed, device=device)
     if quick:
         train.update(epochs=2, max_steps_per_epoch=5)

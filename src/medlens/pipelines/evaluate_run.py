@@ -35,13 +35,17 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, split: str = "te
     """Score the package at ``model_path`` on ``data``; write metrics and report to their own folder.
 
     The folder is :func:`evaluation_dir` (never the run's own results), locked while written;
-    ``opts`` (device, strict, layout options) go to :func:`_evaluate_model`.
+    ``opts``: ``device``, ``strict`` and the layout options, for the task's ``evaluate``.
     """
-    from medlens.package import find_package
+    from medlens.options import resolve_device
+    from medlens.package import ModelPackage, find_package
 
     out_dir = evaluation_dir(find_package(model_path).parent, data, split, out)
+    device, strict = opts.pop("device", "auto"), bool(opts.pop("strict", False))
     with folder_lock(out_dir):
-        return _evaluate_model(model_path, data, split=split, out=out_dir, **opts)
+        pkg = ModelPackage(model_path, device=resolve_device(device))
+        metrics = pkg.task_spec.evaluate(pkg, data, split=split, out_dir=out_dir, strict=strict, **opts)
+        return metrics, out_dir
 
 
 #: Files that make a folder a training run, a cross-validation or a model package.
@@ -76,23 +80,19 @@ def evaluation_dir(run_dir: Path, data: str | Path, split: str, out: str | Path 
     return out_dir
 
 
-def _evaluate_model(model_path: str | Path, data: str | Path, *, split: str = "test", out: str | Path | None = None,
-                    device: str = "auto", strict: bool = False, **layout_opts: Any) -> tuple[dict[str, Any], Path]:
+def evaluate_classifier(pkg: Any, data: str | Path, *, split: str, out_dir: Path, strict: bool = False,
+                        **layout_opts: Any) -> dict[str, Any]:
+    """The classify task's evaluation of a loaded package on ``data`` into ``out_dir``
+    (metrics.json, report.html, problems.json); inputs unlike the training data are
+    counted, warned about, or refused with ``strict``."""
     from medlens.data.cache import build_cache
     from medlens.data.layouts import load_dataset
     from medlens.evaluate.calibration import apply_temperature
     from medlens.evaluate.metrics import classification_metrics
-    from medlens.options import resolve_device
-    from medlens.package import ModelPackage
     from medlens.pipelines.evaluation import cache_logits
     from medlens.train.classify import ClassificationTask
     from medlens.transforms.preprocess import PreprocessConfig
 
-    pkg = ModelPackage(model_path, device=resolve_device(device))
-    if pkg.task != "classify":
-        from medlens.segment.evaluation import evaluate_package
-
-        return evaluate_package(pkg, data, split=split, out=out, **layout_opts)
     index = load_dataset(data, **{k: v for k, v in layout_opts.items() if v is not None})
     run_dir = pkg.path.parent
     index = _with_run_splits(index, run_dir)
@@ -132,14 +132,13 @@ def _evaluate_model(model_path: str | Path, data: str | Path, *, split: str = "t
     metrics["model"] = str(pkg.path)
     metrics["ood"] = summary(ood) if pkg.fingerprint else {"checked": 0, "flagged": None,
                                                            "note": "the package has no training-data fingerprint"}
-    out_dir = Path(out) if out else run_dir / f"eval-{Path(data).stem}-{split}"
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "metrics.json", metrics)
     problems = [p.__dict__ for p in list(index.problems) + list(cache.problems)]
     if problems:
         atomic_write_json(out_dir / "problems.json", problems)
     _report(out_dir, pkg, index, cache, metrics, probs, y)
-    return metrics, out_dir
+    return metrics
 
 
 def _legacy_selection(meta: dict[str, Any]) -> dict[str, Any] | None:

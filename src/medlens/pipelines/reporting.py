@@ -39,7 +39,8 @@ def model_card(cfg: RunConfig, index: DatasetIndex, metrics: dict[str, Any]) -> 
     return card
 
 
-def _data_summary(index: DatasetIndex, cache: ImageCache, problems: list[Problem]) -> dict[str, Any]:
+def summarize_data(index: DatasetIndex, cache: ImageCache, problems: list[Problem]) -> dict[str, Any]:
+    """The report's data table: layout, counts of images, classes, patients and problems."""
     counts = index.class_counts()
     return {
         "layout": index.layout,
@@ -52,7 +53,8 @@ def _data_summary(index: DatasetIndex, cache: ImageCache, problems: list[Problem
     }
 
 
-def _samples(cache: ImageCache, extras: dict[str, Any], classes: list[str], n: int) -> list[tuple[np.ndarray, str]]:
+def sample_images(cache: ImageCache, extras: dict[str, Any], classes: list[str], n: int) -> list[tuple[np.ndarray, str]]:
+    """Up to ``n`` evaluated images (half of them errors if there are) with captions."""
     idx = np.flatnonzero(extras["eval_mask"])
     probs, y = extras["eval_probs"], extras["eval_labels"]
     pred = extras["eval_pred"] if "eval_pred" in extras else probs.argmax(1)  # the operating point's call
@@ -88,9 +90,9 @@ def write_run_report(run_dir: Path, cfg: RunConfig, index: DatasetIndex, cache: 
     patient = (metrics.get("patient_level") or {}).get("table") if metrics.get("patient_level") else None
     return write_report(
         run_dir, title=f"medlens — {Path(cfg.data.path).name} — {cfg.model.name}",
-        data_summary=_data_summary(index, cache, problems),
+        data_summary=summarize_data(index, cache, problems),
         split_table=split_table(index.subset(cache.records)),
         history=history, metrics=metrics, patient_table=patient,
-        samples=_samples(cache, extras, index.classes, cfg.eval.samples_in_report),
+        samples=sample_images(cache, extras, index.classes, cfg.eval.samples_in_report),
         model_card=card, extra_sections=sections,
     )

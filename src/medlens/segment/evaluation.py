@@ -44,9 +44,13 @@ def write_per_patient(path: Path, rows: dict[str, dict[str, float]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out: str | Path | None = None,
-                     **layout_opts: Any) -> tuple[dict[str, Any], Path]:
-    """``medlens evaluate`` for a segmentation package: per-patient metrics + report."""
+def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out_dir: str | Path,
+                     strict: bool = False, **layout_opts: Any) -> dict[str, Any]:
+    """``medlens evaluate`` for a segmentation package: per-patient metrics + report in ``out_dir``.
+
+    2D images unlike the training data are counted in ``metrics["ood"]`` and warned about;
+    ``strict`` refuses them before anything is written.
+    """
     from medlens.data.splits import load_splits
     from medlens.segment.data import build_slices
     from medlens.segment.layouts import load_segmentation_dataset
@@ -65,6 +69,7 @@ def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out: st
         index = index.subset([r for r in index.records if where[r.path] == split])
         if not index.records:
             raise BadInputError(f"{data}: no slices in split {split!r}")
+    ood = _ood_check(pkg, index, strict=strict)
     meta = pkg.metadata
     size = meta.get("preprocess", {}).get("resize")
     intensity = meta.get("preprocess", {}).get("intensity")  # absent: the default policy
@@ -81,11 +86,31 @@ def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out: st
         rows, probs = evaluate_slices(pkg.model, sl, size=size, threshold=float(meta.get("threshold", 0.5)),
                                       divisor=int(meta["input"].get("divisor", 16)), device=pkg.device,
                                       postprocess=meta.get("postprocess"))
-    metrics = {"split": split, "data": str(data), "model": str(pkg.path), **summarise(rows), "per_patient": rows}
-    out_dir = Path(out) if out else run_dir / f"eval-{Path(data).name}-{split}"
+    metrics = {"split": split, "data": str(data), "model": str(pkg.path), **summarise(rows), "per_patient": rows,
+               "ood": ood}
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "metrics.json", metrics)
     write_per_patient(out_dir / "per_patient.csv", rows)
     write_report(out_dir / "report.html", sl, probs, rows, metrics, problems=sl.problems,
                  threshold=float(meta.get("threshold", 0.5)), title=f"Evaluation on {Path(data).name} ({split})")
-    return metrics, out_dir
+    return metrics
+
+
+def _ood_check(pkg: Any, index: Any, *, strict: bool) -> dict[str, Any]:
+    """The 2D inputs of ``index`` against the package's training fingerprint (volumes are not
+    fingerprinted yet): warn about the flagged ones, refuse them under ``strict``."""
+    from medlens.pipelines.ood_guard import check_index, refuse_flagged, summary, warn_flagged
+
+    if not pkg.fingerprint or int(pkg.metadata.get("input", {}).get("spatial_dims", 2)) == 3:
+        return {"checked": 0, "flagged": None, "note": "no 2D training-data fingerprint in the package"}
+    from medlens.io.images import IMAGE_EXTENSIONS
+
+    flat = index.subset([r for r in index.records if Path(r.path).suffix.lower() in IMAGE_EXTENSIONS])
+    if not flat.records:
+        return {"checked": 0, "flagged": None, "note": "no 2D images among the inputs"}
+    results = check_index(pkg, flat)
+    warn_flagged(results)
+    if strict:
+        refuse_flagged(results)
+    return summary(results)

@@ -203,7 +203,7 @@ def predict_files(model: torch.nn.Module, metadata: dict[str, Any], inputs: Sequ
     rows = []
     for path in expand_inputs(inputs):
         try:
-            if path.is_dir() or volume_suffix(path) in VOLUME_SUFFIXES:
+            if is_volume_input(path):
                 rows.append(_predict_volume(model, metadata, path, out_dir, device))
             else:
                 rows.append(_predict_image(model, metadata, path, out_dir, device))
@@ -217,11 +217,16 @@ def _spatial_dims(metadata: dict[str, Any]) -> int:
     return int(metadata.get("input", {}).get("spatial_dims", 2))
 
 
-def _predict_image(model, metadata, path: Path, out_dir: Path, device) -> dict[str, Any]:
+def segment_image(model: torch.nn.Module, metadata: dict[str, Any], path: Path,
+                  device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 2D image file → ``(image (C, H, W), probability (H, W), mask (H, W) bool)``; writes nothing.
+
+    Raises:
+        BadInputError: the package is a 3D U-Net, or the file holds several frames.
+    """
     from PIL import Image
 
     from medlens.io.images import read_image
-    from medlens.io.volumes import write_mask_2d
     from medlens.segment.postprocess import apply_postprocess
 
     if _spatial_dims(metadata) == 3:
@@ -234,17 +239,14 @@ def _predict_image(model, metadata, path: Path, out_dir: Path, device) -> dict[s
             raise BadInputError(f"{path}: a 3D volume ({im.n_frames} frames) where a 2D image is "
                                 "expected; convert it to NIfTI/MetaImage to predict it as a volume")
     prob = predict_slices(model, img[None], resize=resize, patch=patch, divisor=div, device=device)[0]
-    mask = apply_postprocess(prob >= thr, metadata.get("postprocess"))
-    ext = path.suffix.lower() if path.suffix.lower() in (".png", ".tif", ".tiff", ".bmp") else ".png"
-    mask_path = write_mask_2d(out_dir / f"{path.stem}_mask{ext}", mask)
-    ov = out_dir / f"{path.stem}_overlay.png"
-    _save_png(ov, overlay(img, mask))
-    return {"file": str(path), "mask": str(mask_path), "overlay": str(ov),
-            "lesion_pixels": int(mask.sum()), "max_probability": float(prob.max())}
+    return img, prob, apply_postprocess(prob >= thr, metadata.get("postprocess"))
 
 
-def _predict_volume(model, metadata, path: Path, out_dir: Path, device) -> dict[str, Any]:
-    from medlens.io.volumes import read_volume, write_volume
+def segment_volume(model: torch.nn.Module, metadata: dict[str, Any], path: Path,
+                   device: torch.device | str = "cpu") -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """A volume file or DICOM series → ``(volume, slices (D, C, H, W), probability (D, H, W),
+    mask (D, H, W) uint8)``, the volume as read (with its geometry); writes nothing."""
+    from medlens.io.volumes import read_volume
     from medlens.segment.postprocess import apply_postprocess
     from medlens.transforms.intensity import parse_intensity
 
@@ -266,6 +268,30 @@ def _predict_volume(model, metadata, path: Path, out_dir: Path, device) -> dict[
     else:
         prob = predict_slices(model, slices, resize=resize, patch=patch, divisor=div, device=device)
     mask = apply_postprocess(prob >= thr, metadata.get("postprocess")).astype(np.uint8)
+    return vol, slices, prob, mask
+
+
+def is_volume_input(path: Path) -> bool:
+    """A DICOM series folder or a volume file (NIfTI, MetaImage, NRRD), not a 2D image."""
+    return path.is_dir() or volume_suffix(path) in VOLUME_SUFFIXES
+
+
+def _predict_image(model, metadata, path: Path, out_dir: Path, device) -> dict[str, Any]:
+    from medlens.io.volumes import write_mask_2d
+
+    img, prob, mask = segment_image(model, metadata, path, device)
+    ext = path.suffix.lower() if path.suffix.lower() in (".png", ".tif", ".tiff", ".bmp") else ".png"
+    mask_path = write_mask_2d(out_dir / f"{path.stem}_mask{ext}", mask)
+    ov = out_dir / f"{path.stem}_overlay.png"
+    _save_png(ov, overlay(img, mask))
+    return {"file": str(path), "mask": str(mask_path), "overlay": str(ov),
+            "lesion_pixels": int(mask.sum()), "max_probability": float(prob.max())}
+
+
+def _predict_volume(model, metadata, path: Path, out_dir: Path, device) -> dict[str, Any]:
+    from medlens.io.volumes import write_volume
+
+    vol, slices, prob, mask = segment_volume(model, metadata, path, device)
     suffix = volume_suffix(path)
     stem = path.name[: -len(suffix)] if suffix in VOLUME_SUFFIXES else path.name
     suffix = suffix if suffix in (".nii.gz", ".nii", ".mha", ".nrrd") else ".nii.gz"
@@ -279,8 +305,13 @@ def _predict_volume(model, metadata, path: Path, out_dir: Path, device) -> dict[
             "max_probability": float(prob.max())}
 
 
-def predict_cli(pkg: Any, inputs: Sequence[str | Path], out: str | Path | None) -> list[dict[str, Any]]:
-    """``medlens predict`` for segmentation packages: masks + overlays into ``out``."""
+def predict_to_folder(pkg: Any, inputs: Sequence[str | Path], out: str | Path | None) -> list[dict[str, Any]]:
+    """``medlens predict`` for segmentation packages: masks + overlays + ``predictions.json``
+    into ``out`` (default ``<run>/predictions``); one row per input.
+
+    Raises:
+        BadInputError: no inputs found, or none could be predicted.
+    """
     from medlens.io.atomic import atomic_write_json
 
     out_dir = Path(out) if out else Path(pkg.path).parent / "predictions"
@@ -290,8 +321,6 @@ def predict_cli(pkg: Any, inputs: Sequence[str | Path], out: str | Path | None) 
     if not rows:
         raise BadInputError("no images or volumes found in the given inputs")
     atomic_write_json(out_dir / "predictions.json", rows)
-    for r in rows:
-        print(f"{r['file']}: " + (f"error: {r['error']}" if "error" in r else f"mask {r['mask']}"))
     if all("error" in r for r in rows):
         raise BadInputError(f"none of the {len(rows)} input(s) could be predicted")
     return rows

@@ -308,7 +308,7 @@ def _check_cv_dir(out_dir: Path, cfg: SegmentConfig, folds: int, resume: bool) -
 
 
 def train_from_cli(*, data: Path, out: Path | None, config: Path | None, resume: bool,
-                   options: dict[str, Any]) -> dict[str, Any]:
+                   options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     """``medlens train DATA --task segment``: flags override the config file."""
     from medlens.pipelines.config import deep_update, load_config_file
 
@@ -339,10 +339,7 @@ def train_from_cli(*, data: Path, out: Path | None, config: Path | None, resume:
         out = out or Path("runs") / f"{Path(data).name}-segment-{time.strftime('%Y%m%d-%H%M%S')}"
         if (out / "checkpoints" / "last.pt").exists() or any(out.glob("member*/checkpoints/last.pt")):
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    metrics = train_segmentation(cfg, out, resume=resume)
-    print(f"mean per-patient Dice ({metrics['split']}, {len(metrics['patient_ids'])} patients): "
-          f"{metrics.get('mean_dice', float('nan')):.3f}; report: {out / 'report.html'}")
-    return metrics
+    return train_segmentation(cfg, out, resume=resume), out
 
 
 def run_demo(out: str | Path, *, seed: int = 0, quick: bool = False, device: str = "auto") -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medlens.data.synthetic import _draw as d
+from medlens.data.synthetic import drawing as d
 from medlens.io.atomic import atomic_write_text
 
 CLASSES = ("healthy", "AML", "APL")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medlens.data.synthetic import _draw as d
+from medlens.data.synthetic import drawing as d
 from medlens.io.atomic import atomic_write_text
 
 _LIGHT_BROWN = np.array([175, 120, 85], np.float32)

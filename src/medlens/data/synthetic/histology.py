@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medlens.data.synthetic import _draw as d
+from medlens.data.synthetic import drawing as d
 
 H_VEC = np.array([0.60, 0.74, 0.34])  # hematoxylin OD vector (fitted to real IDC colours)
 E_VEC = np.array([0.15, 0.85, 0.50])  # eosin

@@ -1,0 +1,240 @@
+"""The ``classify`` task: one label per image (or per patient), at one operating point.
+
+Its pieces live where the data flow puts them (``data`` layouts and cache, ``train``'s
+:class:`~medlens.train.classify.ClassificationTask`, ``evaluate`` metrics and report,
+``pipelines.classification``); this entry ties them to the registry and holds the
+predictor a package of this task answers with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medlens.errors import BadInputError
+from medlens.tasks.registry import Summary, TaskSpec
+
+
+def as_uint8(im: np.ndarray) -> np.ndarray:
+    """Any image array → ``(H, W, C)`` uint8 (a non-uint8 image is min–max scaled)."""
+    if im.dtype == np.uint8:
+        return im if im.ndim == 3 else im[..., None]
+    a = im.astype(np.float64)
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo) * 255
+    a = np.nan_to_num(a).round().astype(np.uint8)
+    return a if a.ndim == 3 else a[..., None]
+
+
+def expand_image_inputs(inputs: Any) -> list[Any]:
+    """Files, folders (their images, recursively) and arrays → a flat list of items."""
+    from medlens.io.images import IMAGE_EXTENSIONS
+
+    if isinstance(inputs, (str, Path, np.ndarray)):
+        inputs = [inputs]
+    out: list[Any] = []
+    for item in inputs:
+        if isinstance(item, np.ndarray):
+            out.append(item)
+            continue
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            out.append(str(p))
+    return out
+
+
+class ClassifyPredictor:
+    """Probabilities and the decision at the package's operating point, per input."""
+
+    def __init__(self, pkg: Any) -> None:
+        self.pkg = pkg
+
+    def load_images(self, paths: Sequence[str | Path]) -> list[np.ndarray]:
+        from medlens.io.images import read_image
+
+        return [read_image(p) for p in paths]
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """``(H, W, C)`` images of any size → normalised ``(B, C, S, S)`` float."""
+        from medlens.transforms.preprocess import PreprocessConfig, preprocess_image
+
+        meta = self.pkg.metadata
+        cfg = PreprocessConfig(**meta["preprocess"])
+        arr = np.stack([preprocess_image(as_uint8(im), cfg) for im in images])
+        x = torch.from_numpy(arr).float().div_(255.0)
+        norm = meta.get("normalize", {})
+        mean = torch.tensor(norm.get("mean", [0.0] * x.shape[1])).view(1, -1, 1, 1)
+        std = torch.tensor(norm.get("std", [1.0] * x.shape[1])).view(1, -1, 1, 1)
+        return ((x - mean) / std).to(self.pkg.device)
+
+    def predict(self, inputs: Any, *, batch_size: int = 64) -> list[dict[str, Any]]:
+        """Files, folders or arrays → one dict per input (unreadable files get ``error``)."""
+        from medlens.io.images import ImageReadError
+
+        pkg = self.pkg
+        items = expand_image_inputs(inputs)
+        images, names, results = [], [], {}
+        oods: dict[int, dict[str, Any]] = {}  # the out-of-distribution guard's verdict per input
+        for i, item in enumerate(items):
+            name = f"array[{i}]" if isinstance(item, np.ndarray) else str(item)
+            try:
+                image, oods[i] = pkg.read_checked(item)
+                images.append(image)
+                names.append((i, name))
+            except ImageReadError as e:
+                results[i] = {"file": name, "error": e.reason}
+        probs = pkg.predict_proba(images, batch_size=batch_size)
+        neg = pkg.negative_class
+        for (i, name), p, c in zip(names, probs, pkg.call(probs)):
+            score = float(1.0 - p[neg])
+            row: dict[str, Any] = {"file": name, "predicted": pkg.classes[int(c)], "disease_score": score,
+                                   "probabilities": {k: float(v) for k, v in zip(pkg.classes, p)}}
+            if pkg.threshold is not None:
+                row["decision"] = "positive" if score >= pkg.threshold else "negative"
+                row["threshold"] = float(pkg.threshold)
+            results[i] = row
+        for i, verdict in oods.items():
+            results[i].update(verdict)
+        return [results[i] for i in range(len(items))]
+
+
+def _detect(data: Path, layout: str | None) -> bool:
+    return True  # the fallback: any folder of labelled images
+
+
+def _train(data: Path, out: Path | None, config: Path | None, resume: bool,
+           options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    from medlens.pipelines.classification import train_from_options
+
+    return train_from_options(data=data, out=out, config=config, resume=resume, options=options)
+
+
+def _evaluate(pkg: Any, data: Path, *, split: str, out_dir: Path, strict: bool = False,
+              **layout_opts: Any) -> dict[str, Any]:
+    from medlens.pipelines.evaluate_run import evaluate_classifier
+
+    return evaluate_classifier(pkg, data, split=split, out_dir=out_dir, strict=strict, **layout_opts)
+
+
+def _predict_files(pkg: Any, inputs: Sequence[Path], out: Path | None, *, batch_size: int = 64,
+                   strict: bool = False) -> list[dict[str, Any]]:
+    from medlens.pipelines.ood_guard import guard_rows
+    from medlens.pipelines.predict_io import write_predictions
+
+    rows = pkg.predict([str(p) for p in inputs], batch_size=batch_size)
+    if not rows:
+        raise BadInputError("no images found in the given inputs")
+    guard_rows(pkg, rows, strict=strict)  # out-of-distribution inputs: warn, or refuse before writing
+    if out:
+        write_predictions(rows, out, pkg.classes)
+    return rows
+
+
+def _summary(metrics: dict[str, Any]) -> Summary:
+    """The test metrics, every thresholded one at the run's single operating point (stated)."""
+    from medlens.evaluate.model_card import HEADLINE, ci_text, operating_point_text
+
+    op = metrics.get("operating_point") or {}
+    at = f"at threshold {op['threshold']:.3f}" if op.get("threshold") is not None else \
+        ("at each fold's threshold" if op.get("threshold_range") else "argmax call, no threshold")
+    rows = []
+    cis = metrics.get("ci") or {}
+    for k, label in (*HEADLINE, ("f1", "F1")):
+        v = metrics.get(k)
+        if v is None:
+            continue
+        ci = cis.get(k)
+        ci_s = f"{ci['low']:.3f}–{ci['high']:.3f}" if isinstance(ci, dict) and ci.get("low") is not None else ""
+        rows.append([label, f"{v:.3f}", ci_s])
+    pl = metrics.get("patient_level")
+    if pl and pl.get("balanced_accuracy") is not None:
+        rows.append(["patient balanced accuracy", f"{pl['balanced_accuracy']:.3f}", ""])
+    return Summary(title=f"test metrics ({metrics.get('split', 'test')} split, {at})",
+                   columns=["metric", "value", "95% CI"], rows=rows,
+                   notes=[operating_point_text(metrics), ci_text(metrics)])
+
+
+def _predict_table(pkg: Any, rows: list[dict[str, Any]]) -> Summary:
+    from medlens.pipelines.ood_guard import ood_cell
+
+    out = []
+    for r in rows:
+        if "error" in r:
+            out.append([r["file"], "[red]unreadable[/red]", "", r["error"], ""])
+        else:
+            out.append([r["file"], r["predicted"], f"{r['disease_score']:.3f}", r.get("decision", ""), ood_cell(r)])
+    return Summary(title="", columns=["file", "predicted", "disease_score", "decision", "ood"], rows=out,
+                   notes=[_predict_caption(pkg)])
+
+
+def _predict_caption(pkg: Any) -> str:
+    """Which call ``predicted`` and ``decision`` follow (the package's operating point)."""
+    if pkg.threshold is None:
+        return "predicted: the most probable class (this model has no threshold)"
+    op = pkg.metadata.get("operating_point") or {}
+    rule = (op.get("selection") or {}).get("rule")
+    neg = pkg.classes[pkg.negative_class]
+    return (f"predicted and decision at the operating point: positive when disease score (1 − p({neg})) ≥ "
+            f"{float(pkg.threshold):.4f}" + (f"; chosen by: {rule}" if rule else ""))
+
+
+def _cross_validate(data: Path, out: Path | None, config: Path | None, resume: bool, folds: int | None,
+                    options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    from medlens.pipelines.crossval import cv_from_options
+
+    return cv_from_options(data=data, out=out, config=config, resume=resume, folds=folds, options=options)
+
+
+def _cv_summary(cv: dict[str, Any]) -> Summary:
+    """Per-fold AUC and rates at each fold's operating point, mean ± sd, and the two AUC intervals."""
+
+    def f(v: Any) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    keys = ("roc_auc", "sensitivity", "specificity", "balanced_accuracy")
+    rows = [[str(r["fold"]), str(r["n_test"]), *(f(r[k]) for k in keys)] for r in cv["per_fold"]]
+    s = cv["summary"]
+    rows.append(["mean ± sd", "", *(f"{f(s[k]['mean'])} ± {f(s[k]['std'])}" for k in keys)])
+    auc = cv["auc"]
+    ci_t, ci_b = auc.get("ci_fold_t") or {}, auc.get("ci_pooled_bootstrap") or {}
+    return Summary(
+        title=f"{cv['folds']}-fold cross-validation (grouped by {cv['grouping']})",
+        columns=["fold", "held out", "AUC", "sensitivity", "specificity", "balanced acc"], rows=rows,
+        notes=["sensitivity, specificity, balanced acc: at each fold's operating point (threshold chosen on "
+               "the fold's validation split for the target sensitivity)",
+               f"AUC {f(auc['mean'])} ± {f(auc['std'])} over folds, 95% CI (t over folds) "
+               f"{f(ci_t.get('low'))}–{f(ci_t.get('high'))}",
+               f"pooled out-of-fold AUC {f(auc['pooled_oof'])}, 95% CI (bootstrap) "
+               f"{f(ci_b.get('low'))}–{f(ci_b.get('high'))}"])
+
+
+def _demo(out: Path, *, seed: int = 0, quick: bool = False, device: str = "auto") -> Path:
+    from medlens.pipelines.demo import classify_demo
+
+    return classify_demo(out, seed=seed, quick=quick, device=device)
+
+
+TASK = TaskSpec(
+    name="classify",
+    description="one label per image (or patient): classifier, operating point, report",
+    detect=_detect,
+    train=_train,
+    evaluate=_evaluate,
+    predictor=ClassifyPredictor,
+    predict_files=_predict_files,
+    summary=_summary,
+    predict_table=_predict_table,
+    demo=_demo,
+    cross_validate=_cross_validate,
+    cv_summary=_cv_summary,
+    options=frozenset({"--channels", "--equalize", "--balance", "--target-sensitivity", "--negative-class",
+                       "--patient-aggregate", "--label-column", "--path-column", "--patient-column",
+                       "--patient-table"}),
+    priority=0,
+)
