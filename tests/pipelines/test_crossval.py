@@ -106,7 +106,7 @@ def test_cv_metrics_per_fold_pooled_and_cis(cv_run):
     assert cv["pooled"]["roc_auc"] == pytest.approx(roc_auc_score(y, s))
     assert cv["pooled"]["counts"]["n"] == 40 and cv["pooled"]["ci"]["roc_auc"] is not None
     assert cv["config"]["model"]["name"] == "test_cnn"
-    html = (out / "report.html").read_text()
+    html = (out / "cv_report.html").read_text()
     assert "Cross-validation folds" in html and "fold 2 (held out)" in html
     assert "mean ± sd" in output and "pooled out-of-fold AUC" in output
 

@@ -93,7 +93,7 @@ def test_segment_train_and_cv_write_run_logs(seg, tmp_path):
           "--max-steps", "2", "--batch-size", "16"])
     text = _check_log(cv, "segment.workflow.cross_validate")
     assert "train_segmentation" not in text.split("\n", 1)[0]
-    assert (cv / "fold0" / RUN_LOG).is_file() and (cv / "fold1" / RUN_LOG).is_file()
+    assert (cv / "fold_0" / RUN_LOG).is_file() and (cv / "fold_1" / RUN_LOG).is_file()
 
 
 def test_every_run_pipeline_is_logged():

@@ -56,7 +56,7 @@ def test_segment_cv_leaves_patients_out(kaggle_set, tmp_path):
     tested = [p for f in cv["folds"] for p in f["test"]]
     assert sorted(tested) == sorted(cv["per_patient"]) and len(set(tested)) == 4
     for f in cv["folds"]:
-        splits = (tmp_path / "cv" / f"fold{f['fold']}" / "splits.csv").read_text(encoding="utf-8")
+        splits = (tmp_path / "cv" / f"fold_{f['fold']}" / "splits.csv").read_text(encoding="utf-8")
         train_lines = [ln for ln in splits.splitlines() if ln.endswith(",train")]
         assert not any(p in ln for p in f["test"] for ln in train_lines)
     assert "mean per-patient-volume Dice" in res.output
@@ -66,7 +66,7 @@ def test_segment_cv_leaves_patients_out(kaggle_set, tmp_path):
     page = (tmp_path / "cv" / "cv_report.html").read_text(encoding="utf-8")
     assert "Per patient (worst first)" in page and "data:image/png;base64" in page
     for f in cv["folds"]:  # every unseen patient links to its fold's report
-        assert all(f"<th>{p}</th>" in page for p in f["test"]) and f"fold{f['fold']}/report.html" in page
+        assert all(f"<th>{p}</th>" in page for p in f["test"]) and f"fold_{f['fold']}/report.html" in page
 
 
 def test_demo_quick(tmp_path):
@@ -88,7 +88,7 @@ def test_segment_cv_resumes_after_an_interruption(kaggle_set, tmp_path, monkeypa
 
     def dies_on_fold1(cfg, run_dir, *, resume=False, **shared):
         calls.append((Path(run_dir).name, resume))
-        if Path(run_dir).name == "fold1" and len(calls) == 2:
+        if Path(run_dir).name == "fold_1" and len(calls) == 2:
             raise KeyboardInterrupt
         return real(cfg, run_dir, resume=resume, **shared)
 
@@ -96,12 +96,12 @@ def test_segment_cv_resumes_after_an_interruption(kaggle_set, tmp_path, monkeypa
     cv = tmp_path / "cv"
     with pytest.raises(KeyboardInterrupt):
         wf.cross_validate(wf.load_cv_plan(tmp_path / "whole")[0], cv, folds=2)
-    stamp = (cv / "fold0" / "metrics.json").stat().st_mtime_ns
+    stamp = (cv / "fold_0" / "metrics.json").stat().st_mtime_ns
     again = runner.invoke(get_app(), ["segment-cv", str(kaggle_set), "--out", str(cv), *args])
     assert again.exit_code == 2 and "--resume" in again.output
     res = runner.invoke(get_app(), ["segment-cv", str(kaggle_set), "--out", str(cv), "--resume"])
     assert res.exit_code == 0, res.output + repr(res.exception)
-    assert calls[2:] == [("fold1", False)]  # fold 0 read back, not trained again
-    assert (cv / "fold0" / "metrics.json").stat().st_mtime_ns == stamp
+    assert calls[2:] == [("fold_1", False)]  # fold 0 read back, not trained again
+    assert (cv / "fold_0" / "metrics.json").stat().st_mtime_ns == stamp
     a, b = (json.loads((d / "cv_metrics.json").read_text(encoding="utf-8")) for d in (tmp_path / "whole", cv))
     assert a["per_patient"] == b["per_patient"] and a["mean_dice"] == b["mean_dice"]

@@ -137,20 +137,28 @@ def train_cmd(
                                         show_default="1"),
 ) -> None:
     """Train a model on DATA and write a run directory (report, metrics, model package)."""
-    from medlens.tasks import all_tasks, check_options, detect_task, get_task
+    from medlens.tasks import check_options
 
     out_must_be_folder(out)
     options = dict(locals())
     options["device"], options["model"] = check_device(device), check_model(model)
-    if task is None:
-        spec = get_task("segment") if mask_pattern else detect_task(data, layout)
-        if spec is not all_tasks()[-1]:  # not the fallback: say what was recognised
-            typer.echo(f"{data}: recognised as {spec.name} data ({spec.description}); --task to override")
-    else:
-        spec = get_task(task)
+    spec = choose_task(data, task, layout, mask_pattern)
     check_options(spec, {"--" + k.replace("_", "-"): v for k, v in options.items()})
     metrics, run_dir = spec.train(data, out, config, resume, options)
     print_summary(metrics, run_dir, spec)
+
+
+def choose_task(data: Path, task: str | None, layout: str | None, mask_pattern: str | None):  # noqa: ANN201
+    """The task ``--task`` names, else the one DATA looks like (``--mask-pattern``: segment);
+    a recognised task (not the fallback) is announced."""
+    from medlens.tasks import all_tasks, detect_task, get_task
+
+    if task is not None:
+        return get_task(task)
+    spec = get_task("segment") if mask_pattern else detect_task(data, layout)
+    if spec is not all_tasks()[-1]:  # not the fallback: say what was recognised
+        typer.echo(f"{data}: recognised as {spec.name} data ({spec.description}); --task to override")
+    return spec
 
 
 def segmentation_layout(data: Path, layout: str | None) -> str | None:

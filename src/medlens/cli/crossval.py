@@ -1,10 +1,11 @@
-"""`medlens cv DATA`: k-fold cross-validation of a classifier (for small data sets)."""
+"""`medlens cv DATA`: k-fold cross-validation of any task (classify, segment), one driver and
+one folder (:mod:`medlens.pipelines.cv_driver`). The task is detected like ``train`` does
+(``--task`` to override) and dispatched through the task registry; ``medlens segment-cv``
+(:mod:`medlens.cli.segment`) is this command with ``--task segment``."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -15,6 +16,8 @@ from medlens.cli.options import (
     COLUMN_DEFAULT,
     LAYOUT_DEFAULT,
     LAYOUT_HELP,
+    MASK_DEFAULT,
+    PATCH_DEFAULT,
     by_layout,
     check_device,
     check_model,
@@ -25,35 +28,32 @@ from medlens.errors import ConfigError
 
 @app.command("cv")
 def cv_cmd(
-    data: Path = typer.Argument(..., help="data folder, CSV manifest or MedMNIST .npz"),
-    folds: int = typer.Option(
-        5, "--folds", "-k", min=2, help="number of folds (each image is held out once)"
+    data: Path = typer.Argument(..., help="data folder, CSV manifest, MedMNIST .npz or segmentation data"),
+    task: str | None = typer.Option(None, "--task", help="classify or segment",
+                                    show_default="segment when DATA holds image/mask pairs, else classify; "
+                                    "with --resume: the folder's"),
+    folds: int | None = typer.Option(
+        None, "--folds", "-k", min=2, help="number of folds (each image, or patient, is held out once)",
+        show_default="5; segment: 3; with --resume: the folder's",
     ),
     out: Path | None = typer.Option(
-        None, "--out", "-o", help="output folder", show_default="runs/<data>-cv-<date>-<time>"
+        None, "--out", "-o", help="output folder (cv_plan.json, folds.csv, fold_<k>/, cv_metrics.json, "
+        "cv_report.html)", show_default="runs/<data>-cv-<date>-<time>"
     ),
     config: Path | None = typer.Option(
         None, "--config", help="JSON/YAML config; flags override it", show_default="none"
     ),
     model: str | None = typer.Option(
-        None, "--model", "-m", help="model name (see `medlens models`)",
-        show_default=by_layout("model", segment=False),
+        None, "--model", "-m", help="model name (see `medlens models`)", show_default=by_layout("model"),
     ),
     size: int | None = typer.Option(
-        None, "--size", help="input side in pixels", show_default=by_layout("size", segment=False)
+        None, "--size", help="input side in pixels", show_default=by_layout("size")
     ),
-    epochs: int | None = typer.Option(
-        None, "--epochs", show_default=by_layout("epochs", segment=False)
-    ),
-    batch_size: int | None = typer.Option(
-        None, "--batch-size", show_default=by_layout("batch_size", segment=False)
-    ),
-    lr: float | None = typer.Option(
-        None, "--lr", help="learning rate", show_default=by_layout("lr", segment=False)
-    ),
+    epochs: int | None = typer.Option(None, "--epochs", show_default=by_layout("epochs")),
+    batch_size: int | None = typer.Option(None, "--batch-size", show_default=by_layout("batch_size")),
+    lr: float | None = typer.Option(None, "--lr", help="learning rate", show_default=by_layout("lr")),
     patience: int | None = typer.Option(
-        None, "--patience", help="early stopping: epochs without improvement",
-        show_default=by_layout("patience", segment=False),
+        None, "--patience", help="early stopping: epochs without improvement", show_default=by_layout("patience"),
     ),
     seed: int | None = typer.Option(None, "--seed", show_default=str(CLASSIFY["seed"])),
     device: str | None = device_option(None),
@@ -61,10 +61,11 @@ def cv_cmd(
         None, "--max-steps", help="cap on steps per epoch", show_default="no cap"
     ),
     val_fraction: float | None = typer.Option(
-        None, "--val-fraction", help="validation share carved from each fold's training part",
-        show_default=str(CLASSIFY["val_fraction"]),
+        None, "--val-fraction", help="classify: validation share carved from each fold's training part",
+        show_default=f"{CLASSIFY['val_fraction']}; segment: one validation patient per fold",
     ),
-    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP, show_default=LAYOUT_DEFAULT),
+    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP + "; segment: kaggle_3m, pairs, "
+                                      "nnunet, volumes", show_default=LAYOUT_DEFAULT),
     label_column: str | None = typer.Option(None, "--label-column", show_default=COLUMN_DEFAULT),
     path_column: str | None = typer.Option(None, "--path-column", show_default=COLUMN_DEFAULT),
     patient_column: str | None = typer.Option(None, "--patient-column", show_default=COLUMN_DEFAULT),
@@ -76,115 +77,54 @@ def cv_cmd(
     ignore_audit: bool = typer.Option(
         False, "--ignore-audit", help="run despite blocking audit findings"
     ),
+    loss: str | None = typer.Option(None, "--loss", help="segment: dice, dice_bce, jaccard, focal, dice_focal",
+                                    show_default="dice_bce"),
+    mask_pattern: str | None = typer.Option(None, "--mask-pattern",
+                                            help="segment, pairs layout: mask path from the image's folder, "
+                                            "e.g. '../masks/{stem}_seg{ext}'", show_default=MASK_DEFAULT),
+    spatial_dims: int | None = typer.Option(None, "--spatial-dims", help="segment: 2 (U-Net on slices) or "
+                                            "3 (3D U-Net on volumes)", show_default="2"),
+    patch: str | None = typer.Option(None, "--patch", help="segment, 3D: patch D,H,W (slices,rows,columns), "
+                                     "e.g. 32,64,64", show_default=PATCH_DEFAULT),
+    ensemble: int | None = typer.Option(None, "--ensemble", help="segment: models per fold from seeds seed, "
+                                        "seed+1, …, probabilities averaged", show_default="1"),
     resume: bool = typer.Option(
-        False, "--resume", help="continue the run in --out: skip finished folds"
+        False, "--resume", help="continue the cross-validation in --out with its saved settings (other flags "
+        "are ignored): finished folds are read back, an interrupted one continues from its checkpoints"
     ),
 ) -> None:
-    """Cross-validate a classifier on DATA: per-fold and pooled out-of-fold AUC with 95 % CIs."""
-    from medlens.pipelines.crossval import cross_validate, load_run
+    """Cross-validate on DATA: classify (per-fold and pooled out-of-fold AUC with 95 % CIs) or
+    segment (leave-patients-out, mean per-patient-volume Dice)."""
+    from medlens.tasks import check_options
 
     out_must_be_folder(out)
-    device, model = check_device(device), check_model(model)
-    if resume:
-        if out is None or not (out / "config.json").exists():
-            raise ConfigError(
-                "--resume needs --out pointing at an existing cross-validation folder"
-            )
-        cfg, folds = load_run(out)
-    else:
-        cfg = _config(
-            data,
-            config,
-            model=model,
-            no_audit=no_audit,
-            ignore_audit=ignore_audit,
-            flat={
-                "layout": layout,
-                "label_column": label_column,
-                "path_column": path_column,
-                "patient_column": patient_column,
-                "allow_outside_paths": allow_outside_paths or None,
-                "val_fraction": val_fraction,
-                "size": size,
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "lr": lr,
-                "patience": patience,
-                "seed": seed,
-                "device": device,
-                "max_steps_per_epoch": max_steps,
-            },
-        )
-        out = out or Path("runs") / f"{Path(data).stem}-cv-{time.strftime('%Y%m%d-%H%M%S')}"
-    cv = cross_validate(cfg, out, folds=folds, resume=resume)
-    _print_cv(cv, out)
+    options = dict(locals())
+    options["device"], options["model"] = check_device(device), check_model(model)
+    spec = _cv_task(data, out, task, layout, mask_pattern, resume)
+    check_options(spec, {"--" + k.replace("_", "-"): v for k, v in options.items()})
+    if spec.cross_validate is None:
+        raise ConfigError(f"--task {spec.name} has no cross-validation; `medlens train` trains it once")
+    cv, out_dir = spec.cross_validate(data, out, config, resume, folds, options)
+    from medlens.cli.commands import show_table
+    from medlens.pipelines.cv_driver import METRICS, REPORT
+
+    if spec.cv_summary is not None:
+        show_table(spec.cv_summary(cv))
+    make_console().print(f"results: {out_dir / METRICS}  (report: {out_dir / REPORT})", soft_wrap=True)
 
 
-def _config(
-    data: Path,
-    config: Path | None,
-    *,
-    model: str | None,
-    no_audit: bool,
-    ignore_audit: bool,
-    flat: dict[str, Any],
-) -> Any:
-    from medlens.pipelines.config import deep_update, load_config_file, nest_options
-    from medlens.pipelines.recipes import apply_recipe
+def _cv_task(data: Path, out: Path | None, task: str | None, layout: str | None, mask_pattern: str | None,
+             resume: bool):  # noqa: ANN202
+    """The task to cross-validate: the folder's on ``--resume``, else as ``train`` chooses it."""
+    from medlens.cli.commands import choose_task
+    from medlens.tasks import get_task
 
-    over = nest_options(flat)
-    if model:
-        over.setdefault("model", {})["name"] = model
-    if no_audit:
-        over.setdefault("data", {})["audit"] = False
-    if ignore_audit:
-        over.setdefault("data", {})["ignore_audit"] = True
-    merged = deep_update(load_config_file(config) if config else {}, over)
-    merged.setdefault("data", {})["path"] = str(data)
-    return apply_recipe(merged)
+    if not resume:
+        return choose_task(data, task, layout, mask_pattern)
+    from medlens.pipelines.cv_driver import plan_for_resume
 
-
-def _print_cv(cv: dict[str, Any], out: Path) -> None:
-    from rich.table import Table
-
-    def f(v: Any) -> str:
-        return "–" if v is None else f"{v:.3f}"
-
-    t = Table(
-        title=f"{cv['folds']}-fold cross-validation (grouped by {cv['grouping']})",
-        caption="sensitivity, specificity, balanced acc: at each fold's operating point "
-        "(threshold chosen on the fold's validation split for the target sensitivity)",
-    )
-    for col in ("fold", "held out", "AUC", "sensitivity", "specificity", "balanced acc"):
-        t.add_column(col, justify="right")
-    for r in cv["per_fold"]:
-        t.add_row(
-            str(r["fold"]),
-            str(r["n_test"]),
-            f(r["roc_auc"]),
-            f(r["sensitivity"]),
-            f(r["specificity"]),
-            f(r["balanced_accuracy"]),
-        )
-    s = cv["summary"]
-    t.add_row(
-        "mean ± sd",
-        "",
-        *(
-            f"{f(s[k]['mean'])} ± {f(s[k]['std'])}"
-            for k in ("roc_auc", "sensitivity", "specificity", "balanced_accuracy")
-        ),
-    )
-    con = make_console()
-    con.print(t)
-    auc = cv["auc"]
-    ci_t, ci_b = auc.get("ci_fold_t") or {}, auc.get("ci_pooled_bootstrap") or {}
-    con.print(
-        f"AUC {f(auc['mean'])} ± {f(auc['std'])} over folds, 95% CI (t over folds) "
-        f"{f(ci_t.get('low'))}–{f(ci_t.get('high'))}"
-    )
-    con.print(
-        f"pooled out-of-fold AUC {f(auc['pooled_oof'])}, 95% CI (bootstrap) "
-        f"{f(ci_b.get('low'))}–{f(ci_b.get('high'))}"
-    )
-    con.print(f"results: {out / 'cv_metrics.json'}  (report: {out / 'report.html'})")
+    planned = get_task(str(plan_for_resume(out, data)["task"]))
+    if task is not None and get_task(task) is not planned:
+        raise ConfigError(f"{out} holds a cross-validation of --task {planned.name}, not {task}; drop --task "
+                          "to resume it, or choose another --out")
+    return planned

@@ -8,7 +8,6 @@ metrics on test → HTML report → model package. Every artefact lands in ``run
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -295,9 +294,11 @@ def train_from_options(*, data: Path, out: Path | None, config: Path | None, res
     """``medlens train DATA`` for a classifier: the config from the options (or, with
     ``resume``, the run's own config.json), then :func:`train_classifier`."""
     if resume:
-        if out is None or not (out / "config.json").exists():
+        from medlens.tasks.config import load_run_config
+
+        if out is None:
             raise ConfigError("--resume needs --out pointing at an existing run directory (with config.json)")
-        cfg = RunConfig(**json.loads((out / "config.json").read_text()))
+        cfg = load_run_config(out, task="classify")
     else:
         cfg = config_from_options(data, options, config)
         out = out or Path("runs") / f"{Path(data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"

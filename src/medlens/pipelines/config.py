@@ -55,7 +55,7 @@ class EvalConfig(BaseModel):
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    task: Literal["classify", "segment"] = "classify"
+    task: Literal["classify"] = "classify"  # the key of the task union (medlens.tasks.config)
     data: DataConfig
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)

@@ -5,11 +5,13 @@ fold (stratified, grouped by patient, else by image): carves a grouped validatio
 from the training part — used for early stopping, temperature and threshold, never the
 held-out fold — trains with the same engine, model and task as ``medlens train``, and
 keeps the held-out (out-of-fold, OOF) probabilities. The result, ``cv_metrics.json``
-(:mod:`~medlens.pipelines.crossval_summary`) and ``report.html``
+(:mod:`~medlens.pipelines.crossval_summary`) and ``cv_report.html``
 (:mod:`~medlens.pipelines.crossval_report`), has per-fold metrics, mean ± std, two 95 % CIs
 for AUC (a t-interval over folds and a bootstrap of the pooled OOF AUC) and the full metrics
-of the pooled OOF predictions. Each fold lives in ``out_dir/fold_<i>/``; a finished fold is
-skipped and an interrupted one resumes from its last checkpoint with ``resume=True``.
+of the pooled OOF predictions. The folder, the fold loop and resume are the shared driver's
+(:mod:`medlens.pipelines.cv_driver`): ``cv_plan.json``, ``folds.csv``, one run folder
+``fold_<k>/`` per fold; a finished fold is read back and an interrupted one resumes from its
+last checkpoint with ``resume=True``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from medlens.data.cache import ImageCache, build_cache
 from medlens.data.records import DatasetIndex
 from medlens.errors import BadInputError, ConfigError
 from medlens.io.atomic import atomic_write, atomic_write_json
-from medlens.io.lock import folder_lock
 from medlens.io.runlog import logged_run
 from medlens.pipelines.classification import fit_classifier
 from medlens.pipelines.config import RunConfig
@@ -40,123 +41,112 @@ log = logging.getLogger(__name__)
 def cross_validate(
     cfg: RunConfig, out_dir: str | Path, *, folds: int = 5, resume: bool = False
 ) -> dict[str, Any]:
-    """:func:`_cross_validate` with ``out_dir`` locked: a second job on it is refused."""
-    with folder_lock(out_dir):
-        return _cross_validate(cfg, out_dir, folds=folds, resume=resume)
-
-
-def _cross_validate(
-    cfg: RunConfig, out_dir: str | Path, *, folds: int = 5, resume: bool = False
-) -> dict[str, Any]:
-    """Run k-fold cross-validation; write ``cv_metrics.json`` and ``report.html``; return the metrics.
+    """Run k-fold cross-validation through :func:`~medlens.pipelines.cv_driver.run_cv`
+    (``out_dir`` locked; ``cv_plan.json``, ``folds.csv``, ``fold_<k>/``, ``cv_metrics.json``,
+    ``cv_report.html``); return the metrics.
 
     Raises:
         ConfigError: ``folds`` < 2, too few patients/images, ``val_fraction`` 0, or an
             ``out_dir`` that already holds a run without ``resume`` (or a different one with it).
     """
-    from medlens.pipelines.classification import load_index, run_quick_audit
+    from medlens.pipelines.cv_driver import run_cv
 
-    if not isinstance(folds, int) or folds < 2:
-        raise ConfigError(f"--folds must be an integer >= 2, got {folds!r}")
-    if cfg.data.val_fraction <= 0:
-        raise ConfigError(
-            "cross-validation carves a validation split from each fold's training part; "
-            "set val_fraction > 0"
-        )
-    out_dir = Path(out_dir)
-    _check_out_dir(out_dir, cfg, resume)
-    t0 = time.perf_counter()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "config.json", cfg.model_dump())
-    index = load_index(cfg)
-    if not index.records:
-        raise BadInputError(f"{cfg.data.path}: no usable images found")
-    audit = run_quick_audit(index, cfg, out_dir)
-    cache = build_cache(index, cfg.preprocess, progress=False)
-    problems = list(index.problems) + [p for p in cache.problems if p not in index.problems]
-    usable = index.subset([dataclasses.replace(r, split=None) for r in cache.records])
-    fold_of = _fold_assignment(usable, folds, cfg, out_dir / "folds.csv", resume)
-    results = [
-        _run_fold(i, fold_of, usable, cache, cfg, out_dir / f"fold_{i}", resume)
-        for i in range(folds)
-    ]
-    cv = summarise(results, usable, cache, cfg)
-    cv["seconds"] = round(time.perf_counter() - t0, 1)  # this call (a resumed run skips folds)
-    cv["seconds_folds"] = round(sum(r.row.get("seconds") or 0.0 for r in results), 1)
-    cv["audit"] = audit
-    atomic_write_json(out_dir / "cv_metrics.json", cv)
-    from medlens.pipelines.crossval_report import write_cv_report
-
-    write_cv_report(out_dir, cfg, index, cache, problems, results, cv)
-    return cv
+    return run_cv(ClassifyCV(cfg, folds), out_dir, resume=resume)
 
 
-def load_run(out_dir: str | Path) -> tuple[RunConfig, int]:
-    """The config and fold count of an existing cross-validation folder (for ``--resume``)."""
-    out_dir = Path(out_dir)
-    try:
+def cv_from_options(*, data: Path, out: Path | None, config: Path | None, resume: bool,
+                    folds: int | None, options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """``medlens cv DATA`` for a classifier: the config from the options (as ``train`` builds
+    it) or, with ``resume``, from ``OUT/cv_plan.json``; 5 folds unless given."""
+    from medlens.pipelines.classification import config_from_options
+    from medlens.pipelines.cv_driver import default_out, plan_for_resume
+
+    if resume:
+        plan = plan_for_resume(out, data)  # --out is given, and DATA (when it exists) is the data cross-validated
+        try:
+            cfg = RunConfig(**plan["config"])
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{out}: no classification cross-validation to resume ({e})") from None
+        folds = folds or int(plan["folds"])
+    else:
+        cfg = config_from_options(data, options, config)
+    out = out or default_out(data)
+    return cross_validate(cfg, out, folds=folds or 5, resume=resume), out
+
+
+class ClassifyCV:
+    """The classify part of a cross-validation (:class:`~medlens.pipelines.cv_driver.CVTask`).
+
+    Loads and decodes the data once; folds are stratified and grouped by patient (else by
+    image) by ``kfold_splits`` with the run's seed; each fold carves a grouped validation split
+    from its training part (early stopping, temperature, threshold — never the held-out fold),
+    trains like ``medlens train`` and keeps the held-out (out-of-fold) probabilities.
+    """
+
+    def __init__(self, cfg: RunConfig, folds: int) -> None:
         import json
 
-        cfg = RunConfig(**json.loads((out_dir / "config.json").read_text(encoding="utf-8")))
-        rows = (out_dir / "folds.csv").read_text(encoding="utf-8").splitlines()[1:]
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{out_dir}: not a cross-validation folder to resume ({e})") from None
-    return cfg, len({ln.rsplit(",", 1)[1] for ln in rows if ln})
+        from medlens.pipelines.cv_driver import CVPlan
 
-
-def _check_out_dir(out_dir: Path, cfg: RunConfig, resume: bool) -> None:
-    started = (out_dir / "folds.csv").exists() or any(out_dir.glob("fold_*/checkpoints/last.pt"))
-    if started and not resume:
-        raise ConfigError(
-            f"{out_dir} already holds a cross-validation run; pass --resume to continue it "
-            "or choose another --out"
-        )
-    if resume and (out_dir / "config.json").exists():
-        import json
-
-        old = json.loads((out_dir / "config.json").read_text(encoding="utf-8"))
-        if old != json.loads(cfg.model_dump_json()):
+        if cfg.data.val_fraction <= 0:
             raise ConfigError(
-                f"{out_dir}/config.json differs from the config given; resume with the same "
-                "config (the CLI reads it from --out) or choose another --out"
+                "cross-validation carves a validation split from each fold's training part; "
+                "set val_fraction > 0"
             )
+        self.cfg = cfg
+        self.plan = CVPlan(task="classify", folds=folds, data=str(cfg.data.path),
+                           config=json.loads(cfg.model_dump_json()),
+                           unit="patient" if cfg.data.group_by_patient else "image",
+                           group_column="patient" if cfg.data.group_by_patient else None)
 
+    def prepare(self, out_dir: Path) -> None:
+        from medlens.pipelines.classification import load_index, run_quick_audit
 
-def _fold_assignment(
-    usable: DatasetIndex, folds: int, cfg: RunConfig, path: Path, resume: bool
-) -> np.ndarray:
-    """Fold number per usable image, from ``kfold_splits``; saved so a resumed run keeps it."""
-    import csv
-    import io
+        self.t0, self.out_dir = time.perf_counter(), out_dir
+        index = load_index(self.cfg)
+        if not index.records:
+            raise BadInputError(f"{self.cfg.data.path}: no usable images found")
+        self.index = index
+        self.audit = run_quick_audit(index, self.cfg, out_dir)
+        self.cache = build_cache(index, self.cfg.preprocess, progress=False)
+        self.problems = list(index.problems) + [p for p in self.cache.problems if p not in index.problems]
+        self.usable = index.subset([dataclasses.replace(r, split=None) for r in self.cache.records])
+        if not (self.usable.has_patients and self.cfg.data.group_by_patient):
+            self.plan = dataclasses.replace(self.plan, unit="image", group_column=None)
 
-    from medlens.data.splits import kfold_splits
-    from medlens.io.atomic import atomic_write_text
+    def assign(self) -> Any:
+        """Fold number per usable image, from ``kfold_splits`` (stratified, grouped)."""
+        from medlens.data.splits import kfold_splits
+        from medlens.pipelines.cv_driver import Assignment
 
-    paths = [r.path for r in usable.records]
-    if resume and path.exists():
-        with path.open(newline="", encoding="utf-8") as fh:
-            saved = {row["path"]: int(row["fold"]) for row in csv.DictReader(fh)}
-        if set(saved) != set(paths) or len(set(saved.values())) != folds:
-            raise ConfigError(
-                f"{path}: the data set or --folds changed since the run started; "
-                "start a new run in another --out"
-            )
-        return np.array([saved[p] for p in paths])
-    fold_of = np.full(len(paths), -1)
-    for i, (_, test_idx) in enumerate(
-        kfold_splits(usable, folds, cfg.train.seed, group_by_patient=cfg.data.group_by_patient)
-    ):
-        fold_of[test_idx] = i
-    if (fold_of < 0).any() or len(np.unique(fold_of)) != folds:
-        raise ConfigError(f"could not form {folds} non-empty folds from {len(paths)} images")
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "patient", "fold"])
-    w.writerows(
-        (r.path, r.patient or "", int(f)) for r, f in zip(usable.records, fold_of, strict=True)
-    )
-    atomic_write_text(path, buf.getvalue())
-    return fold_of
+        recs = self.usable.records
+        fold_of = np.full(len(recs), -1)
+        for i, (_, test_idx) in enumerate(kfold_splits(self.usable, self.plan.folds, self.cfg.train.seed,
+                                                       group_by_patient=self.cfg.data.group_by_patient)):
+            fold_of[test_idx] = i
+        return Assignment(("path", "patient"), [(r.path, r.patient or "") for r in recs],
+                          [int(f) for f in fold_of])
+
+    def fold_done(self, fold_dir: Path) -> bool:
+        return (fold_dir / "result.json").exists()
+
+    def run_fold(self, k: int, fold_of: Any, fold_dir: Path, *, resume: bool) -> FoldResult:
+        return _run_fold(k, np.asarray(fold_of), self.usable, self.cache, self.cfg, fold_dir, resume)
+
+    def load_fold(self, k: int, fold_of: Any, fold_dir: Path) -> FoldResult:
+        return _load_fold(fold_dir, self.usable)
+
+    def summarise(self, results: list[FoldResult]) -> dict[str, Any]:
+        cv = summarise(results, self.usable, self.cache, self.cfg)
+        cv["seconds"] = round(time.perf_counter() - self.t0, 1)  # this call (a resumed run skips folds)
+        cv["seconds_folds"] = round(sum(r.row.get("seconds") or 0.0 for r in results), 1)
+        cv["audit"] = self.audit
+        return cv
+
+    def write_report(self, path: Path, cv: dict[str, Any], results: list[FoldResult]) -> None:
+        from medlens.pipelines.crossval_report import write_cv_report
+
+        write_cv_report(path, self.cfg, self.index, self.cache, self.problems, results, cv)
 
 
 def _inner_splits(
@@ -209,15 +199,12 @@ def _run_fold(
     from medlens.pipelines.evaluation import cache_logits, negative_class_index
     from medlens.train.engine import resolve_device
 
-    if (fold_dir / "result.json").exists():  # finished earlier: reuse, never retrain
-        log.info("fold %d: already finished, reusing %s", i, fold_dir)
-        return _load_fold(fold_dir, usable)
     t0 = time.perf_counter()
     fold_dir.mkdir(parents=True, exist_ok=True)
     split = _inner_splits(i, fold_of, usable, cfg, fold_dir)
     train_m, val_m, test_m = split == "train", split == "val", split == "test"
     labels, classes = cache.labels, usable.classes
-    resume_fold = resume and (fold_dir / "checkpoints" / "last.pt").exists()
+    resume_fold = resume  # the driver passes it only when the fold has checkpoints
     log.info(
         "fold %d/%d: train %d, val %d, held out %d%s",
         i + 1,

@@ -100,5 +100,6 @@ def package_metadata(cfg: RunConfig, classes: list[str], metrics: dict[str, Any]
                             ">= threshold, then the most probable disease class",
                             "selection": extras["selection"], "alternatives": extras["alternatives"]},
         "temperature": extras["temperature"],
+        "config": cfg.model_dump(mode="json"),  # the typed run config (medlens.tasks.config)
         "metrics": {"split": metrics.get("split"), "at": "the operating point", **headline},
     }

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from medlens.errors import ConfigError
 from medlens.train.config import TrainConfig
+from medlens.transforms.intensity import IntensityPolicy, PercentileWindow
 
 DEFAULT_TRAIN = {"epochs": 50, "batch_size": 16, "lr": 3e-3, "patience": 20, "scheduler": "cosine"}
 
@@ -17,7 +18,7 @@ class SegmentConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task: str = "segment"
+    task: Literal["segment"] = "segment"  # the key of the task union (medlens.tasks.config)
     data: str
     layout: str | None = None
     mask_pattern: str | None = None
@@ -45,6 +46,11 @@ class SegmentConfig(BaseModel):
         None, description="3D only: training patch (D, H, W) in voxels, array order (slices, rows, "
                           "columns); None = 32×64×64, clipped to the smallest training volume")
     samples_per_volume: int = Field(4, ge=1, description="3D only: patches per training volume per epoch")
+    intensity: IntensityPolicy = Field(
+        default_factory=PercentileWindow,
+        description="how volume intensities become the network's input: percentile window (default, MRI), "
+                    "fixed window in the file's units (CT in HU, e.g. {kind: fixed, lower: -1000, upper: 400}) "
+                    "or z-score in the foreground; stored in the package and applied again at predict")
 
     @field_validator("spatial_dims")
     @classmethod

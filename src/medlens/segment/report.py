@@ -167,8 +167,10 @@ def write_cv_report(path: str | Path, res: dict[str, Any], fold_runs: list[dict[
                     title: str = "Segmentation cross-validation") -> Path:
     """One page for a leave-patients-out run: summary, every unseen patient worst first (linked
     to its fold's report), the Dice distribution and one row per fold."""
+    from medlens.pipelines.cv_driver import fold_path
+
     units = res.get("units") or next((f["units"] for f in fold_runs if f.get("units")), None) or _GENERIC_UNITS
-    links = {p: f"fold{f['fold']}/report.html" for f in fold_runs for p in f["test"]}
+    links = {p: (fold_path("", f["fold"]) / "report.html").as_posix() for f in fold_runs for p in f["test"]}
     folds = [{"fold": f["fold"], "test": ", ".join(f["test"]), "validation": ", ".join(f["val"]),
               "mean Dice": f.get("mean_dice"), "post-processing": str(f.get("postprocess", "")),
               "members (best epochs)": ", ".join(str(m.get("best_epoch")) for m in f.get("members") or [])}

@@ -335,7 +335,7 @@ def fit_volumes(cfg: Any, index: DatasetIndex, splits: dict[str, list[str]], run
     from medlens.train.engine import fit, resolve_device, seed_everything
     from medlens.train.ensemble import fit_members
 
-    vols = build_volumes(index, size=cfg.size)
+    vols = build_volumes(index, size=cfg.size, intensity=cfg.intensity)
     parts = {k: vols.select(v) for k, v in splits.items()}
     if len(parts["train"]) == 0:
         raise BadInputError(f"{cfg.data}: no readable training volume")

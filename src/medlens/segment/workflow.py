@@ -163,7 +163,7 @@ def _fit_slices(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], ru
     from medlens.train.engine import fit, resolve_device, seed_everything
     from medlens.train.ensemble import fit_members
 
-    slices = build_slices(index, size=cfg.size, cache_dir=cache_dir)
+    slices = build_slices(index, size=cfg.size, cache_dir=cache_dir, intensity=cfg.intensity)
     parts = {k: slices.select(v) for k, v in splits.items()}
     if len(parts["train"]) == 0:
         raise BadInputError(f"{cfg.data}: no readable training slices")
@@ -209,10 +209,11 @@ def package_metadata(cfg: SegmentConfig, input_meta: dict[str, Any], metrics: di
         "task": "segment", "classes": ["background", "lesion"], "threshold": cfg.threshold,
         "postprocess": metrics.get("postprocess", {}).get("rule", "none"),
         "input": {**input_meta, "dtype": "uint8 scaled to [0, 1]"},
-        "preprocess": {"resize": cfg.size, "volume_window_percentiles": [0.5, 99.5],
-                       "intensity": intensity_to_dict(None),  # the default policy, read back at predict
+        "preprocess": {"resize": cfg.size,
+                       "intensity": intensity_to_dict(cfg.intensity),  # the config's policy, read back at predict
                        "mask_rule": "binary masks; other values binarised (see medlens.segment.data)"},
         "loss": cfg.loss, "metrics": {k: v for k, v in metrics.items() if k != "per_patient"},
+        "config": cfg.model_dump(mode="json"),  # the typed run config (medlens.tasks.config)
         "data": {"path": cfg.data, "layout": cfg.layout},
     }
 
@@ -227,115 +228,159 @@ def _save_splits(index, splits: dict[str, list[str]], path: Path) -> None:
 @logged_run("out_dir")  # out_dir/run.log; each fold writes its own
 def cross_validate(cfg: SegmentConfig, out_dir: str | Path, *, folds: int = 3,
                    resume: bool = False) -> dict[str, Any]:
-    """:func:`_cross_validate` with ``out_dir`` locked: a second job on it is refused."""
-    with folder_lock(out_dir):
-        return _cross_validate(cfg, Path(out_dir), folds=folds, resume=resume)
+    """Leave-patients-out cross-validation through :func:`~medlens.pipelines.cv_driver.run_cv`
+    (``out_dir`` locked; ``cv_plan.json``, ``folds.csv``, ``fold_<k>/``, ``cv_metrics.json``,
+    ``cv_report.html``): each fold's patients are the test set once, never trained on.
 
-
-def _cross_validate(cfg: SegmentConfig, out_dir: Path, *, folds: int = 3,
-                    resume: bool = False) -> dict[str, Any]:
-    """Leave-patients-out: each fold's patients are the test set once, never trained on.
-
-    The validation patient of each fold (for early stopping) is drawn from the rest.
     Returns per-fold metrics and the mean per-patient-volume Dice over all test patients.
-    ``out_dir/cv_plan.json`` records the config and fold count; with ``resume`` finished
-    folds (their ``report.html`` written) are read back, an interrupted fold continues from
-    its checkpoints, and the rest train as usual.
+    With ``resume`` finished folds (their ``report.html`` written) are read back, an
+    interrupted fold continues from its checkpoints, and the rest train as usual.
     """
-    from medlens.segment.data import patient_folds
-    from medlens.segment.layouts import load_segmentation_dataset
+    from medlens.pipelines.cv_driver import run_cv
 
-    out_dir = Path(out_dir)
-    index = load_segmentation_dataset(cfg.data, layout=cfg.layout, mask_pattern=cfg.mask_pattern)
-    if cfg.spatial_dims == 3:
-        from medlens.segment.volumes import require_volume_layout
+    return run_cv(SegmentCV(cfg, folds), out_dir, resume=resume)
 
-        require_volume_layout(index)
-    _check_cv_dir(out_dir, cfg, folds, resume)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "cv_plan.json", {"folds": folds, "config": cfg.model_dump(mode="json")})
-    pats = sorted({str(r.patient) for r in index.records})
-    groups = patient_folds(pats, folds, seed=cfg.train.seed)
-    all_rows: dict[str, dict[str, float]] = {}
-    fold_metrics = []
-    for k, test in enumerate(groups):
-        rest = [p for p in pats if p not in test]
-        val = [rest[np.random.default_rng(cfg.train.seed + k).integers(len(rest))]]
-        fcfg = cfg.model_copy(update={"test_patients": test, "val_patients": val})
-        fold_dir = out_dir / f"fold{k}"
-        if resume and (fold_dir / "report.html").exists() and (fold_dir / "metrics.json").exists():
-            m = json.loads((fold_dir / "metrics.json").read_text(encoding="utf-8"))
-            logger.info("fold %d: finished before, read from %s", k, fold_dir)
-        else:
-            started = (fold_dir / "checkpoints" / "last.pt").exists() or any(
-                fold_dir.glob("member*/checkpoints/last.pt"))
-            m = train_segmentation(fcfg, fold_dir, resume=resume and started, index=index,
-                                   cache_dir=out_dir / "cache")  # decoded once for all folds
-        fold_metrics.append({"fold": k, "test": test, "val": val, "mean_dice": m.get("mean_dice"),
-                             "postprocess": (m.get("postprocess") or {}).get("rule"),
-                             "members": m.get("members") or []})
-        all_rows.update(m["per_patient"])
-    from medlens.segment.metrics import summarise
-    from medlens.segment.report import write_cv_report
 
-    res = {"folds": fold_metrics, **summarise(all_rows), "per_patient": all_rows}
-    atomic_write_json(out_dir / "cv_metrics.json", res)
-    write_cv_report(out_dir / "cv_report.html", res, fold_metrics,
-                    title=f"Segmentation cross-validation: {Path(cfg.data).name}, {folds} folds")
-    return res
+class SegmentCV:
+    """The segment part of a cross-validation (:class:`~medlens.pipelines.cv_driver.CVTask`).
+
+    Patients fall into ``folds`` groups by :func:`~medlens.segment.data.patient_folds` with
+    the run's seed; the validation patient of each fold (for early stopping) is drawn from
+    the rest. The data are decoded once, into ``OUT/cache``, for all folds.
+    """
+
+    def __init__(self, cfg: SegmentConfig, folds: int) -> None:
+        from medlens.pipelines.cv_driver import CVPlan
+
+        self.cfg = cfg
+        self.plan = CVPlan(task="segment", folds=folds, data=str(cfg.data), config=cfg.model_dump(mode="json"),
+                           unit="patient", group_column="patient")
+
+    def prepare(self, out_dir: Path) -> None:
+        from medlens.segment.layouts import load_segmentation_dataset
+
+        cfg = self.cfg
+        self.out_dir = out_dir
+        self.index = load_segmentation_dataset(cfg.data, layout=cfg.layout, mask_pattern=cfg.mask_pattern)
+        if cfg.spatial_dims == 3:
+            from medlens.segment.volumes import require_volume_layout
+
+            require_volume_layout(self.index)
+        self.patients = sorted({str(r.patient) for r in self.index.records})
+
+    def assign(self) -> Any:
+        from medlens.pipelines.cv_driver import Assignment
+        from medlens.segment.data import patient_folds
+
+        groups = patient_folds(self.patients, self.plan.folds, seed=self.cfg.train.seed)
+        fold = {p: k for k, group in enumerate(groups) for p in group}
+        return Assignment(("patient",), [(p,) for p in self.patients], [fold[p] for p in self.patients])
+
+    def _patients(self, k: int, fold_of: Any) -> tuple[list[str], list[str]]:
+        """Test patients of fold ``k`` and its one validation patient."""
+        test = [p for p, f in zip(self.patients, fold_of, strict=True) if f == k]
+        rest = [p for p in self.patients if p not in test]
+        return test, [rest[np.random.default_rng(self.cfg.train.seed + k).integers(len(rest))]]
+
+    def fold_done(self, fold_dir: Path) -> bool:
+        return (fold_dir / "report.html").exists() and (fold_dir / "metrics.json").exists()
+
+    def run_fold(self, k: int, fold_of: Any, fold_dir: Path, *, resume: bool) -> tuple[dict, dict]:
+        test, val = self._patients(k, fold_of)
+        fcfg = self.cfg.model_copy(update={"test_patients": test, "val_patients": val})
+        m = train_segmentation(fcfg, fold_dir, resume=resume, index=self.index,
+                               cache_dir=self.out_dir / "cache")  # decoded once for all folds
+        return _fold_row(k, test, val, m), m["per_patient"]
+
+    def load_fold(self, k: int, fold_of: Any, fold_dir: Path) -> tuple[dict, dict]:
+        test, val = self._patients(k, fold_of)
+        m = json.loads((fold_dir / "metrics.json").read_text(encoding="utf-8"))
+        return _fold_row(k, test, val, m), m["per_patient"]
+
+    def summarise(self, results: list[tuple[dict, dict]]) -> dict[str, Any]:
+        from medlens.segment.metrics import summarise
+
+        all_rows: dict[str, dict[str, float]] = {}
+        for _, rows in results:
+            all_rows.update(rows)
+        return {"folds": [row for row, _ in results], **summarise(all_rows), "per_patient": all_rows}
+
+    def write_report(self, path: Path, cv: dict[str, Any], results: list[tuple[dict, dict]]) -> None:
+        from medlens.segment.report import write_cv_report
+
+        write_cv_report(path, cv, [row for row, _ in results],
+                        title=f"Segmentation cross-validation: {Path(self.cfg.data).name}, {self.plan.folds} folds")
+
+
+def _fold_row(k: int, test: list[str], val: list[str], m: dict[str, Any]) -> dict[str, Any]:
+    return {"fold": k, "test": test, "val": val, "mean_dice": m.get("mean_dice"),
+            "postprocess": (m.get("postprocess") or {}).get("rule"), "members": m.get("members") or []}
 
 
 def load_cv_plan(out_dir: str | Path) -> tuple[SegmentConfig, int]:
     """Config and fold count of a segmentation cross-validation folder (``--resume``)."""
-    path = Path(out_dir) / "cv_plan.json"
+    from medlens.pipelines.cv_driver import read_plan
+
+    plan = read_plan(out_dir)
     try:
-        plan = json.loads(path.read_text(encoding="utf-8"))
         return SegmentConfig(**plan["config"]), int(plan["folds"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{out_dir}: no segmentation cross-validation to resume ({e})") from None
 
 
-def _check_cv_dir(out_dir: Path, cfg: SegmentConfig, folds: int, resume: bool) -> None:
-    started = (out_dir / "cv_plan.json").exists() or any(out_dir.glob("fold*/config.json"))
-    if started and not resume:
-        raise ConfigError(f"{out_dir} already holds a cross-validation; pass --resume to continue it "
-                          "or choose another --out")
+def cv_from_cli(*, data: Path, out: Path | None, config: Path | None, resume: bool, folds: int | None,
+                options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
+    """``medlens cv DATA --task segment``: the config from the flags (as ``train`` builds it) or,
+    with ``resume``, from ``OUT/cv_plan.json``; 3 folds unless given."""
+    from medlens.pipelines.cv_driver import default_out, plan_for_resume
+
     if resume:
-        old_cfg, old_folds = load_cv_plan(out_dir)
-        if old_folds != folds or old_cfg.model_dump(mode="json") != cfg.model_dump(mode="json"):
-            raise ConfigError(f"{out_dir}/cv_plan.json was written with another config or fold count; "
-                              "resume with the same settings or choose another --out")
+        plan_for_resume(out, data)  # --out is given, and DATA (when it exists) is the data cross-validated
+        cfg, planned = load_cv_plan(out or ".")
+        folds = folds or planned
+    else:
+        cfg = config_from_cli(data=data, config=config, options=options)
+    out = out or default_out(data)
+    return cross_validate(cfg, out, folds=folds or 3, resume=resume), out
+
+
+def config_from_cli(*, data: Path, config: Path | None, options: dict[str, Any]) -> SegmentConfig:
+    """The run config from command-line options (``None``/False: not given) over the config file."""
+    from medlens.pipelines.config import deep_update, load_config_file
+
+    base = load_config_file(config) if config else {}
+    over: dict[str, Any] = {"data": str(data)}
+    for key in ("layout", "mask_pattern", "size", "val_fraction", "test_fraction", "spatial_dims", "ensemble",
+                "loss"):
+        if options.get(key) is not None:
+            over[key] = options[key]
+    if options.get("patch"):
+        over["patch"] = parse_patch(options["patch"])
+    if options.get("model"):
+        over["model"] = options["model"]
+    if options.get("no_augment"):
+        over["augment"] = False
+    train = dict(DEFAULT_TRAIN)
+    for key, field in (("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
+                       ("patience", "patience"), ("scheduler", "scheduler"), ("seed", "seed"),
+                       ("device", "device"), ("max_steps", "max_steps_per_epoch")):
+        if options.get(key) is not None:
+            train[field] = options[key]
+    over["train"] = train
+    return make_config(**deep_update(base, over))
 
 
 def train_from_cli(*, data: Path, out: Path | None, config: Path | None, resume: bool,
                    options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     """``medlens train DATA --task segment``: flags override the config file."""
-    from medlens.pipelines.config import deep_update, load_config_file
-
     if resume:
-        if out is None or not (out / "config.json").exists():
+        from medlens.tasks.config import load_run_config
+
+        if out is None:
             raise ConfigError("--resume needs --out pointing at an existing run directory (with config.json)")
-        cfg = SegmentConfig(**json.loads((out / "config.json").read_text()))
+        cfg = load_run_config(out, task="segment")
     else:
-        base = load_config_file(config) if config else {}
-        over: dict[str, Any] = {"data": str(data)}
-        for key in ("layout", "mask_pattern", "size", "val_fraction", "test_fraction", "spatial_dims", "ensemble"):
-            if options.get(key) is not None:
-                over[key] = options[key]
-        if options.get("patch"):
-            over["patch"] = parse_patch(options["patch"])
-        if options.get("model"):
-            over["model"] = options["model"]
-        if options.get("no_augment"):
-            over["augment"] = False
-        train = dict(DEFAULT_TRAIN)
-        for key, field in (("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
-                           ("patience", "patience"), ("scheduler", "scheduler"), ("seed", "seed"),
-                           ("device", "device"), ("max_steps", "max_steps_per_epoch")):
-            if options.get(key) is not None:
-                train[field] = options[key]
-        over["train"] = train
-        cfg = make_config(**deep_update(base, over))
+        cfg = config_from_cli(data=data, config=config, options=options)
         out = out or Path("runs") / f"{Path(data).name}-segment-{time.strftime('%Y%m%d-%H%M%S')}"
         if (out / "checkpoints" / "last.pt").exists() or any(out.glob("member*/checkpoints/last.pt")):
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from medlens.errors import BadInputError
+from medlens.pipelines.config import RunConfig
 from medlens.tasks.registry import Summary, TaskSpec
 
 
@@ -233,6 +234,7 @@ TASK = TaskSpec(
     demo=_demo,
     cross_validate=_cross_validate,
     cv_summary=_cv_summary,
+    config_model=RunConfig,
     options=frozenset({"--channels", "--equalize", "--balance", "--target-sensitivity", "--negative-class",
                        "--patient-aggregate", "--label-column", "--path-column", "--patient-column",
                        "--patient-table"}),

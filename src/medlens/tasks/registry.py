@@ -81,6 +81,8 @@ class TaskSpec:
             ``folds`` and ``out`` ``None`` take the task's defaults, ``resume`` reads the
             settings from ``out``. ``None``: the task cannot be cross-validated.
         cv_summary: ``(cv_metrics) → Summary``: the cross-validation for the terminal.
+        config_model: the pydantic model of a run's config; its ``task`` field is the
+            literal task name, the key of the one config union (:mod:`medlens.tasks.config`).
         options: command-line flags only this task takes; giving one to another task is
             a usage error that names the task it belongs to.
         priority: detection order (higher first); the fallback task has the lowest.
@@ -98,6 +100,7 @@ class TaskSpec:
     demo: Callable[..., Path]
     cross_validate: Callable[..., tuple[dict[str, Any], Path]] | None = None
     cv_summary: Callable[[dict[str, Any]], Summary] | None = None
+    config_model: Any = None
     options: frozenset[str] = frozenset()
     priority: int = 0
 

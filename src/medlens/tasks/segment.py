@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from medlens.errors import BadInputError
+from medlens.segment.config import SegmentConfig
 from medlens.tasks.classify import as_uint8
 from medlens.tasks.registry import Summary, TaskSpec
 
@@ -166,6 +167,7 @@ TASK = TaskSpec(
     demo=_demo,
     cross_validate=_cross_validate,
     cv_summary=_cv_summary,
+    config_model=SegmentConfig,
     options=frozenset({"--spatial-dims", "--patch", "--mask-pattern", "--ensemble", "--loss"}),
     priority=10,
 )
