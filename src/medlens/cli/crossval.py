@@ -13,15 +13,16 @@ from medlens.cli.app import app, make_console
 from medlens.cli.boundary import out_must_be_folder
 from medlens.cli.options import (
     CLASSIFY,
-    COLUMN_DEFAULT,
-    LAYOUT_DEFAULT,
     LAYOUT_HELP,
     MASK_DEFAULT,
     PATCH_DEFAULT,
     by_layout,
     check_device,
     check_model,
+    column_option,
     device_option,
+    layout_option,
+    outside_paths_option,
 )
 from medlens.errors import ConfigError
 
@@ -64,15 +65,11 @@ def cv_cmd(
         None, "--val-fraction", help="classify: validation share carved from each fold's training part",
         show_default=f"{CLASSIFY['val_fraction']}; segment: one validation patient per fold",
     ),
-    layout: str | None = typer.Option(None, "--layout", help=LAYOUT_HELP + "; segment: kaggle_3m, pairs, "
-                                      "nnunet, volumes", show_default=LAYOUT_DEFAULT),
-    label_column: str | None = typer.Option(None, "--label-column", show_default=COLUMN_DEFAULT),
-    path_column: str | None = typer.Option(None, "--path-column", show_default=COLUMN_DEFAULT),
-    patient_column: str | None = typer.Option(None, "--patient-column", show_default=COLUMN_DEFAULT),
-    allow_outside_paths: bool = typer.Option(
-        False, "--allow-outside-paths",
-        help="accept manifest paths outside the data folder (../, absolute paths, symlinks leading out)",
-    ),
+    layout: str | None = layout_option(LAYOUT_HELP + "; segment: kaggle_3m, pairs, nnunet, volumes"),
+    label_column: str | None = column_option("--label-column"),
+    path_column: str | None = column_option("--path-column"),
+    patient_column: str | None = column_option("--patient-column"),
+    allow_outside_paths: bool = outside_paths_option(),
     no_audit: bool = typer.Option(False, "--no-audit", help="skip the quick audit"),
     ignore_audit: bool = typer.Option(
         False, "--ignore-audit", help="run despite blocking audit findings"

@@ -66,6 +66,27 @@ def _and(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+def layout_option(help: str = LAYOUT_HELP) -> Any:
+    """``--layout``: the data layout, detected when not given."""
+    return typer.Option(None, "--layout", help=help, show_default=LAYOUT_DEFAULT)
+
+
+def column_option(flag: str) -> Any:
+    """A manifest column (``--label-column``, ``--path-column``, …), detected from the header."""
+    return typer.Option(None, flag, show_default=COLUMN_DEFAULT)
+
+
+def patient_table_option(help: str | None = None) -> Any:
+    """``--patient-table``: the patient_table layout's CSV of patient labels."""
+    return typer.Option(None, "--patient-table", help=help, show_default=PATIENT_TABLE_DEFAULT)
+
+
+def outside_paths_option() -> Any:
+    """``--allow-outside-paths``: manifest paths may leave the data folder (off: refused)."""
+    return typer.Option(False, "--allow-outside-paths", help="accept manifest paths outside the data folder "
+                        "(../, absolute paths, symlinks leading out)")
+
+
 def device_option(default: str | None = "auto") -> Any:
     """``--device`` (no short flag). ``None`` as default: a config file's value wins."""
     return typer.Option(default, "--device", help=DEVICE_HELP,

@@ -18,7 +18,7 @@ import importlib.util
 import inspect
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ from medlens.registry import Registry
 logger = logging.getLogger(__name__)
 
 TIMM_PREFIX = "timm/"
-_BUILTIN_MODULES = ("medlens.models.cnn", "medlens.models.backbones", "medlens.models.ensemble")
+_BUILTIN_MODULES = ("medlens.models.cnn", "medlens.models.backbones", "medlens.models.ensemble",
+                    "medlens.models.efficientnet_lite")
 _OPTIONAL_MODULES = ("medlens.segment.models",)
 _TIMM_HINT = (
     'timm is not installed. Install the extra with `pip install "medlens[timm]"`; timm '
@@ -53,6 +54,10 @@ class ModelEntry:
     hidden: bool = False  # tiny test stand-ins and internal builders: `medlens models --all`
     task: str = "classify"  # "classify" or "segment"
     spatial_dims: tuple[int, ...] = (2,)  # what medlens trains it on (2: images/slices, 3: volumes)
+    #: named weight sources (``--pretrained imagenet``) → a function giving the local file
+    weights: dict[str, Callable[[], Path]] = field(default_factory=dict)
+    normalize: dict[str, list[float]] | None = None  # input normalisation the named weights expect
+    head: str | None = None  # the classifier module (fine-tuning: warm-up, its own learning rate)
 
     @property
     def summary(self) -> str:
@@ -84,6 +89,9 @@ def register_model(
     hidden: bool | None = None,
     task: str | None = None,
     spatial_dims: tuple[int, ...] | None = None,
+    weights: dict[str, Callable[[], Path]] | None = None,
+    normalize: dict[str, list[float]] | None = None,
+    head: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a model factory under ``name``.
 
@@ -103,6 +111,11 @@ def register_model(
         task: ``"classify"`` or ``"segment"`` (default: segment for family ``"unet"``).
         spatial_dims: dimensionalities medlens trains it on (default: ``(2, 3)`` for
             segmenters, ``(2,)`` for classifiers).
+        weights: named weight sources that install offline (``{"imagenet": fn}``, ``fn()``
+            returning the local file), chosen with ``pretrained="imagenet"``.
+        normalize: the input normalisation (``mean``/``std`` per RGB channel on [0, 1]) the
+            named weights were trained with; a run that loads them uses it.
+        head: name of the classifier module (a fine-tuning recipe warms it up first).
     """
     if name.startswith(TIMM_PREFIX):
         raise ValueError(f"model names starting with {TIMM_PREFIX!r} are reserved for timm")
@@ -115,7 +128,7 @@ def register_model(
 
     def deco(factory: Callable[..., Any]) -> Callable[..., Any]:
         entry = ModelEntry(name, factory, input_size, family, channels_last, cam_layer,
-                           description, hide, kind, dims)
+                           description, hide, kind, dims, dict(weights or {}), normalize, head)
         MODELS.register(name)(entry)
         return factory
 
@@ -180,6 +193,9 @@ def model_info(name: str) -> dict[str, Any]:
         "family": entry.family,
         "channels_last": entry.channels_last,
         "cam_layer": cam_layer,
+        "weights": sorted(entry.weights),  # named sources: --pretrained imagenet
+        "normalize": entry.normalize,
+        "head": entry.head,
     }
 
 
@@ -301,6 +317,7 @@ def create_model(
     if not isinstance(pretrained, (str, Path, bool, type(None))):
         raise ConfigError(f"pretrained must be a path, True/False or None, got {pretrained!r}")
     weights_path = None if isinstance(pretrained, (bool, type(None))) else Path(pretrained)
+    source = None  # a named weight source of the entry ("imagenet"), resolved to its local file
 
     if name.startswith(TIMM_PREFIX):
         model = _create_timm(
@@ -317,6 +334,13 @@ def create_model(
                 "download source. Pass a local weights file instead: "
                 "pretrained='/path/to/weights.pth' (.pt/.pth/.bin/.safetensors)."
             )
+        if isinstance(pretrained, str) and not Path(pretrained).exists() and (
+                pretrained in entry.weights or pretrained.lower() == "imagenet"):
+            if pretrained not in entry.weights:
+                named = ", ".join(n for n in list_models() if MODELS.get(n).weights) or "none"
+                raise ConfigError(f"{canonical!r} has no {pretrained!r} weights that install offline; "
+                                  f"models that do: {named}. Or pass a local weights file.")
+            source, weights_path = pretrained, entry.weights[pretrained]()
         options = dict(kwargs, num_classes=num_classes, in_channels=in_channels)
         options["spatial_dims"] = spatial_dims
         model = _call_factory(entry, options)
@@ -336,4 +360,6 @@ def create_model(
         from medlens.models.pretrained import load_pretrained
 
         model.pretrained_report = load_pretrained(model, weights_path)
+        if source is not None:
+            model.pretrained_report["named_source"] = source
     return model

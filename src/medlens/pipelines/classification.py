@@ -104,6 +104,28 @@ def _norm_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     return mean.round(6).tolist(), np.maximum(std, 1e-3).round(6).tolist()
 
 
+def pretrained_normalize(cfg: RunConfig) -> tuple[list[float], list[float]] | None:
+    """The normalisation named weights were trained with (``--pretrained imagenet``), per
+    input channel, or ``None`` (random init or a weights file: the training rows' statistics).
+
+    A 1-channel run gets the RGB values averaged; with the Lite models' equal per-channel
+    values that is exact (see :mod:`medlens.models.efficientnet_lite`).
+    """
+    from medlens.models import model_info
+
+    pre = cfg.model.pretrained
+    if not pre or cfg.model.name.startswith("timm/"):
+        return None
+    info = model_info(cfg.model.name)
+    if pre not in info.get("weights", []) or not info.get("normalize") or Path(pre).exists():
+        return None
+    mean, std = np.asarray(info["normalize"]["mean"]), np.asarray(info["normalize"]["std"])
+    c = cfg.preprocess.channels
+    if c != len(mean):
+        mean, std = np.full(c, mean.mean()), np.full(c, std.mean())
+    return mean.round(6).tolist(), std.round(6).tolist()
+
+
 def _split_mask(cache: ImageCache, split: str) -> np.ndarray:
     return np.array([r.split == split for r in cache.records])
 
@@ -118,6 +140,15 @@ def build_model(cfg: RunConfig, num_classes: int) -> tuple[torch.nn.Module, dict
     if getattr(model, "pretrained_report", None):
         log.info("pretrained weights from %s: %s", cfg.model.pretrained, model.pretrained_report)
     return model, kwargs
+
+
+def _head(cfg: RunConfig) -> str | None:
+    """The model's registered classifier module (fine-tuning: warm-up, its own learning rate)."""
+    if cfg.model.name.startswith("timm/"):
+        return None
+    from medlens.models import model_info
+
+    return model_info(cfg.model.name).get("head")
 
 
 def _channels_last(cfg: RunConfig) -> bool:
@@ -149,7 +180,7 @@ def fit_classifier(cfg: RunConfig, images: np.ndarray, labels: np.ndarray, train
     exactly as a single run does. Normalisation statistics come from the training rows.
     """
     k = num_classes
-    mean, std = _norm_stats(images[train_m])
+    mean, std = pretrained_normalize(cfg) or _norm_stats(images[train_m])
     cl = _channels_last(cfg)
     weights = class_weights(labels[train_m], k) if cfg.balance == "weighted_loss" else None
     task = ClassificationTask(num_classes=k, mean=mean, std=std, augment=cfg.augment,
@@ -162,7 +193,7 @@ def fit_classifier(cfg: RunConfig, images: np.ndarray, labels: np.ndarray, train
                              shuffle=False)
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed alone
     model, model_kwargs = build_model(cfg, k)
-    train_cfg = cfg.train.model_copy(update={"channels_last": cl})
+    train_cfg = cfg.train.model_copy(update={"channels_last": cl, "head": cfg.train.head or _head(cfg)})
     result = fit(model, task, train_loader, val_loader, train_cfg, run_dir, resume=resume)
     return Fitted(model, task, result, model_kwargs, mean, std)
 

@@ -37,7 +37,8 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "cancernet"
-    pretrained: str | None = Field(None, description="local weights file (or 'hub' for timm/* names when online)")
+    pretrained: str | None = Field(None, description="local weights file, or a named source that installs "
+                                   "offline ('imagenet' for efficientnet_lite0/1/2)")
     kwargs: dict[str, Any] = Field(default_factory=dict)
 
 

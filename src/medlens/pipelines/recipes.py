@@ -29,6 +29,14 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+#: What ``--pretrained imagenet`` (a named, offline ImageNet source) adds to the layout's recipe:
+#: the usual transfer-learning schedule — a new head warmed up alone on the frozen backbone,
+#: then everything at a lower backbone learning rate — unless the user set these values.
+FINETUNE: dict[str, dict[str, Any]] = {
+    "train": {"freeze_backbone_epochs": 2, "backbone_lr_mult": 0.1, "warmup_epochs": 0},
+}
+
+
 def detect_layout(cfg: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """Return the layout name and a few facts (native size, channels) without decoding everything."""
     from medlens.data.layouts import load_dataset
@@ -60,6 +68,12 @@ def apply_recipe(cfg: dict[str, Any]) -> RunConfig:
         sec = out.setdefault(section, {})
         for key, val in values.items():
             sec.setdefault(key, val)
+    if str((out.get("model") or {}).get("pretrained") or "").lower() == "imagenet":
+        for section, values in FINETUNE.items():
+            sec = out.setdefault(section, {})
+            for key, val in values.items():
+                sec.setdefault(key, val)
+        log.info("--pretrained imagenet: fine-tuning recipe %s", FINETUNE)
     pre = out.setdefault("preprocess", {})
     if "size" in facts:
         pre.setdefault("size", facts["size"])

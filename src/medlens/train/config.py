@@ -31,3 +31,10 @@ class TrainConfig(BaseModel):
     progress: bool | None = Field(None, description="progress bar; None = only on a TTY")
     channels_last: bool | None = Field(None, description="None = the model's registered preference")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; None = torch default")
+    # fine-tuning a pretrained backbone (both need `head`; the defaults train every weight alike)
+    head: str | None = Field(None, description="the classifier module's name (e.g. '_fc'); None = the "
+                             "model's registered head, if any")
+    freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for this many epochs "
+                                        "(warm-up of a new head on a pretrained backbone), then everything")
+    backbone_lr_mult: float = Field(1.0, gt=0, le=1, allow_inf_nan=False,
+                                    description="learning rate of the backbone = lr × this (the head keeps lr)")

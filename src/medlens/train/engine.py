@@ -111,7 +111,8 @@ def fit(
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    head, backbone = _head_split(model, cfg)
+    opt = torch.optim.AdamW(_param_groups(model, head, backbone, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = _make_scheduler(opt, cfg, task.mode)
     use_amp = bool(cfg.amp and device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -153,6 +154,8 @@ def fit(
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(epoch)
             _set_warmup_lr(opt, cfg, epoch)
+            for p in backbone:  # head warm-up: the backbone waits (set every epoch: resume-safe)
+                p.requires_grad_(epoch >= cfg.freeze_backbone_epochs)
             train_loss, n_items = _train_epoch(
                 model, task, train_loader, opt, scaler, device, cfg, use_amp, show, epoch, ema
             )
@@ -284,13 +287,41 @@ def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, mode: str):  #
     return None
 
 
+def _head_split(model: nn.Module, cfg: TrainConfig) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(head, backbone) parameters when fine-tuning asks for them apart, else ([], []).
+
+    Raises:
+        ConfigError: a fine-tuning setting without a head, or a head name the model lacks.
+    """
+    if cfg.freeze_backbone_epochs == 0 and cfg.backbone_lr_mult == 1.0:
+        return [], []
+    if not cfg.head:
+        raise ConfigError("freeze_backbone_epochs/backbone_lr_mult need the model's head (train.head); "
+                          "this model registers none")
+    try:
+        head = list(model.get_submodule(cfg.head).parameters())
+    except AttributeError:
+        raise ConfigError(f"train.head {cfg.head!r} is not a module of {type(model).__name__}") from None
+    ids = {id(p) for p in head}
+    return head, [p for p in model.parameters() if id(p) not in ids]
+
+
+def _param_groups(model: nn.Module, head: list[nn.Parameter], backbone: list[nn.Parameter],
+                  cfg: TrainConfig) -> list[dict[str, Any]]:
+    """One group (every weight at ``lr``), or backbone at ``lr × backbone_lr_mult`` and head at ``lr``."""
+    if not head:
+        return [{"params": list(model.parameters()), "base_lr": cfg.lr}]
+    return [{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult, "base_lr": cfg.lr * cfg.backbone_lr_mult},
+            {"params": head, "lr": cfg.lr, "base_lr": cfg.lr}]
+
+
 def _set_warmup_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, epoch: int) -> None:
     if cfg.warmup_epochs and epoch < cfg.warmup_epochs:
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * (epoch + 1) / (cfg.warmup_epochs + 1)
+            g["lr"] = g.get("base_lr", cfg.lr) * (epoch + 1) / (cfg.warmup_epochs + 1)
     elif cfg.warmup_epochs and epoch == cfg.warmup_epochs:
         for g in opt.param_groups:
-            g["lr"] = cfg.lr
+            g["lr"] = g.get("base_lr", cfg.lr)
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
