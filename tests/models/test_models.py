@@ -20,6 +20,8 @@ FULL = {
     "resnet18": 32, "resnet50": 32, "resnet101": 32, "densenet121": 32,
     "efficientnet_b0": 32, "efficientnet_b1": 32, "mobilenetv3_small": 32,
     "mobilenetv3_large": 32, "melanoma_cnn": 32,
+    # no small stem: 64 px keeps a 2×2 CAM map (the ImageNet stride of 32)
+    "efficientnet_lite0": 64, "efficientnet_lite1": 64, "efficientnet_lite2": 64,
 }  # fmt: skip
 # torchvision's parameter counts at 1000 classes: proves the architectures are the real ones
 REFERENCE_PARAMS = {
@@ -171,7 +173,7 @@ def test_register_model_metadata_and_fallback_cam_layer(probe_name: str) -> None
 
     info = model_info(name)
     assert info == {"name": name, "input_size": 12, "family": "probe", "channels_last": True,
-                    "cam_layer": "1"}  # fmt: skip
+                    "cam_layer": "1", "weights": [], "normalize": None, "head": None}  # fmt: skip
     assert name in list_models("test_reg*")
     with pytest.raises(ValueError, match="twice"):
         register_model(name)(lambda **kw: None)

@@ -13,10 +13,10 @@ from torch import nn
 from medlens.io.geometry import Geometry
 from medlens.io.volumes import write_volume
 from medlens.segment.data import build_slices, read_volume_pair
-from medlens.segment.evaluation import evaluate_slices
 from medlens.segment.layouts import load_segmentation_dataset
 from medlens.segment.metrics import hd95
-from medlens.segment.volumes import build_volumes, evaluate_volumes
+from medlens.segment.views import SliceView, VolumeView
+from medlens.segment.volumes import build_volumes
 
 # x, y (in-plane 0.5 mm) and z (4 mm slices), a rotated in-plane direction and an origin
 GEO = Geometry((0.5, 0.5, 4.0), (10.0, -20.0, 30.0), (0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
@@ -56,7 +56,7 @@ def test_hd95_in_mm_uses_array_order_spacing_3d(shifted):
     vols = build_volumes(load_segmentation_dataset(shifted))
     pid = vols.patients[0]
     assert vols.geometry[pid] == GEO and vols.spacing[pid] == (4.0, 0.5, 0.5)
-    rows, _ = evaluate_volumes(CopyImage(), vols, patch=SHAPE, threshold=0.5)
+    rows, _, _ = VolumeView(vols, patch=SHAPE).evaluate(CopyImage(), "all", threshold=0.5)
     right, swapped = _expected(_truth())
     assert right == pytest.approx(4.0)  # one slice off: 4 mm, not 0.5 mm
     assert swapped < 1.0
@@ -66,7 +66,7 @@ def test_hd95_in_mm_uses_array_order_spacing_3d(shifted):
 def test_hd95_in_mm_uses_array_order_spacing_2d_slices(shifted, tmp_path):
     sl = build_slices(load_segmentation_dataset(shifted), cache_dir=tmp_path / "cache")
     pid = str(sl.patients[0])
-    rows, _ = evaluate_slices(CopyImage(), sl, size=None, threshold=0.5, divisor=1)
+    rows, _, _ = SliceView(sl, size=None, divisor=1).evaluate(CopyImage(), "all", threshold=0.5)
     assert rows[pid]["hd95"] == pytest.approx(_expected(_truth())[0])
     # the cache gives back the same Geometry, direction and origin included
     again = build_slices(load_segmentation_dataset(shifted), cache_dir=tmp_path / "cache")

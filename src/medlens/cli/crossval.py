@@ -85,6 +85,8 @@ def cv_cmd(
                                      "e.g. 32,64,64", show_default=PATCH_DEFAULT),
     ensemble: int | None = typer.Option(None, "--ensemble", help="segment: models per fold from seeds seed, "
                                         "seed+1, …, probabilities averaged", show_default="1"),
+    group_by: str | None = typer.Option(None, "--group-by", help="segment: hold out whole patients or whole "
+                                        "institutions (sites; from TCGA case ids) per fold", show_default="patient"),
     resume: bool = typer.Option(
         False, "--resume", help="continue the cross-validation in --out with its saved settings (other flags "
         "are ignored): finished folds are read back, an interrupted one continues from its checkpoints"

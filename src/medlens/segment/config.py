@@ -46,6 +46,9 @@ class SegmentConfig(BaseModel):
         None, description="3D only: training patch (D, H, W) in voxels, array order (slices, rows, "
                           "columns); None = 32×64×64, clipped to the smallest training volume")
     samples_per_volume: int = Field(4, ge=1, description="3D only: patches per training volume per epoch")
+    group_by: Literal["patient", "institution"] = Field(
+        "patient", description="cross-validation: hold out whole patients, or whole institutions (sites) "
+                               "— the test of a model meant for the next hospital")
     intensity: IntensityPolicy = Field(
         default_factory=PercentileWindow,
         description="how volume intensities become the network's input: percentile window (default, MRI), "
@@ -65,6 +68,15 @@ class SegmentConfig(BaseModel):
         if v is not None and (len(v) != 3 or any(int(s) < 1 for s in v)):
             raise ValueError(f"patch must be three positive sides (D, H, W), e.g. [32, 64, 64]; got {v}")
         return v
+
+    def network_options(self) -> dict[str, Any]:
+        """Options of ``create_model`` besides classes and channels: ``model_kwargs`` with
+        ``spatial_dims``, which ``model_kwargs`` may not contradict."""
+        kwargs = dict(self.model_kwargs)
+        if kwargs.pop("spatial_dims", self.spatial_dims) != self.spatial_dims:
+            raise ConfigError(f"model_kwargs.spatial_dims contradicts spatial_dims={self.spatial_dims}; "
+                              "leave it out of model_kwargs")
+        return {**kwargs, "spatial_dims": self.spatial_dims}
 
     @model_validator(mode="after")
     def _patch_needs_3d(self) -> SegmentConfig:

@@ -1,5 +1,6 @@
-"""Evaluation of segmentation models on held-out patients: per-patient volume metrics,
-``metrics.json``, ``per_patient.csv`` and the report (``medlens evaluate`` for packages)."""
+"""Evaluation of segmentation packages on held-out patients (``medlens evaluate``):
+per-patient volume metrics, ``metrics.json``, ``per_patient.csv`` and the report, 2D or 3D
+through the same data view (:mod:`medlens.segment.views`)."""
 
 from __future__ import annotations
 
@@ -8,30 +9,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from medlens.errors import BadInputError, ConfigError
 from medlens.io.atomic import atomic_write_json, atomic_write_text
-
-
-def evaluate_slices(model: Any, sl: Any, *, size: int | None, threshold: float, divisor: int,
-                    device: Any = "cpu", postprocess: str | None = None
-                    ) -> tuple[dict[str, dict[str, float]], np.ndarray]:
-    """Full per-patient metrics of ``sl`` (a SliceSet) and the probability maps, after the
-    post-processing ``rule`` on each patient's slice stack (removed voxels get 0)."""
-    from medlens.segment.metrics import per_patient
-    from medlens.segment.postprocess import postprocess_probs
-    from medlens.segment.predict import predict_slices
-
-    probs = predict_slices(model, sl.images, resize=size, divisor=divisor, device=device)
-    truth = sl.masks[:, 0].astype(bool)
-    rows: dict[str, dict[str, float]] = {}
-    for pid in dict.fromkeys(sl.patients.tolist()):
-        sel = sl.patients == pid
-        probs[sel] = postprocess_probs(probs[sel], threshold, postprocess)
-        sp = sl.spacing.get(pid)
-        rows.update(per_patient(probs[sel] >= threshold, truth[sel], sl.patients[sel], spacing=sp))
-    return rows, probs
 
 
 def write_per_patient(path: Path, rows: dict[str, dict[str, float]]) -> None:
@@ -52,10 +31,10 @@ def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out_dir
     ``strict`` refuses them before anything is written.
     """
     from medlens.data.splits import load_splits
-    from medlens.segment.data import build_slices
     from medlens.segment.layouts import load_segmentation_dataset
     from medlens.segment.metrics import summarise
     from medlens.segment.report import write_report
+    from medlens.segment.views import package_view
 
     layout = layout_opts.get("layout")
     index = load_segmentation_dataset(data, layout=layout if layout not in ("", None) else None)
@@ -71,28 +50,16 @@ def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out_dir
             raise BadInputError(f"{data}: no slices in split {split!r}")
     ood = _ood_check(pkg, index, strict=strict)
     meta = pkg.metadata
-    size = meta.get("preprocess", {}).get("resize")
-    intensity = meta.get("preprocess", {}).get("intensity")  # absent: the default policy
-    if int(meta["input"].get("spatial_dims", 2)) == 3:
-        from medlens.segment.volumes import build_volumes, evaluate_volumes
-
-        vols = build_volumes(index, size=size, channels=int(meta["input"]["channels"]), intensity=intensity)
-        rows, vprobs = evaluate_volumes(pkg.model, vols, patch=meta["input"]["patch"],
-                                        threshold=float(meta.get("threshold", 0.5)), device=pkg.device,
-                                        postprocess=meta.get("postprocess"))
-        sl, probs = vols.as_slices(vprobs)
-    else:
-        sl = build_slices(index, size=size, channels=int(meta["input"]["channels"]), intensity=intensity)
-        rows, probs = evaluate_slices(pkg.model, sl, size=size, threshold=float(meta.get("threshold", 0.5)),
-                                      divisor=int(meta["input"].get("divisor", 16)), device=pkg.device,
-                                      postprocess=meta.get("postprocess"))
+    view = package_view(meta, index)  # decoded as trained: size, channels, intensity policy (absent: default)
+    rows, sl, probs = view.evaluate(pkg.model, "all", threshold=float(meta.get("threshold", 0.5)),
+                                    device=pkg.device, postprocess=meta.get("postprocess"))
     metrics = {"split": split, "data": str(data), "model": str(pkg.path), **summarise(rows), "per_patient": rows,
                "ood": ood}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "metrics.json", metrics)
     write_per_patient(out_dir / "per_patient.csv", rows)
-    write_report(out_dir / "report.html", sl, probs, rows, metrics, problems=sl.problems,
+    write_report(out_dir / "report.html", sl, probs, rows, metrics, problems=view.problems,
                  threshold=float(meta.get("threshold", 0.5)), title=f"Evaluation on {Path(data).name} ({split})")
     return metrics
 

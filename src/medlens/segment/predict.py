@@ -100,6 +100,19 @@ def predict_slices(model: torch.nn.Module, images: np.ndarray, *, resize: int | 
 
 
 @torch.no_grad()
+def window_logits(model: torch.nn.Module, x: torch.Tensor, *, window: Sequence[int], sw_batch_size: int = 4,
+                  overlap: float = 0.25) -> torch.Tensor:
+    """Float32 logits of a float input ``(B, C, *spatial)`` (any number of spatial axes) by
+    ``monai.inferers.sliding_window_inference`` with windows of ``window``: MONAI pads an
+    input smaller than a window (zeros) and blends overlapping windows with a Gaussian."""
+    from monai.inferers import sliding_window_inference
+
+    logits = sliding_window_inference(x, roi_size=tuple(int(p) for p in window), sw_batch_size=sw_batch_size,
+                                      predictor=model, overlap=overlap, mode="gaussian")
+    return torch.as_tensor(logits).float()
+
+
+@torch.no_grad()
 def volume_logits(model: torch.nn.Module, image: np.ndarray, *, patch: Sequence[int],
                   resize: int | None = None, sw_batch_size: int = 4, overlap: float = 0.25,
                   device: torch.device | str = "cpu") -> torch.Tensor:
@@ -114,8 +127,6 @@ def volume_logits(model: torch.nn.Module, image: np.ndarray, *, patch: Sequence[
         resize: the training in-plane side; slices are resized to it (area) and the
             logits back to ``(H, W)`` (trilinear). ``None`` keeps the voxels as they are.
     """
-    from monai.inferers import sliding_window_inference
-
     if image.ndim != 4:
         raise ValueError(f"volume_logits: expected (C, D, H, W), got shape {image.shape}")
     model.eval()
@@ -123,9 +134,7 @@ def volume_logits(model: torch.nn.Module, image: np.ndarray, *, patch: Sequence[
     d, h, w = x.shape[-3:]
     if resize is not None and (h, w) != (resize, resize):
         x = F.interpolate(x, size=(d, resize, resize), mode="area")
-    logits = sliding_window_inference(x, roi_size=tuple(int(p) for p in patch), sw_batch_size=sw_batch_size,
-                                      predictor=model, overlap=overlap, mode="gaussian")
-    logits = torch.as_tensor(logits).float()
+    logits = window_logits(model, x, window=patch, sw_batch_size=sw_batch_size, overlap=overlap)
     if tuple(logits.shape[-2:]) != (h, w):
         logits = F.interpolate(logits, size=(d, h, w), mode="trilinear", align_corners=False)
     return logits

@@ -1,10 +1,11 @@
-"""The segmentation task for the training engine: batched torch augmentation, loss,
-per-patient-volume validation Dice (the monitored metric ``val_dice``), and :class:`Fitted`,
-what a 2D or 3D training step returns.
+"""The segmentation task for the training engine, one for any number of spatial axes:
+batched torch augmentation, loss, per-patient-volume validation Dice (the monitored
+metric ``val_dice``). The spatial dims are those of the batches (``(B, C, H, W)`` slices or
+``(B, C, D, H, W)`` patches); the data view (:mod:`medlens.segment.views`) says whether
+validation runs whole inputs or sliding windows (``window``).
 
 Layering inside ``medlens.segment``: ``task`` uses ``predict`` (sliding-window inference
-for whole-volume validation); ``volumes`` and ``workflow`` use ``task``; nothing below
-imports upwards."""
+for whole-volume validation); ``workflow`` uses ``task``; nothing below imports upwards."""
 
 from __future__ import annotations
 
@@ -18,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from medlens.segment.losses import create_loss
-from medlens.segment.metrics import dice, iou, per_patient, per_slice
-from medlens.segment.predict import volume_logits
+from medlens.segment.metrics import dice, iou, per_slice
+from medlens.segment.predict import window_logits
 from medlens.transforms.intensity import to_float
 
-__all__ = ["Fitted", "SegmentAugment", "SegmentTask", "SegmentTask3D", "to_float"]
+__all__ = ["SegmentAugment", "SegmentTask", "to_float"]
 
 
 @dataclass
@@ -30,10 +31,11 @@ class SegmentAugment:
     """Augmentations applied to a whole batch at once (images and masks alike).
 
     Flips and a random affine (rotation, scale, shift) resample masks nearest-neighbour;
-    intensity scale/shift touch images only. 2D batches ``(B, C, H, W)`` flip left-right;
-    3D batches ``(B, C, D, H, W)`` flip each axis independently (nnU-Net's mirroring) and
-    rotate/scale/shift within the axial plane only, since slices are often much thicker
-    than the in-plane pixels and a tilt would smear them.
+    intensity scale/shift touch images only. The spatial axes are the batch's: slices
+    ``(B, C, H, W)`` flip left-right; volumes ``(B, C, D, H, W)`` flip each axis
+    independently (nnU-Net's mirroring). Rotation, scale and shift act within the axial
+    (H, W) plane only, the slice axis left alone, since slices are often much thicker than
+    the in-plane pixels and a tilt would smear them.
     """
 
     flip: bool = True
@@ -44,19 +46,20 @@ class SegmentAugment:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        if x.ndim not in (4, 5):
+        spatial = x.ndim - 2
+        if spatial not in (2, 3):
             raise ValueError(f"SegmentAugment: expected (B, C, H, W) or (B, C, D, H, W), got {tuple(x.shape)}")
         b, dev = x.shape[0], x.device
         per_item = (b,) + (1,) * (x.ndim - 1)  # broadcasts one value per batch item
-        if self.flip:  # 2D: left-right; 3D: every axis (nnU-Net's mirroring)
-            axes = (-1,) if x.ndim == 4 else (-3, -2, -1)
+        if self.flip:
+            axes = flip_axes(spatial)
             f = (torch.rand(b, len(axes), generator=gen) < 0.5).to(dev)
             for k, axis in enumerate(axes):
                 sel = f[:, k].view(per_item)
                 x = torch.where(sel, x.flip(axis), x)
                 y = torch.where(sel, y.flip(axis), y)
         if self.rotate_deg or self.scale or self.shift:
-            grid = F.affine_grid(self._theta(b, x.ndim, gen).to(dev, x.dtype), list(x.shape), align_corners=False)
+            grid = F.affine_grid(self._theta(b, spatial, gen).to(dev, x.dtype), list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
             y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
         if self.intensity:
@@ -64,34 +67,49 @@ class SegmentAugment:
             x = x * (1 + k[:, :1].view(per_item)) + k[:, 1:].view(per_item)
         return x, y
 
-    def _theta(self, b: int, ndim: int, gen: torch.Generator | None) -> torch.Tensor:
-        """Affine matrices of a rotation/scale/shift in the (H, W) plane; in 3D the slice
-        axis is left alone (``affine_grid`` orders 3D coordinates (W, H, D))."""
+    def _theta(self, b: int, spatial: int, gen: torch.Generator | None) -> torch.Tensor:
+        """Affine matrices ``(b, spatial, spatial + 1)`` of a rotation/scale/shift in the
+        (H, W) plane; further axes (the slice axis) are left alone. ``affine_grid`` orders
+        coordinates last axis first, (W, H[, D]): the plane is the first two rows."""
         r = torch.rand(b, 4, generator=gen) * 2 - 1
         ang = r[:, 0] * math.radians(self.rotate_deg)
         s = 1 + r[:, 1] * self.scale
         cos, sin = torch.cos(ang) / s, torch.sin(ang) / s
-        tx, ty = r[:, 2] * self.shift * 2, r[:, 3] * self.shift * 2
-        if ndim == 4:
-            return torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-        zero, one = torch.zeros(b), torch.ones(b)
-        return torch.stack([torch.stack([cos, -sin, zero, tx], 1), torch.stack([sin, cos, zero, ty], 1),
-                            torch.stack([zero, zero, one, zero], 1)], 1)
+        theta = torch.zeros(b, spatial, spatial + 1)
+        theta[:, 0, 0], theta[:, 0, 1], theta[:, 0, -1] = cos, -sin, r[:, 2] * self.shift * 2
+        theta[:, 1, 0], theta[:, 1, 1], theta[:, 1, -1] = sin, cos, r[:, 3] * self.shift * 2
+        for k in range(2, spatial):
+            theta[:, k, k] = 1.0
+        return theta
+
+
+def flip_axes(spatial: int) -> tuple[int, ...]:
+    """Axes :class:`SegmentAugment` mirrors: left-right for slices, every axis of a volume."""
+    return (-1,) if spatial == 2 else tuple(range(-spatial, 0))
 
 
 @dataclass
 class SegmentTask:
-    """Binary lesion segmentation with a one-channel logit output.
+    """Binary lesion segmentation with a one-channel logit output, on 2 or 3 spatial axes.
 
-    Batches are dicts with ``image`` uint8 ``(B, C, H, W)``, ``mask`` uint8
-    ``(B, 1, H, W)`` and (validation) ``patient`` int64 codes. ``validate`` returns
-    ``val_dice`` (mean over patients of whole-volume Dice), ``val_iou``,
-    ``val_slice_dice`` (mean over lesion slices) and ``val_loss``.
+    Training batches are dicts with ``image`` uint8 ``(B, C, *spatial)`` and ``mask`` uint8
+    ``(B, 1, *spatial)``: slices ``(H, W)`` or patches ``(D, H, W)``. Validation batches add
+    ``patient`` int64 codes; the items of one patient, in order, are that patient's volume
+    (batches of slices, or one whole volume per batch). ``window``: ``None`` runs every
+    validation batch through the network as it is; a size ``(D, H, W)`` runs sliding-window
+    inference with it (whole volumes, trained on smaller patches), so early stopping
+    watches the figure that is reported, not Dice on cherry-picked patches.
+
+    ``validate`` returns ``val_dice`` (mean over patients of whole-volume Dice), ``val_iou``,
+    ``val_slice_dice`` (mean over axial slices with a lesion) and ``val_loss`` (the loss of
+    each batch, weighted by its items: per slice, or per volume).
     """
 
     loss: str = "dice_bce"
     threshold: float = 0.5
     augment: SegmentAugment | None = field(default_factory=SegmentAugment)
+    window: tuple[int, ...] | None = None
+    sw_batch_size: int = 4
     monitor: str = "val_dice"
     mode: str = "max"
     _loss_fn: Any = field(default=None, init=False, repr=False)
@@ -106,87 +124,37 @@ class SegmentTask:
             x, y = self.augment(x, y)
         return self._loss_fn(model(x), y)
 
+    def logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Validation logits of float input ``(B, C, *spatial)``: one forward, or sliding windows."""
+        if self.window is None:
+            return model(x)
+        return window_logits(model, x, window=self.window, sw_batch_size=self.sw_batch_size)
+
     @torch.no_grad()
-    def predict_loader(self, model: nn.Module, loader: Any, device: torch.device
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-        """Probabilities ``(N, H, W)``, truth masks, patient codes and the mean loss."""
-        probs, truths, pats, losses = [], [], [], []
+    def validate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
+        model.eval()
+        volumes: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}  # patient code → (preds, truths)
+        slice_dice, loss_sum, items = [], 0.0, 0
         for batch in loader:
             x = to_float(batch["image"].to(device))
-            logits = model(x)
-            y = batch["mask"].to(device).float()
-            losses.append(float(self._loss_fn(logits, y)) * len(x))
-            probs.append(torch.sigmoid(logits.float())[:, 0].cpu().numpy())
-            truths.append(batch["mask"][:, 0].numpy())
-            pats.append(batch["patient"].numpy() if "patient" in batch else np.zeros(len(x), np.int64))
-        p, t, c = np.concatenate(probs), np.concatenate(truths), np.concatenate(pats)
-        return p, t, c, sum(losses) / max(len(p), 1)
-
-    def validate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
-        model.eval()
-        prob, truth, pats, loss = self.predict_loader(model, loader, device)
-        pred = prob >= self.threshold
-        rows = per_patient(pred, truth, pats, full=False)
-        sl = per_slice(pred, truth)
-        lesion = truth.reshape(len(truth), -1).any(1)
-        return {
-            "val_dice": float(np.mean([r["dice"] for r in rows.values()])),
-            "val_iou": float(np.mean([r["iou"] for r in rows.values()])),
-            "val_slice_dice": float(sl["dice"][lesion].mean()) if lesion.any() else float("nan"),
-            "val_loss": loss,
-        }
-
-
-@dataclass
-class SegmentTask3D(SegmentTask):
-    """3D lesion segmentation: the same loss and augmentation on patch batches, whole-volume
-    validation.
-
-    Training batches are dicts with ``image`` uint8 ``(B, C, D, H, W)`` and ``mask`` uint8
-    ``(B, 1, D, H, W)`` (see :class:`medlens.segment.volumes.PatchLoader`). Validation
-    iterates ``(patient, image (C, D, H, W), mask (D, H, W))`` over whole volumes and
-    predicts each by sliding-window inference with ``patch``, so early stopping watches the
-    figure that is reported (whole-volume Dice per patient), not Dice on cherry-picked
-    patches. ``val_loss`` is the loss of each whole volume, averaged over patients.
-    """
-
-    patch: tuple[int, int, int] = (32, 64, 64)
-    sw_batch_size: int = 4
-
-    def validate(self, model: nn.Module, loader: Any, device: torch.device) -> dict[str, float]:
-        model.eval()
-        dices, ious, losses, slice_dice = [], [], [], []
-        for _pid, image, mask in loader:
-            logits = volume_logits(model, image, patch=self.patch, sw_batch_size=self.sw_batch_size,
-                                   device=device)
-            y = torch.from_numpy(np.ascontiguousarray(mask)[None, None]).to(logits.device).float()
-            losses.append(float(self._loss_fn(logits, y)))
-            pred = (torch.sigmoid(logits)[0, 0] >= self.threshold).cpu().numpy()
-            dices.append(dice(pred, mask))
-            ious.append(iou(pred, mask))
-            lesion = mask.reshape(len(mask), -1).any(1)
+            logits = self.logits(model, x)
+            loss_sum += float(self._loss_fn(logits, batch["mask"].to(device).float())) * len(x)
+            items += len(x)
+            pred = torch.sigmoid(logits.float())[:, 0].cpu().numpy() >= self.threshold
+            truth = batch["mask"][:, 0].numpy()
+            codes = batch["patient"].numpy() if "patient" in batch else np.zeros(len(x), np.int64)
+            for code, p, t in zip(codes.tolist(), pred, truth):
+                preds, truths = volumes.setdefault(code, ([], []))
+                preds.append(p), truths.append(t)
+            axial = truth.reshape(-1, *truth.shape[-2:])  # every axial slice of the batch
+            lesion = axial.reshape(len(axial), -1).any(1)
             if lesion.any():
-                slice_dice.append(per_slice(pred[lesion], mask[lesion])["dice"])
+                slice_dice.append(per_slice(pred.reshape(axial.shape)[lesion], axial[lesion])["dice"])
+        scores = [(dice(np.stack(p), np.stack(t)), iou(np.stack(p), np.stack(t))) for p, t in volumes.values()]
+        lesion_dice = np.concatenate(slice_dice) if slice_dice else np.zeros(0)
         return {
-            "val_dice": float(np.mean(dices)) if dices else float("nan"),
-            "val_iou": float(np.mean(ious)) if ious else float("nan"),
-            "val_slice_dice": float(np.concatenate(slice_dice).mean()) if slice_dice else float("nan"),
-            "val_loss": float(np.mean(losses)) if losses else float("nan"),
+            "val_dice": float(np.mean([d for d, _ in scores])) if scores else float("nan"),
+            "val_iou": float(np.mean([j for _, j in scores])) if scores else float("nan"),
+            "val_slice_dice": float(lesion_dice.mean()) if len(lesion_dice) else float("nan"),
+            "val_loss": loss_sum / items if items else float("nan"),
         }
-
-
-@dataclass
-class Fitted:
-    """What a 2D or 3D training step (``workflow._fit_slices``, ``volumes.fit_volumes``)
-    hands to the shared tail of :func:`medlens.segment.workflow.train_segmentation`."""
-
-    model: Any
-    result: Any
-    eval_split: str
-    rows: dict[str, dict[str, float]]
-    report_slices: Any
-    report_probs: np.ndarray
-    problems: list[Any]
-    counts: dict[str, Any]
-    input_meta: dict[str, Any]
-    postprocess: dict[str, Any] = field(default_factory=lambda: {"rule": "none"})

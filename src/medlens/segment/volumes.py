@@ -17,8 +17,9 @@ model then see identical inputs, the predictor has one preprocessing for both, a
 training volumes held in memory take a quarter of float32's space. The model sees
 ``uint8 / 255``.
 
-Training draws random patches (:class:`PatchLoader`), validation and evaluation predict
-whole volumes with ``monai.inferers.sliding_window_inference`` (:func:`evaluate_volumes`).
+Training draws random patches (:class:`PatchLoader`), validation (:class:`VolumeBatches`)
+and evaluation predict whole volumes with ``monai.inferers.sliding_window_inference``;
+:class:`~medlens.segment.views.VolumeView` puts them behind the data view that 2D shares.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class VolumeSet:
         return {p: g.array_spacing for p, g in self.geometry.items()}
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-        """``(patient, image, mask)`` per volume: the validation "loader" of :class:`SegmentTask3D`."""
+        """``(patient, image, mask)`` per volume."""
         yield from zip(self.patients, self.images, self.masks)
 
     @property
@@ -299,84 +300,19 @@ class PatchLoader:
             yield {"image": torch.from_numpy(np.stack(imgs)), "mask": torch.from_numpy(np.stack(masks))}
 
 
-def evaluate_volumes(model: Any, volumes: VolumeSet, *, patch: Sequence[int], threshold: float,
-                     resize: int | None = None, device: Any = "cpu", postprocess: str | None = None
-                     ) -> tuple[dict[str, dict[str, float]], list[np.ndarray]]:
-    """Full per-patient metrics (Dice, IoU, HD95 in mm, volume error, lesion detection) and
-    the probability volume of each patient, by sliding-window inference on whole volumes,
-    after the post-processing rule (removed voxels get probability 0)."""
-    from medlens.segment.metrics import per_patient
-    from medlens.segment.postprocess import postprocess_probs
-    from medlens.segment.predict import predict_volume
+class VolumeBatches:
+    """Whole volumes as validation batches of one: ``image`` uint8 ``(1, C, D, H, W)``,
+    ``mask`` uint8 ``(1, 1, D, H, W)`` and the volume's ``patient`` code, in volume order
+    (what :class:`~medlens.segment.task.SegmentTask` validates with sliding windows)."""
 
-    rows: dict[str, dict[str, float]] = {}
-    probs = []
-    for pid, image, mask in volumes:
-        prob = postprocess_probs(predict_volume(model, image, patch=patch, resize=resize, device=device),
-                                 threshold, postprocess)
-        probs.append(prob)
-        rows.update(per_patient(prob >= threshold, mask.astype(bool), np.full(len(mask), pid),
-                                spacing=volumes.spacing.get(pid)))
-    return rows, probs
+    def __init__(self, volumes: VolumeSet) -> None:
+        self.volumes = volumes
 
+    def __len__(self) -> int:
+        return len(self.volumes)
 
-def fit_volumes(cfg: Any, index: DatasetIndex, splits: dict[str, list[str]], run_dir: Path,
-                *, resume: bool = False) -> Any:
-    """Train a 3D U-Net on random patches, early-stop on whole-volume validation Dice,
-    evaluate the held-out patients' whole volumes.
-
-    ``cfg`` is a :class:`~medlens.segment.config.SegmentConfig`; returns the
-    :class:`~medlens.segment.workflow.Fitted` that ``train_segmentation`` turns into
-    metrics, report and model package.
-    """
-    from medlens.models.registry import create_model
-    from medlens.segment.models import divisor, init_output_bias
-    from medlens.segment.task import Fitted, SegmentAugment, SegmentTask3D
-    from medlens.train.engine import fit, resolve_device, seed_everything
-    from medlens.train.ensemble import fit_members
-
-    vols = build_volumes(index, size=cfg.size, intensity=cfg.intensity)
-    parts = {k: vols.select(v) for k, v in splits.items()}
-    if len(parts["train"]) == 0:
-        raise BadInputError(f"{cfg.data}: no readable training volume")
-    if len(parts["val"]) == 0:
-        raise BadInputError(f"{cfg.data}: no readable validation volume")
-    kwargs = dict(cfg.model_kwargs)
-    if kwargs.pop("spatial_dims", 3) != 3:
-        raise ConfigError("model_kwargs.spatial_dims contradicts spatial_dims=3; leave it out of model_kwargs")
-    tc = cfg.train
-    with torch.device("meta"):  # only the divisor of the architecture is needed here
-        probe = create_model(cfg.model, num_classes=1, in_channels=vols.channels, spatial_dims=3, **kwargs)
-    patch = resolve_patch(cfg.patch, parts["train"].shapes, divisor(probe))
-    fg = sum(float(m.sum()) for m in parts["train"].masks) / sum(m.size for m in parts["train"].masks)
-    task = SegmentTask3D(loss=cfg.loss, threshold=cfg.threshold,
-                         augment=SegmentAugment() if cfg.augment else None, patch=patch)
-
-    def train_one(mtc: Any, mdir: Path, mresume: bool) -> tuple[Any, Any]:
-        seed_everything(mtc.seed)  # the initial weights too: same config, same run
-        model = create_model(cfg.model, num_classes=1, in_channels=vols.channels, spatial_dims=3, **kwargs)
-        init_output_bias(model, fg)
-        loader = PatchLoader(parts["train"], patch=patch, batch_size=mtc.batch_size,
-                             samples_per_volume=cfg.samples_per_volume, pos_fraction=cfg.pos_fraction,
-                             seed=mtc.seed)
-        logger.info("3D training: %d train volumes, patch %s (D, H, W), %d batches per epoch",
-                    len(parts["train"]), patch, len(loader))
-        return model, fit(model, task, loader, parts["val"], mtc, mdir, resume=mresume)
-
-    model, result, members = fit_members(cfg.ensemble, tc, run_dir, train_one, resume=resume)
-    from medlens.segment.postprocess import decide_postprocess
-    from medlens.segment.predict import predict_volume
-
-    device = resolve_device(tc.device)
-    val_volumes = ((predict_volume(model, img, patch=patch, device=device), m) for _, img, m in parts["val"])
-    post = decide_postprocess(cfg.postprocess, cfg.threshold, val_volumes, parts["train"].masks)
-    eval_split = "test" if len(parts["test"]) else "val"
-    rows, probs = evaluate_volumes(model, parts[eval_split], patch=patch, threshold=cfg.threshold,
-                                   device=device, postprocess=post["rule"])
-    sl, stacked = parts[eval_split].as_slices(probs)
-    counts = {"volumes": {k: len(v) for k, v in parts.items()},
-              "slices": {k: int(sum(s[0] for s in v.shapes)) for k, v in parts.items()},
-              "patch": list(patch), "members": members}
-    input_meta = {"channels": vols.channels, "size": list(patch), "divisor": divisor(model),
-                  "spatial_dims": 3, "patch": list(patch)}
-    return Fitted(model, result, eval_split, rows, sl, stacked, vols.problems, counts, input_meta, post)
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for k, (image, mask) in enumerate(zip(self.volumes.images, self.volumes.masks)):
+            yield {"image": torch.from_numpy(np.ascontiguousarray(image)[None]),
+                   "mask": torch.from_numpy(np.ascontiguousarray(mask)[None, None]),
+                   "patient": torch.tensor([k], dtype=torch.int64)}

@@ -3,10 +3,11 @@
 The run's configuration is :mod:`medlens.segment.config`; evaluation of held-out patients
 and of saved packages is :mod:`medlens.segment.evaluation`.
 
-``spatial_dims=2`` (default) trains on slices (:mod:`medlens.segment.data`);
-``spatial_dims=3`` trains a 3D U-Net on random ``patch``-sized crops of whole volumes and
-evaluates whole volumes by sliding-window inference (:mod:`medlens.segment.volumes`).
-Both write the same files.
+One fit for any dimensionality (:func:`fit_segmenter`): ``spatial_dims`` only picks the
+data view (:mod:`medlens.segment.views`): ``2`` (default) trains on slices
+(:mod:`medlens.segment.data`), ``3`` trains a 3D U-Net on random ``patch``-sized crops of
+whole volumes and evaluates whole volumes by sliding-window inference
+(:mod:`medlens.segment.volumes`). Both write the same files.
 
 A run directory holds ``config.json`` (resolved :class:`SegmentConfig`), ``splits.csv``,
 ``checkpoints/``, ``logs/``, ``metrics.json`` + ``per_patient.csv`` (test patients, or
@@ -25,13 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from medlens.errors import BadInputError, ConfigError
+from medlens.errors import ConfigError
 from medlens.io.atomic import atomic_write_json
 from medlens.io.lock import folder_lock
 from medlens.io.runlog import logged_run
 from medlens.segment.config import DEFAULT_TRAIN, SegmentConfig, make_config, parse_patch
-from medlens.segment.evaluation import evaluate_slices, write_per_patient
-from medlens.segment.task import Fitted
+from medlens.segment.evaluation import write_per_patient
 from medlens.train.config import TrainConfig
 from medlens.transforms.intensity import intensity_to_dict
 
@@ -56,17 +56,6 @@ def _split(index, cfg: SegmentConfig) -> dict[str, list[str]]:
     return {k: sorted(v) for k, v in out.items()}
 
 
-def _loader(sl, *, batch_size: int, shuffle: bool, seed: int, pos_fraction: float | None = None):
-    from medlens.segment.data import sampling_weights
-    from medlens.train.loader import BatchLoader
-
-    codes = np.unique(sl.patients, return_inverse=True)[1].astype(np.int64)
-    w = sampling_weights(sl.positive, pos_fraction) if shuffle else None
-    return BatchLoader({"image": sl.images, "mask": sl.masks, "patient": codes},
-                       batch_size=batch_size, shuffle=shuffle, seed=seed, weights=w,
-                       drop_last=shuffle and len(sl) > batch_size)
-
-
 @logged_run("run_dir")  # run_dir/run.log
 def train_segmentation(cfg: SegmentConfig, run_dir: str | Path, *, resume: bool = False,
                        index: Any = None, cache_dir: str | Path | None = None) -> dict[str, Any]:
@@ -83,35 +72,28 @@ def _train_segmentation(cfg: SegmentConfig, run_dir: Path, *, resume: bool = Fal
                         index: Any = None, cache_dir: str | Path | None = None) -> dict[str, Any]:
     """Train, evaluate on held-out patients, write the report and the model package.
 
-    ``cfg.spatial_dims`` picks slices (2) or volume patches (3); the rest is shared.
+    ``cfg.spatial_dims`` picks the data view, slices (2) or volume patches (3); the rest is shared.
     ``index`` (the loaded ``cfg.data``) and ``cache_dir`` (decoded slices, default
     ``run_dir/cache``) let cross-validation load and decode the data once for all folds.
     Returns the metrics dict also written to ``metrics.json``.
     """
     from medlens.segment.layouts import load_segmentation_dataset
+    from medlens.segment.views import view_type
 
     run_dir = Path(run_dir)
+    kind = view_type(cfg.spatial_dims)
     t0 = time.perf_counter()
     if index is None:
         index = load_segmentation_dataset(cfg.data, layout=cfg.layout, mask_pattern=cfg.mask_pattern)
     run_dir.mkdir(parents=True, exist_ok=True)  # only once the data is found
     atomic_write_json(run_dir / "config.json", cfg.model_dump())
-    if cfg.spatial_dims == 3:
-        from medlens.segment.volumes import require_volume_layout
-
-        require_volume_layout(index)
+    kind.check_layout(index)
     splits = _split(index, cfg)
     if not splits["val"]:
         raise ConfigError("segmentation training needs at least one validation patient "
                           "(set val_fraction > 0 or val_patients)")
     _save_splits(index, splits, run_dir / "splits.csv")
-    if cfg.spatial_dims == 3:
-        from medlens.segment.volumes import fit_volumes
-
-        fitted = fit_volumes(cfg, index, splits, run_dir, resume=resume)
-    else:
-        fitted = _fit_slices(cfg, index, splits, run_dir, resume=resume,
-                             cache_dir=Path(cache_dir) if cache_dir is not None else run_dir / "cache")
+    fitted = fit_segmenter(cfg, index, splits, run_dir, resume=resume, cache_dir=cache_dir)
     from medlens.segment.metrics import summarise
 
     eval_split, rows, model, result = fitted.eval_split, fitted.rows, fitted.model, fitted.result
@@ -134,7 +116,7 @@ def _train_segmentation(cfg: SegmentConfig, run_dir: Path, *, resume: bool = Fal
     train_pats = set(splits["train"])
     meta["data_fingerprint"] = fingerprint_index(
         index.subset([r for r in index.records if str(r.patient) in train_pats]), split=None,
-        max_images=16 if cfg.spatial_dims == 3 else 300, seed=cfg.train.seed)
+        max_images=kind.fingerprint_images, seed=cfg.train.seed)
     from medlens.package import save_model_package
     from medlens.segment.card import describe_data
     from medlens.segment.report import model_card, write_report
@@ -144,62 +126,67 @@ def _train_segmentation(cfg: SegmentConfig, run_dir: Path, *, resume: bool = Fal
     save_model_package(run_dir / "model", model, model_name=model.medlens_name,
                        model_kwargs={k: v for k, v in model.medlens_config.items() if k != "name"},
                        metadata=meta, model_card=card)
-    dims = " 3D" if cfg.spatial_dims == 3 else ""
     write_report(run_dir / "report.html", fitted.report_slices, fitted.report_probs, rows, metrics,
                  history=result.history, problems=fitted.problems, threshold=cfg.threshold,
-                 title=f"Segmentation{dims}: {Path(cfg.data).name} ({eval_split} patients)", card=card)
+                 title=f"{kind.title}: {Path(cfg.data).name} ({eval_split} patients)", card=card)
     return metrics
 
 
-def _fit_slices(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], run_dir: Path,
-                *, resume: bool = False, cache_dir: Path) -> Fitted:
-    """The 2D step: train on slices, evaluate the held-out patients' slice stacks."""
+@dataclasses.dataclass
+class Fitted:
+    """What :func:`fit_segmenter` hands to the shared tail of :func:`train_segmentation`."""
+
+    model: Any
+    result: Any
+    eval_split: str
+    rows: dict[str, dict[str, float]]
+    report_slices: Any
+    report_probs: np.ndarray
+    problems: list[Any]
+    counts: dict[str, Any]
+    input_meta: dict[str, Any]
+    postprocess: dict[str, Any] = dataclasses.field(default_factory=lambda: {"rule": "none"})
+
+
+def fit_segmenter(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], run_dir: str | Path,
+                  *, resume: bool = False, cache_dir: str | Path | None = None) -> Fitted:
+    """Train a U-Net on ``splits["train"]`` (an ensemble with ``cfg.ensemble > 1``),
+    early-stopping on whole-volume validation Dice, choose the post-processing on the
+    validation patients and evaluate the test patients (the validation ones without a test
+    split): the same steps for 2D and 3D, on the data view of ``cfg.spatial_dims``.
+
+    ``cache_dir`` keeps decoded slices (default ``run_dir/cache``).
+    """
     from medlens.models.registry import create_model
-    from medlens.segment.data import build_slices
-    from medlens.segment.models import divisor, init_output_bias
+    from medlens.segment.models import init_output_bias
     from medlens.segment.postprocess import decide_postprocess
-    from medlens.segment.predict import predict_slices
     from medlens.segment.task import SegmentAugment, SegmentTask
+    from medlens.segment.views import training_view
     from medlens.train.engine import fit, resolve_device, seed_everything
     from medlens.train.ensemble import fit_members
 
-    slices = build_slices(index, size=cfg.size, cache_dir=cache_dir, intensity=cfg.intensity)
-    parts = {k: slices.select(v) for k, v in splits.items()}
-    if len(parts["train"]) == 0:
-        raise BadInputError(f"{cfg.data}: no readable training slices")
-    tc = cfg.train
-    task = SegmentTask(loss=cfg.loss, threshold=cfg.threshold,
-                       augment=SegmentAugment() if cfg.augment else None)
+    run_dir = Path(run_dir)
+    network = cfg.network_options()
+    view = training_view(cfg, index, splits, cache_dir=Path(cache_dir) if cache_dir is not None else run_dir / "cache")
+    task = SegmentTask(loss=cfg.loss, threshold=cfg.threshold, augment=SegmentAugment() if cfg.augment else None,
+                       window=view.window)
+    prior = view.foreground("train")
 
     def train_one(mtc: TrainConfig, mdir: Path, mresume: bool) -> tuple[Any, Any]:
         seed_everything(mtc.seed)  # the initial weights too: same config, same run
-        model = create_model(cfg.model, num_classes=1, in_channels=int(slices.images.shape[1]),
-                             **cfg.model_kwargs)
-        init_output_bias(model, float(parts["train"].masks.mean()))
-        result = fit(model, task,
-                     _loader(parts["train"], batch_size=mtc.batch_size, shuffle=True, seed=mtc.seed,
-                             pos_fraction=cfg.pos_fraction),
-                     _loader(parts["val"], batch_size=mtc.batch_size, shuffle=False, seed=mtc.seed),
-                     mtc, mdir, resume=mresume)
-        return model, result
+        model = create_model(cfg.model, num_classes=1, in_channels=view.channels, **network)
+        init_output_bias(model, prior)
+        return model, fit(model, task, view.train_loader(mtc), view.val_loader(mtc), mtc, mdir, resume=mresume)
 
-    model, result, members = fit_members(cfg.ensemble, tc, run_dir, train_one, resume=resume)
-    device = resolve_device(tc.device)
-    val = parts["val"]
-    val_probs = predict_slices(model, val.images, resize=cfg.size, divisor=divisor(model), device=device)
-    tr = parts["train"]
-    val_volumes = ((val_probs[val.patients == p], val.masks[val.patients == p, 0])
-                   for p in dict.fromkeys(val.patients.tolist()))
-    train_truths = (tr.masks[tr.patients == p, 0] for p in dict.fromkeys(tr.patients.tolist()))
-    post = decide_postprocess(cfg.postprocess, cfg.threshold, val_volumes, train_truths)
-    eval_split = "test" if len(parts["test"]) else "val"
-    rows, probs = evaluate_slices(model, parts[eval_split], size=cfg.size, threshold=cfg.threshold,
-                                  divisor=divisor(model), device=device, postprocess=post["rule"])
-    shape = list(slices.images.shape[-2:])
-    input_meta = {"channels": int(slices.images.shape[1]), "size": shape, "divisor": divisor(model),
-                  "spatial_dims": 2, "patch": shape if cfg.size is None else None}
-    return Fitted(model, result, eval_split, rows, parts[eval_split], probs, slices.problems,
-                  {"slices": {k: len(v) for k, v in parts.items()}, "members": members}, input_meta, post)
+    model, result, members = fit_members(cfg.ensemble, cfg.train, run_dir, train_one, resume=resume)
+    device = resolve_device(cfg.train.device)
+    val = ((prob, truth) for _, prob, truth in view.predict(model, "val", device=device))
+    post = decide_postprocess(cfg.postprocess, cfg.threshold, val, view.truths("train"))
+    eval_split = "test" if len(view.parts["test"]) else "val"
+    rows, slices, probs = view.evaluate(model, eval_split, threshold=cfg.threshold, device=device,
+                                        postprocess=post["rule"])
+    return Fitted(model, result, eval_split, rows, slices, probs, view.problems,
+                  {**view.counts(), "members": members}, view.input_meta(model), post)
 
 
 def package_metadata(cfg: SegmentConfig, input_meta: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
@@ -254,7 +241,7 @@ class SegmentCV:
 
         self.cfg = cfg
         self.plan = CVPlan(task="segment", folds=folds, data=str(cfg.data), config=cfg.model_dump(mode="json"),
-                           unit="patient", group_column="patient")
+                           unit=cfg.group_by, group_column="patient")
 
     def prepare(self, out_dir: Path) -> None:
         from medlens.segment.layouts import load_segmentation_dataset
@@ -262,17 +249,21 @@ class SegmentCV:
         cfg = self.cfg
         self.out_dir = out_dir
         self.index = load_segmentation_dataset(cfg.data, layout=cfg.layout, mask_pattern=cfg.mask_pattern)
-        if cfg.spatial_dims == 3:
-            from medlens.segment.volumes import require_volume_layout
+        from medlens.segment.views import view_type
 
-            require_volume_layout(self.index)
+        view_type(cfg.spatial_dims).check_layout(self.index)
         self.patients = sorted({str(r.patient) for r in self.index.records})
 
     def assign(self) -> Any:
         from medlens.pipelines.cv_driver import Assignment
         from medlens.segment.data import patient_folds
 
-        groups = patient_folds(self.patients, self.plan.folds, seed=self.cfg.train.seed)
+        if self.cfg.group_by == "patient":
+            groups = patient_folds(self.patients, self.plan.folds, seed=self.cfg.train.seed)
+        else:  # whole institutions held out together
+            from medlens.data.groups import group_folds
+
+            groups = group_folds(self.patients, self.plan.folds, by=self.cfg.group_by, seed=self.cfg.train.seed)
         fold = {p: k for k, group in enumerate(groups) for p in group}
         return Assignment(("patient",), [(p,) for p in self.patients], [fold[p] for p in self.patients])
 
@@ -303,7 +294,17 @@ class SegmentCV:
         all_rows: dict[str, dict[str, float]] = {}
         for _, rows in results:
             all_rows.update(rows)
-        return {"folds": [row for row, _ in results], **summarise(all_rows), "per_patient": all_rows}
+        cv = {"folds": [row for row, _ in results], **summarise(all_rows), "per_patient": all_rows,
+              "group_by": self.cfg.group_by}
+        if self.cfg.group_by != "patient":  # how each held-out site fared
+            from medlens.data.groups import unit_of
+
+            sites: dict[str, list[float]] = {}
+            for p, r in all_rows.items():
+                sites.setdefault(unit_of(p, self.cfg.group_by), []).append(float(r.get("dice", float("nan"))))
+            cv["per_group"] = {s: {"patients": len(d), "mean_dice": float(np.nanmean(d))}
+                               for s, d in sorted(sites.items())}
+        return cv
 
     def write_report(self, path: Path, cv: dict[str, Any], results: list[tuple[dict, dict]]) -> None:
         from medlens.segment.report import write_cv_report
@@ -351,7 +352,7 @@ def config_from_cli(*, data: Path, config: Path | None, options: dict[str, Any])
     base = load_config_file(config) if config else {}
     over: dict[str, Any] = {"data": str(data)}
     for key in ("layout", "mask_pattern", "size", "val_fraction", "test_fraction", "spatial_dims", "ensemble",
-                "loss"):
+                "loss", "group_by"):
         if options.get(key) is not None:
             over[key] = options[key]
     if options.get("patch"):

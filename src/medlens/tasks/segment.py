@@ -143,9 +143,12 @@ def _cv_summary(cv: dict[str, Any]) -> Summary:
     rows = [[pid, str(fold_of.get(pid, "")), f"{r.get('dice', float('nan')):.3f}"]
             for pid, r in sorted(cv["per_patient"].items(), key=lambda kv: kv[1].get("dice", 0))]
     n = int(cv.get("patients", len(rows)) or 0)
-    return Summary(title=f"{len(cv.get('folds') or [])}-fold leave-patients-out cross-validation",
-                   columns=["patient", "fold", "Dice"], rows=rows,
-                   notes=[f"mean per-patient-volume Dice over {n} unseen patients: {cv['mean_dice']:.3f}"])
+    by = cv.get("group_by", "patient")
+    notes = [f"mean per-patient-volume Dice over {n} unseen patients: {cv['mean_dice']:.3f}"]
+    notes += [f"held-out {by} {site}: {g['patients']} patient(s), mean Dice {g['mean_dice']:.3f}"
+              for site, g in (cv.get("per_group") or {}).items()]
+    return Summary(title=f"{len(cv.get('folds') or [])}-fold leave-{by}s-out cross-validation",
+                   columns=["patient", "fold", "Dice"], rows=rows, notes=notes)
 
 
 def _demo(out: Path, *, seed: int = 0, quick: bool = False, device: str = "auto") -> Path:
@@ -168,6 +171,6 @@ TASK = TaskSpec(
     cross_validate=_cross_validate,
     cv_summary=_cv_summary,
     config_model=SegmentConfig,
-    options=frozenset({"--spatial-dims", "--patch", "--mask-pattern", "--ensemble", "--loss"}),
+    options=frozenset({"--spatial-dims", "--patch", "--mask-pattern", "--ensemble", "--loss", "--group-by"}),
     priority=10,
 )

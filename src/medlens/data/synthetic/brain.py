@@ -112,6 +112,7 @@ def make_brain_mri_like(
     seed: int = 0,
     fmt: str = "kaggle_3m",
     lesion_fraction: float = 0.85,
+    institutions: int = 0,
 ) -> Path:
     """Write a synthetic brain-MRI segmentation set under ``root`` and return ``root``.
 
@@ -123,6 +124,9 @@ def make_brain_mri_like(
         seed: everything is drawn from ``numpy.random.default_rng(seed)``.
         fmt: ``"kaggle_3m"``, ``"nifti"`` or ``"nnunet"`` (see the module docstring).
         lesion_fraction: share of patients with a lesion (at least one always has one).
+        institutions: when > 0, cases are named like TCGA's (``TCGA_S<k>_<case>_<date>``,
+            site ``S<k>`` for case ``i`` with ``k = i % institutions``), so validation by
+            institution (``--group-by institution``) can be tried on them.
     """
     fmt = look_up_option(fmt, FORMATS, what="synthetic brain format")
     if patients < 1:
@@ -132,7 +136,8 @@ def make_brain_mri_like(
     rng = np.random.default_rng(seed)
     cases = []
     for i in range(patients):
-        case = f"SYN_{i:03d}_2020{(i % 12) + 1:02d}01"
+        case = (f"TCGA_S{i % institutions}_{i:04d}_2020{(i % 12) + 1:02d}01" if institutions > 0
+                else f"SYN_{i:03d}_2020{(i % 12) + 1:02d}01")
         has = i == 0 or rng.random() < lesion_fraction
         img, mask = brain_volume(rng, slices=slices, size=size, difficulty=difficulty, lesion=has)
         cases.append(case)
