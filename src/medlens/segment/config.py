@@ -46,6 +46,10 @@ class SegmentConfig(BaseModel):
         None, description="3D only: training patch (D, H, W) in voxels, array order (slices, rows, "
                           "columns); None = 32×64×64, clipped to the smallest training volume")
     samples_per_volume: int = Field(4, ge=1, description="3D only: patches per training volume per epoch")
+    augment_acquisition: dict[str, float] = Field(
+        default_factory=dict, description="extra image-only augmentation for new scanners/sites, e.g. "
+        "{gamma: 0.3, bias_field: 0.3, noise: 0.05, blur: 1.0} (see medlens.segment.task.SegmentAugment); "
+        "empty = off")
     group_by: Literal["patient", "institution"] = Field(
         "patient", description="cross-validation: hold out whole patients, or whole institutions (sites) "
                                "— the test of a model meant for the next hospital")
@@ -61,6 +65,17 @@ class SegmentConfig(BaseModel):
         if v not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 (slices) or 3 (volumes), got {v}")
         return v
+
+    @field_validator("augment_acquisition")
+    @classmethod
+    def _check_acquisition(cls, v: dict[str, float]) -> dict[str, float]:
+        limits = {"gamma": 1.0, "bias_field": 1.0, "noise": 0.5, "blur": 3.0}
+        for key, val in v.items():
+            if key not in limits:
+                raise ValueError(f"unknown acquisition augmentation {key!r}; choose from {', '.join(limits)}")
+            if not 0 <= float(val) <= limits[key]:
+                raise ValueError(f"{key} must be between 0 and {limits[key]}, got {val}")
+        return {k: float(x) for k, x in v.items()}
 
     @field_validator("patch")
     @classmethod

@@ -43,6 +43,13 @@ class SegmentAugment:
     scale: float = 0.1
     shift: float = 0.05
     intensity: float = 0.1
+    # MRI/CT acquisition differences (nnU-Net-style, all off by default: a run draws no extra
+    # random numbers unless one is set): gamma in [1/(1+g), 1+g], a smooth multiplicative
+    # bias field of ± bias_field, Gaussian noise of std up to noise, blur of sigma up to blur px
+    gamma: float = 0.0
+    bias_field: float = 0.0
+    noise: float = 0.0
+    blur: float = 0.0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,7 +72,31 @@ class SegmentAugment:
         if self.intensity:
             k = (torch.rand(b, 2, generator=gen) * 2 - 1).to(dev, x.dtype) * self.intensity
             x = x * (1 + k[:, :1].view(per_item)) + k[:, 1:].view(per_item)
+        if self.gamma or self.bias_field or self.noise or self.blur:
+            x = self._acquisition(x, gen)
         return x, y
+
+    def _acquisition(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        """Gamma, bias field, blur and noise on images in ~[0, 1] (masks are untouched)."""
+        b, dev, dt = x.shape[0], x.device, x.dtype
+        per_item = (b,) + (1,) * (x.ndim - 1)
+        if self.gamma:
+            g = torch.exp((torch.rand(b, generator=gen) * 2 - 1) * math.log1p(self.gamma)).to(dev, dt)
+            x = x.clamp_min(0).pow(g.view(per_item))
+        if self.bias_field:  # a random plane + quadratic in (H, W): smooth, slice-consistent
+            h, w = x.shape[-2:]
+            yy = torch.linspace(-1, 1, h, device=dev, dtype=dt).view(h, 1)
+            xx = torch.linspace(-1, 1, w, device=dev, dtype=dt).view(1, w)
+            c = ((torch.rand(b, 5, generator=gen) * 2 - 1) * self.bias_field).to(dev, dt)
+            field = (c[:, 0, None, None] * yy + c[:, 1, None, None] * xx + c[:, 2, None, None] * yy * xx
+                     + c[:, 3, None, None] * (yy**2 - 1 / 3) + c[:, 4, None, None] * (xx**2 - 1 / 3))
+            x = x * torch.exp(field).view(b, *([1] * (x.ndim - 3)), h, w)
+        if self.blur:
+            x = _blur(x, (torch.rand(b, generator=gen) * self.blur).tolist())
+        if self.noise:
+            s = (torch.rand(b, generator=gen) * self.noise).to(dev, dt)
+            x = x + torch.randn(x.shape, generator=gen).to(dev, dt) * s.view(per_item)
+        return x
 
     def _theta(self, b: int, spatial: int, gen: torch.Generator | None) -> torch.Tensor:
         """Affine matrices ``(b, spatial, spatial + 1)`` of a rotation/scale/shift in the
@@ -81,6 +112,24 @@ class SegmentAugment:
         for k in range(2, spatial):
             theta[:, k, k] = 1.0
         return theta
+
+
+def _blur(x: torch.Tensor, sigmas: list[float]) -> torch.Tensor:
+    """In-plane Gaussian blur of each item with its own sigma (px; below 0.3: untouched)."""
+    out = []
+    for xi, s in zip(x, sigmas):
+        if s < 0.3:
+            out.append(xi)
+            continue
+        r = max(1, int(math.ceil(2.5 * s)))
+        t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
+        k = torch.exp(-(t**2) / (2 * s * s))
+        k = k / k.sum()
+        flat = xi.reshape(-1, 1, *xi.shape[-2:])
+        flat = F.conv2d(F.pad(flat, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+        flat = F.conv2d(F.pad(flat, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+        out.append(flat.reshape(xi.shape))
+    return torch.stack(out)
 
 
 def flip_axes(spatial: int) -> tuple[int, ...]:

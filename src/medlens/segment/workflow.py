@@ -168,7 +168,7 @@ def fit_segmenter(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], 
     run_dir = Path(run_dir)
     network = cfg.network_options()
     view = training_view(cfg, index, splits, cache_dir=Path(cache_dir) if cache_dir is not None else run_dir / "cache")
-    task = SegmentTask(loss=cfg.loss, threshold=cfg.threshold, augment=SegmentAugment() if cfg.augment else None,
+    task = SegmentTask(loss=cfg.loss, threshold=cfg.threshold, augment=SegmentAugment(**cfg.augment_acquisition) if cfg.augment else None,
                        window=view.window)
     prior = view.foreground("train")
 
