@@ -18,11 +18,29 @@ from __future__ import annotations
 
 import re
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from medlens.errors import BadInputError
+
+
+def _positive(v: float | None) -> float | None:
+    if v is not None and not v > 0:
+        raise ValueError("must be > 0")
+    return v
+
+
+#: a softmax temperature (``None``: not calibrated): positive when given
+Temperature = Annotated[float | None, AfterValidator(_positive)]
 
 FORMAT = "medlens-model"
 FORMAT_VERSION = 1
@@ -62,7 +80,7 @@ class StageSpec(BaseModel):
     input: InputSpec = Field(default_factory=InputSpec)
     classes: list[str] = Field(default_factory=list)
     threshold: float | None = None
-    temperature: float | None = None
+    temperature: Temperature = None
     postprocess: str | dict[str, Any] | None = None
 
     @field_validator("weights")
@@ -73,13 +91,6 @@ class StageSpec(BaseModel):
                 or p.name.startswith(".")):
             raise ValueError(f"must be a file in the package's {STAGES_DIR}/ folder ({STAGES_DIR}/<name>.pt), "
                              f"found {v!r}")
-        return v
-
-    @field_validator("temperature")
-    @classmethod
-    def _positive_temperature(cls, v: float | None) -> float | None:
-        if v is not None and not v > 0:
-            raise ValueError("must be > 0")
         return v
 
 
@@ -98,19 +109,12 @@ class PackageSpec(BaseModel):
     normalize: dict[str, Any] | None = None
     threshold: float | None = None
     negative_class: int | None = None
-    temperature: float | None = None
+    temperature: Temperature = None
     operating_point: dict[str, Any] | None = None
     postprocess: str | dict[str, Any] | None = None
     data_fingerprint: dict[str, Any] | None = None
     versions: dict[str, Any] | None = None
     config: dict[str, Any] | None = None  # the run config (medlens.tasks.config), packages since 0.1
-
-    @field_validator("temperature")
-    @classmethod
-    def _positive_temperature(cls, v: float | None) -> float | None:
-        if v is not None and not v > 0:
-            raise ValueError("must be > 0")
-        return v
 
     @field_validator("stages")
     @classmethod
