@@ -188,7 +188,7 @@ def _outputs(pkg: Path) -> dict[str, torch.Tensor]:
 
 
 def test_a_failure_while_filling_leaves_the_old_package(tmp_path, monkeypatch):
-    import medlens.package as package
+    import medlens.package_io as package
 
     pkg, _ = _pipeline(tmp_path / "model", seed=0)
     before_meta, before = (pkg / "metadata.json").read_text(), _outputs(pkg)

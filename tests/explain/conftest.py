@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -89,3 +91,19 @@ def cube_model():
     model = train(TinyCNN(in_channels=1, spatial_dims=3), xtr, ytr, epochs=8)
     xte, yte, boxes = make_squares(8, seed=4, spatial_dims=3, size=16, channels=1)
     return model, xte, yte, boxes
+
+
+@pytest.fixture(scope="module")
+def app():
+    """The medlens CLI with every command registered (for ``CliRunner``)."""
+    from medlens.cli.main import register_all
+
+    return register_all()
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    """An untrained tiny classifier package (what explain reads, not what it concludes)."""
+    from tests.packages import tiny_classifier_package
+
+    return tiny_classifier_package(tmp_path_factory.mktemp("run") / "model")

@@ -10,20 +10,6 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from tests.packages import tiny_classifier_package
-
-
-@pytest.fixture(scope="module")
-def app():
-    from medlens.cli.main import register_all
-
-    return register_all()
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory) -> Path:
-    return tiny_classifier_package(tmp_path_factory.mktemp("run") / "model")
-
 
 def _images(root: Path, n: int = 4) -> Path:
     rng = np.random.default_rng(0)

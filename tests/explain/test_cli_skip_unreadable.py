@@ -7,23 +7,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 from typer.testing import CliRunner
-
-from tests.packages import tiny_classifier_package
-
-
-@pytest.fixture(scope="module")
-def app():
-    from medlens.cli.main import register_all
-
-    return register_all()
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory) -> Path:
-    return tiny_classifier_package(tmp_path_factory.mktemp("run") / "model")
 
 
 def _inputs(root: Path) -> dict[str, Path]:

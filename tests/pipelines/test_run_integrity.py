@@ -83,6 +83,7 @@ def test_every_writing_command_takes_the_lock(idc_small, tmp_path):
     from medlens.pipelines.crossval import cross_validate
     from medlens.pipelines.demo import run_demo
     from medlens.pipelines.evaluate_run import evaluate_model
+    from medlens.segment import crossval as segment_cv
     from medlens.segment import workflow
     from medlens.segment.config import SegmentConfig
 
@@ -95,7 +96,7 @@ def test_every_writing_command_takes_the_lock(idc_small, tmp_path):
     try:
         jobs = {
             "cv": lambda: cross_validate(RunConfig(data={"path": str(idc_small)}), out, folds=2),
-            "segment-cv": lambda: workflow.cross_validate(SegmentConfig(data=str(idc_small)), out, folds=2),
+            "segment-cv": lambda: segment_cv.cross_validate(SegmentConfig(data=str(idc_small)), out, folds=2),
             "segment train": lambda: workflow.train_segmentation(SegmentConfig(data=str(idc_small)), out),
             "demo": lambda: run_demo(out, quick=True),
             "evaluate": lambda: evaluate_model(pkg_run, idc_small, split="all", out=out),

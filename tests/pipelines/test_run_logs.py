@@ -91,7 +91,7 @@ def test_segment_train_and_cv_write_run_logs(seg, tmp_path):
     cv = tmp_path / "seg-cv"
     _run(["segment-cv", str(seg), "-k", "2", "-o", str(cv), "-m", "test_unet", "--size", "32", "--epochs", "1",
           "--max-steps", "2", "--batch-size", "16"])
-    text = _check_log(cv, "segment.workflow.cross_validate")
+    text = _check_log(cv, "segment.crossval.cross_validate")
     assert "train_segmentation" not in text.split("\n", 1)[0]
     assert (cv / "fold_0" / RUN_LOG).is_file() and (cv / "fold_1" / RUN_LOG).is_file()
 
@@ -101,8 +101,9 @@ def test_every_run_pipeline_is_logged():
     --out, and the training run's in --out/run)."""
     from medlens.explain.files import probe_files
     from medlens.pipelines import classification, crossval, demo, evaluate_run
+    from medlens.segment import crossval as segment_cv
     from medlens.segment import workflow
 
     for fn in (classification.train_classifier, crossval.cross_validate, evaluate_run.evaluate_model,
-               demo.run_demo, workflow.train_segmentation, workflow.cross_validate, probe_files):
+               demo.run_demo, workflow.train_segmentation, segment_cv.cross_validate, probe_files):
         assert getattr(fn, "__wrapped__", None) is not None, fn.__qualname__

@@ -79,7 +79,7 @@ def test_demo_quick(tmp_path):
 def test_segment_cv_resumes_after_an_interruption(kaggle_set, tmp_path, monkeypatch):
     """Killed at the start of fold 1: --resume reads fold 0 back, trains fold 1 and ends with the
     figures of an uninterrupted run; without --resume the folder is refused."""
-    import medlens.segment.workflow as wf
+    import medlens.segment.crossval as wf
 
     args = ["--folds", "2", "--model", "test_unet", "--size", "32", "--epochs", "2", "--max-steps", "2"]
     whole = runner.invoke(get_app(), ["segment-cv", str(kaggle_set), "--out", str(tmp_path / "whole"), *args])

@@ -213,7 +213,7 @@ def evaluate_cmd(
                                       label_column=label_column, path_column=path_column,
                                       patient_column=patient_column, patient_table=patient_table,
                                       allow_outside_paths=allow_outside_paths, strict=strict)
-    from medlens.package import read_metadata
+    from medlens.package_io import read_metadata
     from medlens.tasks import task_of
 
     print_summary(metrics, out_dir, task_of(read_metadata(model)))

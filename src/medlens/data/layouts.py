@@ -32,7 +32,7 @@ from medlens.data.tables import (
     find_patient_table,
     has_column,
     load_manifest,
-    read_patient_labels,
+    load_patient_table,
 )
 from medlens.errors import BadInputError, ConfigError
 from medlens.options import look_up_option
@@ -325,56 +325,8 @@ def _load_patient_table(
     label_column: str | None = None,
     patient_column: str | None = None,
 ) -> DatasetIndex:
-    if patient_table is not None:
-        table = Path(patient_table).expanduser()
-        table = table if table.is_absolute() else root / table
-        if not table.is_file():
-            raise BadInputError(f"{table}: patient table not found")
-    else:
-        table = find_patient_table(root)
-        if table is None:
-            raise BadInputError(
-                f"{root}: no patient table found; put patients.csv (patient,label) at the root "
-                "or pass patient_table"
-            )
-    labels, problems = read_patient_labels(table, label_column, patient_column)
-    classes = order_classes(set(labels.values()))
-    records: list[Record] = []
-    folders = {d.name: d for d in visible_dirs(root)}
-    problems += stray_images(root, "the root")
-    for pid, folder in folders.items():
-        images = images_in(folder)
-        if pid not in labels:
-            if images:
-                problems.append(
-                    Problem(
-                        str(folder),
-                        f"patient folder has no row in {table.name}; "
-                        f"its {len(images)} images are skipped",
-                    )
-                )
-            continue
-        if not images:
-            problems.append(Problem(str(folder), "patient folder holds no images", "warning"))
-        lab = classes.index(labels[pid])
-        records += [Record(str(f), label=lab, patient=pid) for f in images]
-    problems += [
-        Problem(
-            str(root / pid),
-            f"patient {pid} is listed in {table.name} but has no image folder",
-            "warning",
-        )
-        for pid in sorted(set(labels) - set(folders))
-    ]
-    return build_index(
-        root,
-        "patient_table",
-        records,
-        problems,
-        classes,
-        patient_labels=True,
-        info={"patient_table": str(table)},
-    )
+    return load_patient_table(root, patient_table=patient_table, label_column=label_column,
+                              patient_column=patient_column)
 
 
 # ---------------------------------------------------------------- imagefolder

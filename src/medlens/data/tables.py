@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from medlens.data.files import build_index
+from medlens.data.files import build_index, images_in, stray_images, visible_dirs
 from medlens.data.records import DatasetIndex, Problem, Record, order_classes
 from medlens.errors import BadInputError, ConfigError
 from medlens.io.images import IMAGE_EXTENSIONS
@@ -333,3 +333,66 @@ def read_patient_labels(
         else:
             labels.setdefault(pid, (lab, line))
     return {p: v[0] for p, v in labels.items() if p not in bad}, problems
+
+
+def load_patient_table(
+    root: Path,
+    *,
+    patient_table: str | None = None,
+    label_column: str | None = None,
+    patient_column: str | None = None,
+) -> DatasetIndex:
+    """The ``patient_table`` layout: ``<root>/<patient>/*`` images, each labelled with its
+    patient's row of the table (``patients.csv``/``diagnosis.csv`` at the root, or
+    ``patient_table``); folders without a row, rows without a folder and stray images are
+    listed as problems."""
+    if patient_table is not None:
+        table = Path(patient_table).expanduser()
+        table = table if table.is_absolute() else root / table
+        if not table.is_file():
+            raise BadInputError(f"{table}: patient table not found")
+    else:
+        table = find_patient_table(root)
+        if table is None:
+            raise BadInputError(
+                f"{root}: no patient table found; put patients.csv (patient,label) at the root "
+                "or pass patient_table"
+            )
+    labels, problems = read_patient_labels(table, label_column, patient_column)
+    classes = order_classes(set(labels.values()))
+    records: list[Record] = []
+    folders = {d.name: d for d in visible_dirs(root)}
+    problems += stray_images(root, "the root")
+    for pid, folder in folders.items():
+        images = images_in(folder)
+        if pid not in labels:
+            if images:
+                problems.append(
+                    Problem(
+                        str(folder),
+                        f"patient folder has no row in {table.name}; "
+                        f"its {len(images)} images are skipped",
+                    )
+                )
+            continue
+        if not images:
+            problems.append(Problem(str(folder), "patient folder holds no images", "warning"))
+        lab = classes.index(labels[pid])
+        records += [Record(str(f), label=lab, patient=pid) for f in images]
+    problems += [
+        Problem(
+            str(root / pid),
+            f"patient {pid} is listed in {table.name} but has no image folder",
+            "warning",
+        )
+        for pid in sorted(set(labels) - set(folders))
+    ]
+    return build_index(
+        root,
+        "patient_table",
+        records,
+        problems,
+        classes,
+        patient_labels=True,
+        info={"patient_table": str(table)},
+    )

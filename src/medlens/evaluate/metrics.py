@@ -38,11 +38,13 @@ import numpy as np
 from medlens.errors import BadInputError, ConfigError
 from medlens.evaluate.bootstrap import bootstrap_cis
 from medlens.evaluate.operating_point import (
-    apply_threshold,
+    alternative_points,
     binary_rates,
     check_inputs,
     disease_score,
     guess_negative_class,
+    operating_call,
+    two_by_two,
 )
 
 __all__ = ["classification_metrics", "guess_negative_class", "roc_auc_medmnist", "to_jsonable"]
@@ -161,70 +163,6 @@ def _per_class(y: np.ndarray, p: np.ndarray, pred: np.ndarray, classes: Sequence
 
 
 _RATE_KEYS = ("sensitivity", "specificity", "ppv", "npv", "f1")
-ARGMAX_CALL = "argmax: each image gets its most probable class (no threshold)"
-THRESHOLD_CALL = (
-    "disease score = 1 - p(negative class); diseased when score >= threshold, then the most "
-    "probable disease class"
-)
-ALTERNATIVES_NOTE = (
-    "Alternatives for comparison only: the package does not use them. Every other number in "
-    "this report is at the operating point."
-)
-
-
-def _operating_call(
-    p: np.ndarray, neg: int, threshold: Any
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The (N,) class call behind every thresholded metric, and how it is made."""
-    n = p.shape[0]
-    if threshold is None:
-        return p.argmax(axis=1), {"threshold": None, "call": ARGMAX_CALL}
-    thr = np.asarray(threshold, dtype=np.float64)
-    if thr.ndim == 0:
-        info = {"threshold": float(thr), "call": THRESHOLD_CALL}
-    elif thr.shape == (n,):
-        info = {
-            "threshold": None,
-            "threshold_range": [float(thr.min()), float(thr.max())],
-            "call": THRESHOLD_CALL + "; each image at its own threshold",
-        }
-    else:
-        raise BadInputError(f"threshold must be one number or one per image, got shape {thr.shape}")
-    if not np.all(np.isfinite(thr)):
-        raise ConfigError("threshold must be a finite number")
-    return apply_threshold(p, thr, negative_class=neg), info
-
-
-def _two_by_two(rates: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "labels": ["negative", "disease"],
-        "rows": "true",
-        "columns": "predicted",
-        "matrix": [[rates["tn"], rates["fp"]], [rates["fn"], rates["tp"]]],
-    }
-
-
-def _alternatives(
-    is_pos: np.ndarray, score: np.ndarray, rows: list[dict[str, Any]] | None, threshold: Any
-) -> dict[str, Any]:
-    """Test metrics at thresholds the package does not use (see ``ALTERNATIVES_NOTE``)."""
-    rows = rows or [{"name": "0.5 call", "threshold": 0.5, "chosen_on": None,
-                     "rule": "fixed at 0.5 (disease score >= 0.5), not chosen on data"}]
-    same = float(threshold) if threshold is not None and np.ndim(threshold) == 0 else None
-    out = []
-    for row in rows:
-        t = float(row["threshold"])
-        rates = binary_rates(is_pos, score >= t)
-        out.append(
-            {
-                **row,
-                **{key: rates[key] for key in ("sensitivity", "specificity", "ppv", "npv")},
-                "same_as_operating_point": same is not None and abs(t - same) < 1e-12,
-            }
-        )
-    return {"note": ALTERNATIVES_NOTE, "rows": out}
-
-
 def classification_metrics(
     y_true: Any,
     probs: Any,
@@ -290,7 +228,7 @@ def classification_metrics(
     )
 
     neg = int(negative_class)
-    pred, call = _operating_call(p, neg, threshold)
+    pred, call = operating_call(p, neg, threshold)
     is_pos = y != neg
     score = disease_score(p, neg)
     undefined: dict[str, str] = {}
@@ -350,7 +288,7 @@ def classification_metrics(
             **call,
             "selection": selection,
             **at_op,
-            "confusion_matrix": _two_by_two(rates),
+            "confusion_matrix": two_by_two(rates),
             "ci": None,
         },
         "confusion_matrix": {
@@ -360,7 +298,7 @@ def classification_metrics(
             "matrix": confusion_matrix(y, pred, labels=list(range(k))),
         },
         "per_class": _per_class(y, p, pred, classes),
-        "alternative_operating_points": _alternatives(is_pos, score, alternatives, threshold),
+        "alternative_operating_points": alternative_points(is_pos, score, alternatives, threshold),
     }
     if n_bootstrap > 0:
         boot = bootstrap_cis(

@@ -251,7 +251,7 @@ def _train_classifier(cfg: RunConfig, run_dir: Path, *, resume: bool = False) ->
     # what the training images looked like: the OOD guard of predict/explain/evaluate
     meta["data_fingerprint"] = fingerprint_index(index.subset([r for r in cache.records if r.split == "train"]),
                                                  split="train", seed=cfg.train.seed)
-    from medlens.package import save_model_package
+    from medlens.package_io import save_model_package
     from medlens.pipelines.reporting import model_card, write_run_report
 
     sections = explanation_sections(model, task, cache, extras, index.classes, device)

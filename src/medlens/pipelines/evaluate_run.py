@@ -38,7 +38,8 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, split: str = "te
     ``opts``: ``device``, ``strict`` and the layout options, for the task's ``evaluate``.
     """
     from medlens.options import resolve_device
-    from medlens.package import ModelPackage, find_package
+    from medlens.package import ModelPackage
+    from medlens.package_io import find_package
 
     out_dir = evaluation_dir(find_package(model_path).parent, data, split, out)
     device, strict = opts.pop("device", "auto"), bool(opts.pop("strict", False))

@@ -132,7 +132,7 @@ def _predict_table(pkg: Any, rows: list[dict[str, Any]]) -> Summary:
 
 def _cross_validate(data: Path, out: Path | None, config: Path | None, resume: bool, folds: int | None,
                     options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
-    from medlens.segment.workflow import cv_from_cli
+    from medlens.segment.crossval import cv_from_cli
 
     return cv_from_cli(data=data, out=out, config=config, resume=resume, folds=folds, options=options)
 
