@@ -1,0 +1,203 @@
+"""Detection of one scan with a trained lung-CT package, and the patient-level diagnosis.
+
+:meth:`Detector.detect`, each step batched, no Python loop over voxels:
+
+1. lung mask on a coarse grid → the lung bounding box (:mod:`medlens.ct.lungs`);
+2. candidates: the U-Net on every slice of the box with its context slices
+   (:mod:`medlens.ct.candidates`), voxels ≥ ``candidate_threshold`` grouped by connected
+   components, **in union with** classical Hessian blobs (:mod:`medlens.ct.blobs`), so that
+   candidate recall does not hang on the U-Net transferring from its training scans;
+3. 3D crops around each candidate (mm-sized boxes, :mod:`medlens.ct.crops`) scored by the
+   nodule network (false-positive reduction) and the malignancy network;
+4. the patient's diagnosis (:func:`diagnose`): the highest malignancy probability among the
+   findings at or above the operating nodule threshold (the package records this rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medlens.ct.blobs import BlobParams, detect_blobs, merge_candidates
+from medlens.ct.candidates import group_candidates, predict_probability
+from medlens.ct.classifier import score_crops
+from medlens.ct.crops import CropSpec, extract_crops
+from medlens.ct.findings import Finding
+from medlens.ct.lungs import LungMask, lung_mask
+from medlens.errors import BadInputError
+from medlens.io.atomic import atomic_write_text
+from medlens.io.volumes import Volume
+from medlens.transforms.intensity import FixedWindow
+
+STAGES = ("candidates", "nodule", "malignancy")
+DIAGNOSIS_RULE = ("patient malignancy probability = the highest malignancy probability among the findings "
+                  "whose nodule probability reaches the operating threshold; no such finding: no nodule found")
+DIAGNOSIS_COLUMNS = ("seriesuid", "nodules", "max_nodule_prob", "largest_nodule_mm", "malignancy_prob",
+                     "diagnosis")
+
+
+@dataclass(frozen=True)
+class DetectParams:
+    """Everything detection needs besides the networks (stored in the package as ``ct``)."""
+
+    context: int = 3
+    hu_window: tuple[float, float] = (-1000.0, 400.0)
+    candidate_threshold: float = 0.3
+    min_voxels: int = 3
+    max_candidates: int = 300
+    divisor: int = 16
+    crop: CropSpec = field(default_factory=CropSpec)
+    nodule_threshold: float = 0.5
+    min_prob: float = 0.02
+    malignancy_from: float | None = None  # nodule probability from which malignancy is scored (None: threshold)
+    slice_batch: int = 8
+    crop_batch: int = 32
+    blobs: BlobParams = field(default_factory=BlobParams)  # classical candidates in union with the U-Net's
+
+    @property
+    def window(self) -> FixedWindow:
+        return FixedWindow(lower=self.hu_window[0], upper=self.hu_window[1], output="float32")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["crop"] = self.crop.to_dict()
+        d["hu_window"] = list(self.hu_window)
+        d["blobs"] = self.blobs.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DetectParams:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known["crop"] = CropSpec.from_dict(d["crop"])
+        known["hu_window"] = tuple(d.get("hu_window", (-1000.0, 400.0)))
+        known["blobs"] = BlobParams.from_dict(d.get("blobs"))  # absent in older packages: U-Net only
+        return cls(**known)
+
+
+def scan_stem(path: str | Path | None) -> str:
+    """A scan file's name without its (compound) suffix: LUNA16's series uid of ``<uid>.mhd``."""
+    name = Path(path or "scan").name
+    for suffix in (".nii.gz", ".nii", ".mhd", ".mha"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def seriesuid_of(volume: Volume) -> str:
+    """The scan's series uid: ``meta['seriesuid']``, else the file's stem."""
+    uid = volume.meta.get("seriesuid") if volume.meta else None
+    return str(uid) if uid else scan_stem(volume.path)
+
+
+@dataclass
+class Detector:
+    """The three networks and the parameters: one scan in, its findings out."""
+
+    candidate_model: nn.Module
+    nodule_model: nn.Module
+    malignancy_model: nn.Module | None
+    params: DetectParams
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def from_package(cls, pkg: Any) -> Detector:
+        """The detector of a loaded lung-CT package (:class:`medlens.package.ModelPackage`)."""
+        import medlens.ct.classifier  # noqa: F401  (registers the crop networks)
+
+        meta = pkg.metadata.get("ct")
+        if pkg.metadata.get("task") != "ct" or not isinstance(meta, dict):
+            raise BadInputError(f"{pkg.path}: not a lung-CT package (task {pkg.metadata.get('task')!r}); "
+                                "train one with `medlens ct train`")
+        mal = pkg.stage("malignancy") if "malignancy" in pkg.stage_names else None
+        return cls(pkg.stage("candidates"), pkg.stage("nodule"), mal, DetectParams.from_dict(meta), pkg.device)
+
+    def lungs(self, volume: Volume) -> LungMask:
+        return lung_mask(volume.array, volume.geometry.array_spacing)
+
+    def candidates(self, volume: Volume, *, seriesuid: str | None = None,
+                   lungs: LungMask | None = None) -> list[Finding]:
+        """Steps 1–2: the grouped U-Net candidates (``nodule_prob`` = their peak voxel probability),
+        then the Hessian blobs that no U-Net candidate already covers (``params.blobs``)."""
+        p = self.params
+        lungs = lungs or self.lungs(volume)
+        uid = seriesuid or seriesuid_of(volume)
+        prob, box = predict_probability(self.candidate_model, volume.array, lungs, window=p.window, context=p.context,
+                                        batch_size=p.slice_batch, divisor=p.divisor, device=self.device)
+        found = group_candidates(prob, box, volume.geometry, seriesuid=uid, threshold=p.candidate_threshold,
+                                 lungs=lungs, min_voxels=p.min_voxels, max_candidates=p.max_candidates)
+        if not p.blobs.enabled:
+            return found
+        return merge_candidates(found, detect_blobs(volume.array, volume.geometry, lungs, seriesuid=uid,
+                                                    params=p.blobs))
+
+    def score(self, volume: Volume, candidates: Sequence[Finding]) -> list[Finding]:
+        """Step 3: nodule probability of ``candidates`` (those under ``min_prob`` dropped, the
+        rest most probable first) and the malignancy probability of those at or above
+        ``malignancy_from`` (default: the operating threshold; the others get ``None``)."""
+        if not candidates:
+            return []
+        p = self.params
+        centres = np.array([f.center_irc for f in candidates], dtype=np.float64)
+        crops = extract_crops(volume.array, volume.geometry.array_spacing, centres, p.crop)
+        nod = score_crops(self.nodule_model, crops, batch_size=p.crop_batch, device=self.device)
+        keep = np.flatnonzero(nod >= p.min_prob)
+        # malignancy only where it matters (the reported nodules): the crop network is the costly part
+        rate = keep[nod[keep] >= (p.nodule_threshold if p.malignancy_from is None else p.malignancy_from)]
+        mal = dict(zip(rate.tolist(), score_crops(self.malignancy_model, crops[rate], batch_size=p.crop_batch,
+                                                  device=self.device).tolist(), strict=True)
+                   if self.malignancy_model is not None and len(rate) else {})
+        out = []
+        for k in keep:
+            c = candidates[k]
+            out.append(Finding(c.seriesuid, c.center_xyz, c.center_irc, c.diameter_mm, float(nod[k]),
+                               mal.get(int(k)), c.voxels))
+        return sorted(out, key=lambda f: -f.nodule_prob)
+
+    def detect(self, volume: Volume, *, seriesuid: str | None = None) -> list[Finding]:
+        """Every finding of ``volume`` with ``nodule_prob >= min_prob``, most probable first."""
+        with torch.inference_mode():
+            return self.score(volume, self.candidates(volume, seriesuid=seriesuid))
+
+    def diagnose(self, findings: Sequence[Finding], *, seriesuid: str) -> dict[str, Any]:
+        return diagnose(findings, nodule_threshold=self.params.nodule_threshold, seriesuid=seriesuid)
+
+
+def detect(package: Any, volume: Volume) -> list[Finding]:
+    """The findings of ``volume`` with a loaded lung-CT package (see :meth:`Detector.detect`)."""
+    return Detector.from_package(package).detect(volume)
+
+
+def diagnose(findings: Sequence[Finding], *, nodule_threshold: float, seriesuid: str) -> dict[str, Any]:
+    """The patient-level call of one scan (:data:`DIAGNOSIS_RULE`)."""
+    nods = [f for f in findings if f.nodule_prob >= nodule_threshold]
+    mal = [f.malignancy_prob for f in nods if f.malignancy_prob is not None]
+    mal_p = max(mal) if mal else None
+    if not nods:
+        call = "no nodule found"
+    elif mal_p is None:
+        call = "nodule(s) found; malignancy not scored"
+    else:
+        call = "suspicious nodule (likely malignant)" if mal_p >= 0.5 else "nodule(s), likely benign"
+    return {"seriesuid": seriesuid, "nodules": len(nods),
+            "max_nodule_prob": max((f.nodule_prob for f in findings), default=0.0),
+            "largest_nodule_mm": max((f.diameter_mm for f in nods), default=None),
+            "malignancy_prob": mal_p, "diagnosis": call}
+
+
+def write_diagnosis_csv(rows: Iterable[dict[str, Any]], path: Path) -> Path:
+    """``diagnosis.csv``: one row per scan (:data:`DIAGNOSIS_COLUMNS`), written atomically."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(DIAGNOSIS_COLUMNS), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: "" if r.get(k) is None else r.get(k) for k in DIAGNOSIS_COLUMNS})
+    return atomic_write_text(path, buf.getvalue())

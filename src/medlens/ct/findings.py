@@ -1,0 +1,60 @@
+"""The result of lung-nodule detection: one :class:`Finding` per detected nodule.
+
+Shared by the pipeline (which makes them), the outputs (``nodules.csv``), the FROC
+evaluation and the report. Coordinates follow :mod:`medlens.io.geometry`: ``center_xyz``
+is LPS mm, ``center_irc`` is the continuous array index ``(i, r, c)`` of the same point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: The columns of ``nodules.csv``, in order (:meth:`Finding.to_row`).
+NODULE_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "index_i", "index_r", "index_c",
+                  "diameter_mm", "nodule_prob", "malignancy_prob")
+
+
+@dataclass
+class Finding:
+    """One detected nodule candidate in one scan.
+
+    Attributes:
+        seriesuid: the scan it was found in (LUNA16 series uid / DICOM SeriesInstanceUID).
+        center_xyz: centre in LPS mm ``(x, y, z)``.
+        center_irc: the same centre as a continuous array index ``(i, r, c)``.
+        diameter_mm: equivalent-sphere diameter of the candidate region, mm.
+        nodule_prob: probability that it is a nodule (the false-positive reduction model).
+        malignancy_prob: probability that it is malignant (``None``: not scored).
+        voxels: voxels of the candidate region (0 when unknown).
+    """
+
+    seriesuid: str
+    center_xyz: tuple[float, float, float]
+    center_irc: tuple[float, float, float]
+    diameter_mm: float
+    nodule_prob: float
+    malignancy_prob: float | None = None
+    voxels: int = 0
+
+    def to_row(self) -> dict[str, Any]:
+        """The ``nodules.csv`` row (:data:`NODULE_COLUMNS`), plain Python numbers."""
+        x, y, z = (float(v) for v in self.center_xyz)
+        i, r, c = (float(v) for v in self.center_irc)
+        return {"seriesuid": self.seriesuid, "coordX": x, "coordY": y, "coordZ": z,
+                "index_i": i, "index_r": r, "index_c": c, "diameter_mm": float(self.diameter_mm),
+                "nodule_prob": float(self.nodule_prob),
+                "malignancy_prob": None if self.malignancy_prob is None else float(self.malignancy_prob)}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Finding:
+        """Inverse of :meth:`to_row` (a ``nodules.csv`` row; empty malignancy → ``None``)."""
+        mal = row.get("malignancy_prob")
+        return cls(seriesuid=str(row["seriesuid"]),
+                   center_xyz=(float(row["coordX"]), float(row["coordY"]), float(row["coordZ"])),
+                   center_irc=(float(row["index_i"]), float(row["index_r"]), float(row["index_c"])),
+                   diameter_mm=float(row["diameter_mm"]), nodule_prob=float(row["nodule_prob"]),
+                   malignancy_prob=None if mal in (None, "") or (isinstance(mal, float) and np.isnan(mal))
+                   else float(mal))

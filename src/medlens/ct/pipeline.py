@@ -1,0 +1,39 @@
+"""The lung-CT nodule pipeline in one import: detect, diagnose, train, evaluate.
+
+The pieces live in cohesive modules; this module gathers their public names so callers
+(``medlens.tasks.ct``, ``medlens.cli.ct``, tests, benchmarks) have one stable place to import from:
+
+* :mod:`medlens.ct.detect` — :class:`Detector` (one scan → findings), :func:`diagnose`;
+* :mod:`medlens.ct.dataset` — a LUNA16-style folder (:func:`load_ct_data`, :func:`split_scans`);
+* :mod:`medlens.ct.fitting` — :func:`train_pipeline` (three networks, threshold, package);
+* :mod:`medlens.ct.evaluation` — :func:`detect_files` and :func:`evaluate_package` on files.
+"""
+
+from __future__ import annotations
+
+from medlens.ct.dataset import CtData, load_ct_data, split_scans
+from medlens.ct.detect import (
+    DIAGNOSIS_COLUMNS,
+    DIAGNOSIS_RULE,
+    STAGES,
+    Detector,
+    DetectParams,
+    detect,
+    diagnose,
+    scan_stem,
+    seriesuid_of,
+    write_diagnosis_csv,
+)
+from medlens.ct.evaluation import (
+    detect_files,
+    evaluate_package,
+    expand_scan_inputs,
+    froc_of,
+    write_report,
+)
+from medlens.ct.fitting import choose_threshold, model_card, train_pipeline
+
+__all__ = ["DIAGNOSIS_COLUMNS", "DIAGNOSIS_RULE", "STAGES", "CtData", "DetectParams", "Detector", "choose_threshold",
+           "detect", "detect_files", "diagnose", "evaluate_package", "expand_scan_inputs", "froc_of",
+           "load_ct_data", "model_card", "scan_stem", "seriesuid_of", "split_scans", "train_pipeline",
+           "write_diagnosis_csv", "write_report"]

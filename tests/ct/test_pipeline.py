@@ -1,0 +1,161 @@
+"""The lung-CT pipeline end to end on tiny phantoms: train (tiny networks, few steps), package,
+detect, the nodules.csv columns, world ↔ index agreement, a bad scan among good ones, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medlens.ct.findings import NODULE_COLUMNS
+from medlens.ct.pipeline import DIAGNOSIS_COLUMNS, Detector, detect_files, diagnose, train_pipeline
+from medlens.ct.train import CtConfig
+from medlens.data.synthetic.chest_ct import make_chest_ct_like, read_truth
+from medlens.package import load_model
+from medlens.train.config import TrainConfig
+
+
+def _tree_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def _tiny_config(data: Path) -> CtConfig:
+    seg = TrainConfig(epochs=3, batch_size=16, lr=1e-2, patience=3, device="cpu", scheduler="none", threads=1)
+    crop = TrainConfig(epochs=1, batch_size=32, lr=2e-3, patience=1, device="cpu", threads=1)
+    return CtConfig(data=str(data), device="cpu", val_fraction=0.25, patch=48, patches_per_epoch=160, pos_fraction=0.7,
+                    candidate_kwargs={"channels": [8, 16, 32], "num_res_units": 0}, candidate_threshold=0.3,
+                    min_voxels=2, crop_shape=(8, 12, 12), crop_spacing_mm=(4.0, 2.5, 2.5),
+                    crop_model="test_ct_crop_cnn", crops_per_epoch=64, negatives_per_scan=10,
+                    train_candidates=seg, train_nodule=crop, train_malignancy=crop, min_prob=0.0)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
+    """Four phantom scans (LUNA16 layout), one training run; (data, run, truth)."""
+    root = tmp_path_factory.mktemp("ct")
+    data = make_chest_ct_like(root / "data", n_scans=4, seed=3)
+    before = _tree_hash(data)
+    run = root / "run"
+    train_pipeline(_tiny_config(data), run)
+    assert _tree_hash(data) == before  # training never touches the input
+    return data, run, read_truth(data)
+
+
+def test_training_writes_package_metrics_and_outputs(trained) -> None:
+    data, run, _ = trained
+    meta = json.loads((run / "model" / "metadata.json").read_text())
+    assert meta["task"] == "ct" and set(meta["stages"]) >= {"candidates", "nodule"}
+    assert meta["stages"]["candidates"]["input"]["channels"] == 7
+    assert 0 < meta["ct"]["nodule_threshold"] < 1 and meta["ct"]["crop"]["shape"] == [8, 12, 12]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["val_scans"] == 1 and m["train_scans"] == 3 and np.isfinite(m["cpm"])
+    assert m["operating_point"]["n_scans"] == 1 and len(m["diagnosis"]) == 1
+    with open(run / "nodules.csv", newline="") as f:
+        assert tuple(next(csv.reader(f))) == NODULE_COLUMNS
+    assert (run / "report.html").is_file() and (run / "run.log").is_file()
+    from medlens.tasks.config import load_run_config
+
+    assert load_run_config(run, task="ct").crop_shape == (8, 12, 12)  # --resume reads it back
+
+
+def test_trained_candidates_find_the_big_nodule_and_world_matches_index(trained) -> None:
+    """A few dozen U-Net steps on phantoms: the largest nodule away from the lung wall in a
+    training scan is among the candidates (an untrained U-Net, starting at the 5 % prior, flags
+    nothing), and every finding's mm centre is its voxel centre through the geometry."""
+    data, run, truth = trained
+    from medlens.ct.scan import read_ct
+
+    det = Detector.from_package(load_model(run))
+    splits = json.loads((run / "splits.json").read_text())
+    easy = [(n["diameter_mm"], k, n) for k, s in enumerate(truth["scans"]) if s["seriesuid"] in splits["train"]
+            for n in s["nodules"] if not n["juxta_pleural"]]
+    _, k, big = max(easy, key=lambda t: t[:2])
+    scan = truth["scans"][k]
+    assert big["diameter_mm"] >= 6
+    vol = read_ct(data / scan["path"])
+    found = det.detect(vol)
+    assert found, "the trained U-Net flags nothing"
+    dist = [np.linalg.norm(np.subtract(f.center_xyz, big["center_xyz"])) for f in found]
+    assert min(dist) < big["diameter_mm"] / 2, f"the {big['diameter_mm']:.1f} mm nodule is not among the candidates"
+    probs = [f.nodule_prob for f in found]
+    assert probs == sorted(probs, reverse=True) and all(0 <= p <= 1 for p in probs)
+    for f in found:
+        assert f.seriesuid == scan["seriesuid"]
+        assert np.allclose(vol.geometry.world_to_index(f.center_xyz), f.center_irc, atol=1e-6)
+        assert f.malignancy_prob is None or 0 <= f.malignancy_prob <= 1
+
+
+def test_detect_goes_on_after_a_bad_scan(trained, tmp_path: Path) -> None:
+    data, run, truth = trained
+    good = [data / s["path"] for s in truth["scans"][:2]]
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    bad = bad_dir / "broken.mhd"
+    shutil.copy(good[0], bad)  # the header without its .raw
+    before = _tree_hash(data)
+    out = tmp_path / "out"
+    rows = detect_files(load_model(run), [good[0], bad, good[1]], out, report=False)
+    assert [("error" in r) for r in rows] == [False, True, False]
+    assert "broken" in rows[1]["error"]
+    with open(out / "nodules.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert set(table[0]) == set(NODULE_COLUMNS) if table else True
+    assert {r["seriesuid"] for r in table} <= {s["seriesuid"] for s in truth["scans"][:2]}
+    with open(out / "diagnosis.csv", newline="") as f:
+        diag = list(csv.DictReader(f))
+    assert tuple(diag[0]) == DIAGNOSIS_COLUMNS and len(diag) == 2
+    assert _tree_hash(data) == before
+
+
+def test_cli_detect_exit_codes(trained, tmp_path: Path) -> None:
+    from medlens.cli.main import run as cli
+
+    data, run, truth = trained
+    bad = tmp_path / "broken.mhd"
+    shutil.copy(data / truth["scans"][0]["path"], bad)
+    assert cli(["ct", "detect", str(run), str(bad), "--out", str(tmp_path / "o1"), "--no-report"]) == 1
+    assert cli(["ct", "detect", str(run), str(data / truth["scans"][0]["path"]), "--out", str(tmp_path / "o2")]) == 0
+    assert (tmp_path / "o2" / "nodules.csv").is_file() and (tmp_path / "o2" / "report.html").is_file()
+    assert cli(["ct", "detect", str(tmp_path / "nothing"), str(bad)]) == 1  # not a package
+
+
+def test_diagnosis_is_the_highest_malignancy_among_reported_nodules() -> None:
+    from medlens.ct.findings import Finding
+
+    fs = [Finding("s", (0, 0, 0), (0, 0, 0), 6.0, 0.9, 0.2), Finding("s", (1, 1, 1), (1, 1, 1), 12.0, 0.6, 0.7),
+          Finding("s", (2, 2, 2), (2, 2, 2), 20.0, 0.3, 0.99)]  # under the threshold: not counted
+    d = diagnose(fs, nodule_threshold=0.5, seriesuid="s")
+    assert d["nodules"] == 2 and d["malignancy_prob"] == 0.7 and d["largest_nodule_mm"] == 12.0
+    assert d["diagnosis"].startswith("suspicious")
+    assert diagnose(fs, nodule_threshold=0.95, seriesuid="s")["diagnosis"] == "no nodule found"
+
+
+def test_evaluate_scores_every_scan_against_annotations(trained, tmp_path: Path) -> None:
+    from medlens.cli.main import run as cli
+
+    data, run, truth = trained
+    out = tmp_path / "eval"
+    assert cli(["ct", "evaluate", str(run), str(data), "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    n_ref = sum(len(s["nodules"]) for s in truth["scans"])
+    assert m["n_scans"] == 4 and m["froc"]["n_nodules"] == n_ref and 0 <= m["cpm"] <= 1
+    assert m["operating_point"]["threshold"] == json.loads((run / "model" / "metadata.json").read_text())["threshold"]
+    assert (out / "report.html").is_file() and len(m["diagnosis"]) == 4
+
+
+def test_task_recognises_a_luna16_layout(trained, tmp_path: Path) -> None:
+    from medlens.tasks import detect_task, get_task
+
+    data, _, _ = trained
+    assert get_task("ct").detect(data, None) and detect_task(data).name == "ct"
+    (tmp_path / "annotations.csv").write_text("image,label\na.png,1\n")
+    assert not get_task("ct").detect(tmp_path, None)
