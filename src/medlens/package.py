@@ -33,20 +33,49 @@ from medlens.package_io import (
 from medlens.package_spec import PackageSpec, StageSpec
 from medlens.tasks.registry import Predictor, TaskSpec, task_of
 
-__all__ = ["CARD", "METADATA", "WEIGHTS", "ModelPackage", "Stage", "find_package", "load_model", "load_package",
-           "read_metadata", "save_model_package", "save_pipeline_package", "versions"]
+__all__ = ["CARD", "METADATA", "TTA_MODES", "WEIGHTS", "ModelPackage", "Stage", "check_tta", "find_package",
+           "load_model", "load_package", "read_metadata", "save_model_package", "save_pipeline_package", "tta_views",
+           "versions"]
+
+#: Test-time augmentation of a classifier: ``none``, or ``flip`` — the probabilities
+#: averaged over the image and its horizontal and vertical mirror images.
+TTA_MODES = ("none", "flip")
+TTA_DESCRIPTION = {"none": "none", "flip": "mean of the probabilities over the image, its horizontal and its "
+                   "vertical flip"}
+
+
+def check_tta(mode: str) -> str:
+    """``mode`` if it is one of :data:`TTA_MODES` (any case), else a usage error naming them."""
+    from medlens.options import look_up_option
+
+    return look_up_option(mode, TTA_MODES, what="--tta (test-time augmentation)")
+
+
+def tta_views(x: Any, mode: str) -> list[Any]:
+    """The views of a batch that ``mode`` averages over; ``x`` is ``(..., H, W)`` (a tensor
+    or a numpy array, channel-first): ``[x]``, or ``[x, x flipped along W, x flipped along H]``."""
+    if check_tta(mode) == "none":
+        return [x]
+    if isinstance(x, torch.Tensor):
+        return [x, x.flip(-1), x.flip(-2)]
+    a = np.asarray(x)
+    return [a, np.ascontiguousarray(a[..., ::-1]), np.ascontiguousarray(a[..., ::-1, :])]
 
 
 class ModelPackage:
     """A loaded model package with prediction helpers (see :func:`medlens.load_model`)."""
 
-    def __init__(self, path: str | Path, *, device: str = "cpu") -> None:
+    def __init__(self, path: str | Path, *, device: str = "cpu", tta: str = "none") -> None:
+        self.tta = check_tta(tta)
         self.path = find_package(path)
         self.device = torch.device(device)
         self.metadata: dict[str, Any] = read_metadata(self.path)
         entry = self.metadata.get("model")  # absent: a pipeline package of stages only
         self.model: nn.Module | None = None if entry is None else load_network(self.path, entry, WEIGHTS, device)
         self._stages: dict[str, nn.Module] = {}
+        if self.tta != "none" and not self.is_classifier:
+            raise ConfigError(f"--tta {self.tta}: test-time augmentation is for classifier packages; {self.path} "
+                              f"is a {self.task} package")
 
     # --- the stages of a pipeline package -----------------------------------------
     @property
@@ -106,6 +135,14 @@ class ModelPackage:
     def temperature(self) -> float:
         return float(self.metadata.get("temperature", 1.0) or 1.0)
 
+    @property
+    def is_classifier(self) -> bool:
+        """Whether this package answers with class probabilities per image: one network, two
+        or more classes and a negative class for its disease score (what a classify run
+        writes), what TTA and ``medlens calibrate`` work on."""
+        return self.model is not None and len(self.metadata.get("classes") or []) >= 2 and \
+            self.metadata.get("negative_class") is not None
+
     # --- the task's predictor ----------------------------------------------------
     @property
     def task_spec(self) -> TaskSpec:
@@ -141,15 +178,20 @@ class ModelPackage:
 
     # --- prediction --------------------------------------------------------------
     @torch.no_grad()
-    def predict_proba(self, images: Sequence[np.ndarray], *, batch_size: int = 64) -> np.ndarray:
-        """Calibrated class probabilities ``(N, K)`` (temperature-scaled softmax)."""
+    def predict_proba(self, images: Sequence[np.ndarray], *, batch_size: int = 64,
+                      tta: str | None = None) -> np.ndarray:
+        """Calibrated class probabilities ``(N, K)`` (temperature-scaled softmax); with
+        test-time augmentation (``tta``, default the package's :attr:`tta`) the mean of
+        those over the views of :func:`tta_views`."""
         if self.model is None:
             raise BadInputError(f"{self.path}: a pipeline package has no single model to predict with "
                                 f"(stages: {', '.join(self.stage_names)}); use .stage(name)")
+        mode = self.tta if tta is None else check_tta(tta)
         out = []
         for i in range(0, len(images), batch_size):
-            logits = self.model(self.preprocess(images[i : i + batch_size])).float()
-            out.append(torch.softmax(logits / self.temperature, 1).cpu().numpy())
+            views = tta_views(self.preprocess(images[i : i + batch_size]), mode)
+            probs = [torch.softmax(self.model(v).float() / self.temperature, 1) for v in views]
+            out.append(torch.stack(probs).mean(0).cpu().numpy())
         return np.concatenate(out) if out else np.empty((0, len(self.classes)))
 
     def call(self, probs: np.ndarray) -> np.ndarray:
@@ -169,8 +211,14 @@ class ModelPackage:
     def predict(self, inputs: Sequence[str | Path | np.ndarray] | str | Path | np.ndarray,
                 *, batch_size: int = 64) -> list[dict[str, Any]]:
         """Predict files, folders or arrays: one dict per input (unreadable files get ``error``);
-        what a row holds is the task's (:meth:`predictor`)."""
-        return self.predictor.predict(inputs, batch_size=batch_size)
+        what a row holds is the task's (:meth:`predictor`), plus ``tta`` when test-time
+        augmentation is on."""
+        rows = self.predictor.predict(inputs, batch_size=batch_size)
+        if self.tta != "none":
+            for r in rows:
+                if "error" not in r:
+                    r["tta"] = self.tta
+        return rows
 
     @property
     def fingerprint(self) -> dict[str, Any] | None:
@@ -192,6 +240,7 @@ class ModelPackage:
         return image, check(stats, self.fingerprint).to_dict()
 
 
-def load_model(path: str | Path, *, device: str = "cpu") -> ModelPackage:
-    """Load a model package for prediction: ``medlens.load_model(run_dir).predict(images)``."""
-    return ModelPackage(path, device=device)
+def load_model(path: str | Path, *, device: str = "cpu", tta: str = "none") -> ModelPackage:
+    """Load a model package for prediction: ``medlens.load_model(run_dir).predict(images)``;
+    ``tta="flip"`` averages a classifier's probabilities over flips (:data:`TTA_MODES`)."""
+    return ModelPackage(path, device=device, tta=tta)

@@ -35,16 +35,18 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, split: str = "te
     """Score the package at ``model_path`` on ``data``; write metrics and report to their own folder.
 
     The folder is :func:`evaluation_dir` (never the run's own results), locked while written;
-    ``opts``: ``device``, ``strict`` and the layout options, for the task's ``evaluate``.
+    ``opts``: ``device``, ``strict``, ``tta`` (test-time augmentation of a classifier,
+    :data:`medlens.package.TTA_MODES`) and the layout options, for the task's ``evaluate``.
     """
     from medlens.options import resolve_device
-    from medlens.package import ModelPackage
+    from medlens.package import ModelPackage, check_tta
     from medlens.package_io import find_package
 
+    tta = check_tta(opts.pop("tta", None) or "none")  # a bad value is refused before anything is read
     out_dir = evaluation_dir(find_package(model_path).parent, data, split, out)
     device, strict = opts.pop("device", "auto"), bool(opts.pop("strict", False))
     with folder_lock(out_dir):
-        pkg = ModelPackage(model_path, device=resolve_device(device))
+        pkg = ModelPackage(model_path, device=resolve_device(device), tta=tta)
         metrics = pkg.task_spec.evaluate(pkg, data, split=split, out_dir=out_dir, strict=strict, **opts)
         return metrics, out_dir
 
@@ -81,17 +83,38 @@ def evaluation_dir(run_dir: Path, data: str | Path, split: str, out: str | Path 
     return out_dir
 
 
+def package_logits(pkg: Any, images: np.ndarray, *, tta: str = "none") -> list[np.ndarray]:
+    """The package network's logits ``(N, K)`` for cached ``(N, C, H, W)`` uint8 images,
+    normalised as the package says: one array per view of :func:`medlens.package.tta_views`
+    (one for ``tta="none"``; the first is always the image as it is)."""
+    from medlens.package import tta_views
+    from medlens.pipelines.evaluation import cache_logits
+    from medlens.train.classify import ClassificationTask
+
+    norm = pkg.metadata["normalize"]
+    task = ClassificationTask(num_classes=len(pkg.classes), mean=norm["mean"], std=norm["std"])
+    return [cache_logits(pkg.model, task, v, pkg.device) for v in tta_views(images, tta)]
+
+
+def tta_probabilities(logits: list[np.ndarray], temperature: float) -> np.ndarray:
+    """Temperature-scaled softmax averaged over the views' logits (one view: plain scaling)."""
+    from medlens.evaluate.calibration import apply_temperature
+
+    return np.mean([apply_temperature(z, temperature) for z in logits], axis=0)
+
+
 def evaluate_classifier(pkg: Any, data: str | Path, *, split: str, out_dir: Path, strict: bool = False,
                         **layout_opts: Any) -> dict[str, Any]:
     """The classify task's evaluation of a loaded package on ``data`` into ``out_dir``
     (metrics.json, report.html, problems.json); inputs unlike the training data are
-    counted, warned about, or refused with ``strict``."""
+    counted, warned about, or refused with ``strict``. ``metrics["shift"]`` compares the
+    evaluated images with the training data (:mod:`medlens.evaluate.shift`);
+    ``metrics["tta"]`` says whether the package's test-time augmentation was on."""
     from medlens.data.cache import build_cache
     from medlens.data.layouts import load_dataset
-    from medlens.evaluate.calibration import apply_temperature
     from medlens.evaluate.metrics import classification_metrics
-    from medlens.pipelines.evaluation import cache_logits
-    from medlens.train.classify import ClassificationTask
+    from medlens.evaluate.shift import dataset_shift, new_data_stats
+    from medlens.package import TTA_DESCRIPTION
     from medlens.transforms.preprocess import PreprocessConfig
 
     index = load_dataset(data, **{k: v for k, v in layout_opts.items() if v is not None})
@@ -116,16 +139,16 @@ def evaluate_classifier(pkg: Any, data: str | Path, *, split: str, out_dir: Path
     cache = build_cache(index, PreprocessConfig(**pkg.metadata["preprocess"]))
     if not cache.records:
         raise BadInputError(f"{data}: none of the images could be read")
-    norm = pkg.metadata["normalize"]
-    task = ClassificationTask(num_classes=len(pkg.classes), mean=norm["mean"], std=norm["std"])
-    z = cache_logits(pkg.model, task, cache.images, pkg.device)
-    probs = apply_temperature(z, pkg.temperature)
+    tta = getattr(pkg, "tta", "none")
+    views = package_logits(pkg, cache.images, tta=tta)
+    z = views[0]
+    probs = tta_probabilities(views, pkg.temperature)
     y = remap[cache.labels]
     patients = [r.patient for r in cache.records]
     op = pkg.metadata.get("operating_point") or {}  # how training chose the threshold it stored
     metrics = classification_metrics(
         y, probs, pkg.classes, negative_class=pkg.negative_class, threshold=pkg.threshold,
-        selection=op.get("selection") or _legacy_selection(pkg.metadata), alternatives=op.get("alternatives"),
+        selection=op.get("selection") or legacy_selection(pkg.metadata), alternatives=op.get("alternatives"),
         patients=patients if any(p is not None for p in patients) else None, logits=z,
     )
     metrics["split"] = split
@@ -133,6 +156,9 @@ def evaluate_classifier(pkg: Any, data: str | Path, *, split: str, out_dir: Path
     metrics["model"] = str(pkg.path)
     metrics["ood"] = summary(ood) if pkg.fingerprint else {"checked": 0, "flagged": None,
                                                            "note": "the package has no training-data fingerprint"}
+    metrics["tta"] = {"mode": tta, "description": TTA_DESCRIPTION[tta]}
+    metrics["shift"] = dataset_shift(pkg.fingerprint, new_data_stats(index, cache.records),
+                                     new_source=f"{data} ({split} split)")
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "metrics.json", metrics)
     problems = [p.__dict__ for p in list(index.problems) + list(cache.problems)]
@@ -142,7 +168,7 @@ def evaluate_classifier(pkg: Any, data: str | Path, *, split: str, out_dir: Path
     return metrics
 
 
-def _legacy_selection(meta: dict[str, Any]) -> dict[str, Any] | None:
+def legacy_selection(meta: dict[str, Any]) -> dict[str, Any] | None:
     """A package from before the operating-point block: what its metadata still tells."""
     if meta.get("threshold") is None or meta.get("target_sensitivity") is None:
         return None
@@ -164,9 +190,15 @@ def _report(out_dir: Path, pkg, index, cache, metrics, probs, y) -> None:  # noq
     card = json.loads(json.dumps(pkg.metadata.get("model_card", {}))) or {
         "model": pkg.metadata["model"]["name"], "intended_use": "research", "not_for_clinical_use": True}
     patient = (metrics.get("patient_level") or {}).get("table")
+    from medlens.evaluate.shift import shift_section_html
+
+    shift = metrics.get("shift") or {}
     write_report(out_dir, title=f"medlens evaluation — {pkg.metadata['model']['name']} on {index.root}",
                  data_summary={"data": index.root, "layout": index.layout, "images": len(cache.records),
                                "split": metrics["split"],
-                               "inputs unlike the training data": (metrics.get("ood") or {}).get("flagged")},
+                               "inputs unlike the training data": (metrics.get("ood") or {}).get("flagged"),
+                               "shift from the training data": shift.get("verdict"),
+                               "test-time augmentation": (metrics.get("tta") or {}).get("description")},
                  split_table=split_table(index.subset(cache.records)), history=[], metrics=metrics,
-                 patient_table=patient, samples=samples, model_card=card)
+                 patient_table=patient, samples=samples, model_card=card,
+                 extra_sections=[("Dataset shift", shift_section_html(shift, metrics.get("calibration")))])

@@ -20,6 +20,8 @@ def write_predictions(rows: list[dict[str, Any]], out: str | Path, classes: list
     buf = io.StringIO()
     cols = ["file", "predicted", "disease_score", "decision", "threshold"] + [f"p_{c}" for c in classes]
     cols += ["ood", "ood_score", "ood_reasons", "error"]  # ood*: the out-of-distribution guard
+    if any("tta" in r for r in rows):  # test-time augmentation used (predict --tta)
+        cols.append("tta")
     w = csv.DictWriter(buf, fieldnames=cols)
     w.writeheader()
     for r in rows:
