@@ -130,6 +130,39 @@ def make_thumbnails(index: DatasetIndex, result: AuditResult, *, max_thumbnails:
     return out
 
 
+def colour_table_html(colour: dict[str, Any] | None, *, splits: dict[str, str] | None = None) -> str:
+    """Per-patient tissue colour (mean ± SD of R, G, B, H, E) with each mean's robust z; flagged
+    patients (stain unlike the others') first and highlighted. ``splits``: patient → split column."""
+    if not colour or not colour.get("patients"):
+        return f"<p>{_esc((colour or {}).get('reason', 'No patient ids or no RGB tissue pixels.'))}</p>"
+    rows = colour["patients"]
+    ch = colour["channels"]
+    order = sorted(rows, key=lambda p: (not rows[p]["flagged"], -rows[p]["max_z"], p))
+    head = "<tr><th>patient</th>" + ("<th>split</th>" if splits else "") + "<th>images</th>" + "".join(
+        f"<th>{_esc(c)} mean ± SD</th>" for c in ch) + "<th>largest |z|</th></tr>"
+    body = []
+    for p in order:
+        r = rows[p]
+        cells = "".join(f"<td>{_num(r['mean'][c], c)} ± {_num(r['sd'][c], c)}"
+                        f"<br><small>z {r['z'][c]:+.1f}</small></td>" for c in ch)
+        style = " style='background:#fde2e2'" if r["flagged"] else ""
+        split = f"<td>{_esc(splits.get(p, ''))}</td>" if splits else ""
+        body.append(f"<tr{style}><td>{_esc(p)}</td>{split}<td>{r['n_images']}</td>{cells}"
+                    f"<td>{r['max_z']:.1f} ({_esc(r['worst_channel'])})</td></tr>")
+    flagged = colour.get("flagged") or []
+    note = (f"<p>{len(flagged)} patient(s) flagged (robust z &gt; {colour['z_threshold']:g} on a mean): "
+            f"{_esc(', '.join(flagged))}.</p>" if flagged else
+            f"<p>No patient's stain lies far from the others ({_esc(colour.get('status', ''))}).</p>")
+    return (f"{note}<p><small>Tissue: {_esc(colour.get('tissue', ''))}; H, E: {_esc(colour.get('h_e', ''))}; "
+            "z: robust (median, MAD) against all patients.</small></p>"
+            f"<table>{head}{''.join(body)}</table>")
+
+
+def _num(v: float, channel: str) -> str:
+    """RGB on 0–255 with one decimal; optical-density H and E with three."""
+    return f"{v:.1f}" if channel in ("R", "G", "B") else f"{v:.3f}"
+
+
 def _kv_table(d: dict[str, Any]) -> str:
     rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in d.items())
     return f"<table>{rows}</table>"
@@ -192,6 +225,8 @@ def render_html(result: AuditResult) -> str:
                  f"<th>largest patient's share</th></tr>{rows}</table>")  # fmt: skip
     else:
         h.append(f"<p>{_esc(conf.get('note', ''))}</p>")
+    if conf.get("colour_by_patient") is not None:
+        h.append("<h2>Colour by patient (stain)</h2>" + colour_table_html(conf["colour_by_patient"]))
     h.append("<h2>Shortcut test (metadata only)</h2>")
     sc = result.shortcut
     if sc.get("status") == "ok":

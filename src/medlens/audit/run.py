@@ -31,6 +31,8 @@ from medlens.audit.stats import (
     FEATURES,
     FORMAT_CODES,
     ClassHistograms,
+    PatientColour,
+    colour_warning,
     counts_by,
     per_class_summary,
     pixel_stats,
@@ -65,6 +67,7 @@ def run_audit(
     min_patients: int = 5,
     min_patient_fraction: float = 0.2,
     outlier_z: float = 5.0,
+    colour_z: float = 3.0,
     max_side: int = 512,
     max_thumbnails: int = 24,
     progress: Callable[[int, int], None] | None = None,
@@ -81,6 +84,8 @@ def run_audit(
         shortcut_threshold: metadata-only ROC-AUC at or above which the audit warns.
         min_patients, min_patient_fraction: a class from fewer patients is flagged.
         outlier_z: robust z-score above which an image is an outlier.
+        colour_z: robust z-score of a patient's mean tissue colour (R, G, B, H, E) above which the
+            patient's stain is flagged (``confounding["colour_by_patient"]``, a warning).
         max_side: pixel statistics are taken at most at this size (longer side).
         layout_kwargs: passed to ``medlens.data.layouts.load_dataset`` for a path.
     """
@@ -100,6 +105,7 @@ def run_audit(
     thumbs = np.zeros((n, 64), dtype=np.uint8)
     ok = np.zeros(n, dtype=bool)
     hist = None if quick else ClassHistograms(len(index.classes))
+    colour = PatientColour() if not quick and index.has_patients else None
     unreadable: list[dict[str, str]] = []
     mismatch: list[dict[str, str]] = []
     formats: Counter[str] = Counter()
@@ -144,6 +150,8 @@ def run_audit(
         st, grey = pixel_stats(arr8)
         row[10:20] = [st[c] for c in FEATURES[10:20]]
         hist.add(rec.label, arr8, grey)  # type: ignore[union-attr]
+        if colour is not None:
+            colour.add(rec.patient, arr8)
         if st["contrast"] >= BLANK_STD:
             phashes[i] = phash64(grey)
             thumbs[i] = thumb8(grey)
@@ -185,6 +193,11 @@ def run_audit(
 
     confounding = patient_confounding(index, min_patients=min_patients, min_fraction=min_patient_fraction)
     warnings += confounding["warnings"]
+    if colour is not None:  # a patient (site, scanner) whose stain differs from the others
+        confounding["colour_by_patient"] = colour.table(z_threshold=colour_z)
+        line = colour_warning(confounding["colour_by_patient"])
+        if line:
+            warnings.append(line)
     blocking += confounding["blocking"]
     _balance(summary, warnings, blocking, index)
     label_names = label_findings(index)
@@ -238,6 +251,30 @@ def run_audit(
     if exclude_list is not None:
         write_exclude_list(exclude_list, exclude, header=f"medlens audit exclusions for {index.root}")
     return result
+
+
+def colour_by_patient(index: DatasetIndex, *, max_per_patient: int = 32, seed: int = 0,
+                      z_threshold: float = 3.0) -> dict[str, Any] | None:
+    """Per-patient tissue colour table from a seeded sample of each patient's images (what the
+    training report shows); ``None`` without patient ids. Unreadable files are skipped."""
+    from medlens.audit.files import probe_record
+    from medlens.audit.stats import PatientColour
+
+    if not index.has_patients:
+        return None
+    by: dict[str, list[Any]] = {}
+    for r in index.records:
+        if r.patient is not None:
+            by.setdefault(str(r.patient), []).append(r)
+    rng = np.random.default_rng(seed)
+    acc = PatientColour()
+    for p in sorted(by):
+        recs = by[p]
+        for j in sorted(rng.permutation(len(recs))[:max_per_patient].tolist()):
+            pr = probe_record(index, recs[j], max_side=512)
+            if pr.ok and pr.kind != "volume" and pr.array is not None:
+                acc.add(p, to_uint8(pr.array))
+    return acc.table(z_threshold=z_threshold)
 
 
 def quick_audit(index: DatasetIndex, **kwargs: Any) -> AuditResult:

@@ -8,6 +8,7 @@ sum of absolute Laplacian is also kept, per pixel, as ``lap_abs``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -113,3 +114,117 @@ def counts_by(values: list[Any]) -> dict[str, int]:
     from collections import Counter
 
     return {str(k): int(v) for k, v in Counter(values).most_common()}
+
+
+#: Per-patient colour statistics: RGB (0–255) and the optical-density haematoxylin and eosin
+#: amounts of :func:`skimage.color.rgb2hed`, on tissue pixels only.
+COLOUR_CHANNELS = ("R", "G", "B", "H", "E")
+#: Smallest robust scale per channel, so near-identical patients are not flagged for a tiny spread.
+COLOUR_SCALE_FLOOR = (1.0, 1.0, 1.0, 0.002, 0.002)
+COLOUR_MAX_PIXELS = 4096  # tissue pixels taken per image (a regular stride): bounded cost
+COLOUR_MIN_PATIENTS = 5  # fewer patients: the table, but no outlier flags
+
+
+def tissue_colour(arr8: np.ndarray, *, max_pixels: int = COLOUR_MAX_PIXELS) -> np.ndarray | None:
+    """``(N, 5)`` R, G, B, H, E of an ``(H, W, C)`` uint8 RGB image's tissue pixels (the pixels
+    stain normalisation works on: every channel absorbing light), or ``None`` for a grey image or
+    one without tissue."""
+    from skimage.color import rgb2hed
+
+    from medlens.transforms.stain import tissue_mask
+
+    if arr8.ndim != 3 or arr8.shape[2] < 3:
+        return None
+    rgb = arr8[..., :3]
+    px = rgb[tissue_mask(rgb)]
+    if len(px) == 0:
+        return None
+    if len(px) > max_pixels:
+        px = px[:: int(np.ceil(len(px) / max_pixels))]
+    hed = rgb2hed(px[None].astype(np.float64) / 255.0)[0]
+    return np.concatenate([px.astype(np.float64), hed[:, :2]], axis=1)
+
+
+class PatientColour:
+    """Running per-patient sums of tissue R, G, B, H, E (O(patients) memory)."""
+
+    def __init__(self) -> None:
+        self.images: dict[str, int] = {}
+        self.n: dict[str, int] = {}
+        self.sum: dict[str, np.ndarray] = {}
+        self.sumsq: dict[str, np.ndarray] = {}
+
+    def add(self, patient: str | None, arr8: np.ndarray) -> None:
+        """Add one image of ``patient`` (ignored when the patient is unknown or the image has no tissue)."""
+        if patient is None:
+            return
+        v = tissue_colour(arr8)
+        if v is None:
+            return
+        p = str(patient)
+        self.images[p] = self.images.get(p, 0) + 1
+        self.n[p] = self.n.get(p, 0) + len(v)
+        self.sum[p] = self.sum.get(p, 0) + v.sum(0)
+        self.sumsq[p] = self.sumsq.get(p, 0) + (v * v).sum(0)
+
+    def table(self, *, z_threshold: float = 3.0) -> dict[str, Any]:
+        """Mean and SD per patient and channel, robust z of each mean against the other patients,
+        and the patients flagged (see :func:`colour_outliers`)."""
+        names = sorted(self.n)
+        if not names:
+            return {"status": "skipped", "reason": "no RGB tissue pixels with known patients",
+                    "channels": list(COLOUR_CHANNELS), "patients": {}, "flagged": []}
+        means = np.stack([self.sum[p] / self.n[p] for p in names])
+        sds = np.stack([np.sqrt(np.maximum(self.sumsq[p] / self.n[p] - (self.sum[p] / self.n[p]) ** 2, 0))
+                        for p in names])
+        return colour_outliers(names, means, sds, [self.images[p] for p in names], [self.n[p] for p in names],
+                               z_threshold=z_threshold)
+
+
+def robust_z(values: np.ndarray, floor: Sequence[float] | float = 0.0) -> np.ndarray:
+    """``(P, F)`` → robust z per column: ``(x − median) / max(1.4826·MAD, floor)``."""
+    v = np.asarray(values, dtype=np.float64)
+    med = np.median(v, axis=0)
+    scale = np.maximum(1.4826 * np.median(np.abs(v - med), axis=0), np.asarray(floor, dtype=np.float64))
+    return (v - med) / scale
+
+
+def colour_outliers(patients: Sequence[str], means: np.ndarray, sds: np.ndarray, n_images: Sequence[int],
+                    n_pixels: Sequence[int], *, z_threshold: float = 3.0) -> dict[str, Any]:
+    """The per-patient colour table: ``{"patients": {id: {mean, sd, z, max_z, flagged, …}}, "flagged": [...]}``.
+
+    A patient is flagged when the robust z (:func:`robust_z`, against all patients) of any channel
+    mean exceeds ``z_threshold`` — a stain or scanner unlike the others'. With fewer than
+    :data:`COLOUR_MIN_PATIENTS` patients nothing is flagged (a median of few is no reference).
+    """
+    ch = COLOUR_CHANNELS
+    can_flag = len(patients) >= COLOUR_MIN_PATIENTS
+    z = robust_z(means, COLOUR_SCALE_FLOOR) if can_flag else np.zeros_like(means)
+    rows: dict[str, Any] = {}
+    for i, p in enumerate(patients):
+        worst = int(np.argmax(np.abs(z[i])))
+        rows[p] = {"n_images": int(n_images[i]), "n_pixels": int(n_pixels[i]),
+                   "mean": {c: round(float(means[i, j]), 4) for j, c in enumerate(ch)},
+                   "sd": {c: round(float(sds[i, j]), 4) for j, c in enumerate(ch)},
+                   "z": {c: round(float(z[i, j]), 2) for j, c in enumerate(ch)},
+                   "max_z": round(float(abs(z[i, worst])), 2), "worst_channel": ch[worst],
+                   "flagged": bool(can_flag and abs(z[i, worst]) > z_threshold)}
+    flagged = sorted((p for p in rows if rows[p]["flagged"]), key=lambda p: -rows[p]["max_z"])
+    return {"status": "ok" if can_flag else "too few patients to flag",
+            "channels": list(ch), "z_threshold": z_threshold,
+            "tissue": "pixels absorbing light in R, G and B (optical density ≥ 0.15 at I0 = 240)",
+            "h_e": "skimage.color.rgb2hed haematoxylin and eosin amounts (optical density units)",
+            "patients": rows, "flagged": flagged}
+
+
+def colour_warning(colour: dict[str, Any]) -> str | None:
+    """One line naming the flagged patients (``None`` when there are none)."""
+    flagged = colour.get("flagged") or []
+    if not flagged:
+        return None
+    rows = colour["patients"]
+    names = ", ".join(f"{p} ({rows[p]['worst_channel']} z={rows[p]['max_z']:.1f})" for p in flagged[:10])
+    more = f" and {len(flagged) - 10} more" if len(flagged) > 10 else ""
+    return (f"Stain/colour of {len(flagged)} patient(s) lies far from the others (robust z > "
+            f"{colour['z_threshold']:g} on tissue R, G, B, H or E): {names}{more}. A model can learn the stain "
+            "instead of the tissue; consider stain normalisation (preprocess.stain_normalize) or augment.hed.")

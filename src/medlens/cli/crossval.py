@@ -21,8 +21,11 @@ from medlens.cli.options import (
     check_model,
     column_option,
     device_option,
+    group_by_option,
     layout_option,
     outside_paths_option,
+    stain_option,
+    task_help,
 )
 from medlens.errors import ConfigError
 
@@ -30,12 +33,13 @@ from medlens.errors import ConfigError
 @app.command("cv")
 def cv_cmd(
     data: Path = typer.Argument(..., help="data folder, CSV manifest, MedMNIST .npz or segmentation data"),
-    task: str | None = typer.Option(None, "--task", help="classify or segment",
+    task: str | None = typer.Option(None, "--task", help=task_help(),
                                     show_default="segment when DATA holds image/mask pairs, else classify; "
                                     "with --resume: the folder's"),
     folds: int | None = typer.Option(
-        None, "--folds", "-k", min=2, help="number of folds (each image, or patient, is held out once)",
-        show_default="5; segment: 3; with --resume: the folder's",
+        None, "--folds", "-k", min=2, help="number of folds (each image, or group, is held out once)",
+        show_default="5; segment: 3; leave-one-group-out for a --group-by other than patient with at most "
+        "10 groups; with --resume: the folder's",
     ),
     out: Path | None = typer.Option(
         None, "--out", "-o", help="output folder (cv_plan.json, folds.csv, fold_<k>/, cv_metrics.json, "
@@ -85,8 +89,8 @@ def cv_cmd(
                                      "e.g. 32,64,64", show_default=PATCH_DEFAULT),
     ensemble: int | None = typer.Option(None, "--ensemble", help="segment: models per fold from seeds seed, "
                                         "seed+1, …, probabilities averaged", show_default="1"),
-    group_by: str | None = typer.Option(None, "--group-by", help="segment: hold out whole patients or whole "
-                                        "institutions (sites; from TCGA case ids) per fold", show_default="patient"),
+    group_by: str | None = group_by_option(),
+    stain_normalize: str | None = stain_option(),
     resume: bool = typer.Option(
         False, "--resume", help="continue the cross-validation in --out with its saved settings (other flags "
         "are ignored): finished folds are read back, an interrupted one continues from its checkpoints"

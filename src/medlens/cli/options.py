@@ -87,6 +87,24 @@ def outside_paths_option() -> Any:
                         "(../, absolute paths, symlinks leading out)")
 
 
+GROUP_BY_HELP = ("what each fold holds out whole: patient, institution (a manifest column institution/site/"
+                 "center/hospital, else TCGA case ids), a manifest column name, or regex:<pattern> with one "
+                 "group (searched in the patient id, else the file path); without --folds, a non-patient "
+                 "grouping with at most 10 groups is leave-one-group-out")
+STAIN_HELP = ("classify, RGB histology: normalise H&E stain to a reference fitted on the training split "
+              "(none, macenko, reinhard; stored in the package and applied at prediction)")
+
+
+def group_by_option() -> Any:
+    """``--group-by``: what a cross-validation fold holds out (:mod:`medlens.data.groups`)."""
+    return typer.Option(None, "--group-by", help=GROUP_BY_HELP, show_default="patient")
+
+
+def stain_option() -> Any:
+    """``--stain-normalize``: ``preprocess.stain_normalize`` (off unless given or in a config file)."""
+    return typer.Option(None, "--stain-normalize", help=STAIN_HELP, show_default="none")
+
+
 def device_option(default: str | None = "auto") -> Any:
     """``--device`` (no short flag). ``None`` as default: a config file's value wins."""
     return typer.Option(default, "--device", help=DEVICE_HELP,
@@ -111,3 +129,10 @@ def check_model(name: str | None) -> str | None:
     return MODELS.get(name).name
 
 
+def task_help() -> str:
+    """The task names ``--task`` accepts, in words (the built-in ones; plug-ins are listed by
+    the error a wrong name gives)."""
+    from medlens.tasks.registry import BUILTIN_TASKS
+
+    names = list(BUILTIN_TASKS)
+    return ", ".join(names[:-1]) + f" or {names[-1]}"

@@ -3,6 +3,8 @@
 Decoding (PIL ~6k small PNGs/s per core, far less for full-size JPEGs) is the slowest
 part of training on a CPU; the cache makes it a one-time cost per data set and
 preprocessing config. Unreadable files become :class:`Problem` entries; the rest goes on.
+Stain normalisation (``cfg.stain_normalize``, histology) is applied here, once per image and
+not per epoch; images it leaves unchanged (too little tissue) are counted in the log.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class ImageCache:
     images: np.ndarray  # (N, C, S, S) uint8
     records: list[Record]
     problems: list[Problem] = field(default_factory=list)
+    stain_unchanged: int = 0  # images stain normalisation left as they were (no tissue, failure)
 
     @property
     def labels(self) -> np.ndarray:
@@ -39,7 +42,8 @@ class ImageCache:
 
     def select(self, mask: np.ndarray) -> ImageCache:
         idx = np.flatnonzero(mask)
-        return ImageCache(self.images[idx], [self.records[i] for i in idx], list(self.problems))
+        return ImageCache(self.images[idx], [self.records[i] for i in idx], list(self.problems),
+                          self.stain_unchanged)
 
 
 def default_cache_dir() -> Path:
@@ -68,18 +72,22 @@ def build_cache(
             problems = [Problem(**p) for p in info["problems"]]
             if len(kept) == len(images):
                 log.info("image cache hit: %s (%d images)", npy, len(kept))
-                return ImageCache(images, kept, problems)
+                unchanged = int(info.get("stain_unchanged", 0))
+                if cfg.stain_normalize != "none":
+                    _log_stain(cfg, unchanged, len(kept), info.get("stain_reasons") or {})
+                return ImageCache(images, kept, problems, unchanged)
         except (OSError, ValueError, KeyError) as e:
             log.warning("ignoring unreadable image cache %s: %s", npy, e)
 
     out = np.empty((len(records), cfg.channels, cfg.size, cfg.size), dtype=np.uint8)
     ok = np.zeros(len(records), dtype=bool)
     problems: list[Problem] = []
+    stain_failures: list[str] = []  # list.append is atomic: shared by the worker threads
 
     def work(i: int) -> tuple[int, str | None]:
         try:
             img = index.read(records[i])
-            out[i] = preprocess_image(img, cfg)
+            out[i] = preprocess_image(img, cfg, stain_failures=stain_failures)
             return i, None
         except ImageReadError as e:
             return i, e.reason
@@ -97,20 +105,32 @@ def build_cache(
     images = np.ascontiguousarray(out[ok])
     kept_idx = np.flatnonzero(ok)
     kept = [records[i] for i in kept_idx]
+    reasons = {r: stain_failures.count(r) for r in sorted(set(stain_failures))}
+    if cfg.stain_normalize != "none":
+        _log_stain(cfg, len(stain_failures), len(kept), reasons)
     if use_disk:
         try:
             atomic_write(npy, lambda fh: np.save(fh, images))
             atomic_write_json(meta, {"kept": kept_idx.tolist(),
                                      "problems": [p.__dict__ for p in problems],
-                                     "preprocess": cfg.model_dump(), "root": index.root})
+                                     "preprocess": cfg.model_dump(), "root": index.root,
+                                     "stain_unchanged": len(stain_failures), "stain_reasons": reasons})
         except OSError as e:
             log.warning("could not write image cache to %s: %s", cdir, e)
-    return ImageCache(images, kept, problems)
+    return ImageCache(images, kept, problems, len(stain_failures))
+
+
+def _log_stain(cfg: PreprocessConfig, unchanged: int, total: int, reasons: dict[str, int]) -> None:
+    why = "; ".join(f"{r}: {n}" for r, n in list(reasons.items())[:3])
+    log.info("stain normalisation (%s): %d of %d image(s) left unchanged%s", cfg.stain_normalize, unchanged,
+             total, f" ({why})" if why else "")
 
 
 def _cache_key(index: DatasetIndex, records: list[Record], cfg: PreprocessConfig) -> str:
     h = hashlib.sha256()
-    h.update(cfg.model_dump_json().encode())
+    # without stain normalisation the key is the one caches had before those fields existed
+    exclude = {"stain_normalize", "stain_reference"} if cfg.stain_normalize == "none" else None
+    h.update(cfg.model_dump_json(exclude=exclude).encode())
     for r in records:
         h.update(r.path.encode())
         src = r.path.split("#", 1)[0]

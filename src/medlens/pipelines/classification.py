@@ -97,6 +97,50 @@ def make_splits(index: DatasetIndex, cfg: RunConfig, run_dir: Path) -> DatasetIn
     return split
 
 
+#: How many training images per patient, and patients at most, the stain reference is fitted on.
+STAIN_IMAGES_PER_PATIENT = 32
+STAIN_MAX_PATIENTS = 64
+
+
+def fit_stain(cfg: RunConfig, index: DatasetIndex, train_records: list[Any]) -> RunConfig:
+    """``cfg`` with the stain reference fitted on ``train_records`` (the training split only),
+    or ``cfg`` itself when stain normalisation is off or a reference is already given.
+
+    Up to :data:`STAIN_IMAGES_PER_PATIENT` images of each of up to :data:`STAIN_MAX_PATIENTS`
+    training patients (seeded draw; without patient ids, groups of that many images) are fitted
+    per patient and the median taken (:func:`medlens.transforms.stain.fit_reference`).
+    """
+    pre = cfg.preprocess
+    if pre.stain_normalize == "none" or pre.stain_reference is not None:
+        return cfg
+    from medlens.io.images import ImageReadError
+    from medlens.transforms.stain import fit_reference
+
+    rng = np.random.default_rng(cfg.train.seed)
+    by_group: dict[str, list[Any]] = {}
+    for i, r in enumerate(train_records):
+        key = r.patient if r.patient is not None else f"images-{i // STAIN_IMAGES_PER_PATIENT}"
+        by_group.setdefault(str(key), []).append(r)
+    names = sorted(by_group)
+    if len(names) > STAIN_MAX_PATIENTS:
+        names = sorted(rng.choice(names, STAIN_MAX_PATIENTS, replace=False).tolist())
+    groups: dict[str, list[np.ndarray]] = {}
+    for name in names:
+        recs = by_group[name]
+        pick = rng.permutation(len(recs))[:STAIN_IMAGES_PER_PATIENT]
+        imgs = []
+        for j in sorted(pick.tolist()):
+            try:
+                imgs.append(index.read(recs[j], channels=3))
+            except (ImageReadError, OSError, ValueError) as e:
+                log.debug("stain reference: skipping %s: %s", recs[j].path, e)
+        groups[name] = imgs
+    ref = fit_reference(groups, pre.stain_normalize, seed=cfg.train.seed)
+    log.info("stain reference (%s) fitted on %d training image(s) of %d patient(s)/group(s)", ref.method,
+             ref.n_images, ref.n_groups)
+    return cfg.model_copy(update={"preprocess": pre.model_copy(update={"stain_reference": ref})})
+
+
 def _norm_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     x = images.reshape(images.shape[0], images.shape[1], -1).astype(np.float64) / 255.0
     mean = x.mean(axis=(0, 2))
@@ -224,6 +268,9 @@ def _train_classifier(cfg: RunConfig, run_dir: Path, *, resume: bool = False) ->
     atomic_write_json(run_dir / "config.json", cfg.model_dump())
     audit = run_quick_audit(index, cfg, run_dir)
     index = make_splits(index, cfg, run_dir)
+    if cfg.preprocess.stain_normalize != "none" and cfg.preprocess.stain_reference is None:
+        cfg = fit_stain(cfg, index, [r for r in index.records if r.split == "train"])
+        atomic_write_json(run_dir / "config.json", cfg.model_dump())  # the resolved config, reference included
     cache = build_cache(index, cfg.preprocess, progress=False)
     problems = list(index.problems) + [p for p in cache.problems if p not in index.problems]
     if problems:
@@ -255,12 +302,38 @@ def _train_classifier(cfg: RunConfig, run_dir: Path, *, resume: bool = False) ->
     from medlens.pipelines.reporting import model_card, write_run_report
 
     sections = explanation_sections(model, task, cache, extras, index.classes, device)
+    sections += colour_sections(index, cfg, run_dir)
     card = model_card(cfg, index, metrics)
     save_model_package(run_dir / "model", model.cpu(), model_name=cfg.model.name, model_kwargs=fitted.model_kwargs,
                        metadata=meta, model_card=card.get("markdown"))
     write_run_report(run_dir, cfg, index, cache, result.history, metrics, extras, card, audit, problems,
                      extra_sections=sections)
     return TrainOutcome(run_dir, metrics, result)
+
+
+def colour_sections(index: DatasetIndex, cfg: RunConfig, run_dir: Path) -> list[tuple[str, str]]:
+    """Per-patient tissue colour of the raw images (a seeded sample per patient) with the patients
+    whose stain lies far from the others flagged: the report section, and ``colour_by_patient.json``.
+    Only for RGB data with patient ids; never costs the user a finished run."""
+    if not index.has_patients or cfg.preprocess.channels != 3:
+        return []
+    try:
+        from medlens.audit.report import colour_table_html
+        from medlens.audit.run import colour_by_patient
+        from medlens.audit.stats import colour_warning
+
+        colour = colour_by_patient(index, seed=cfg.train.seed)
+        if colour is None or not colour.get("patients"):
+            return []
+        atomic_write_json(run_dir / "colour_by_patient.json", colour)
+        line = colour_warning(colour)
+        if line:
+            log.warning("%s", line)
+        splits = {str(r.patient): r.split or "" for r in index.records if r.patient is not None}
+        return [("Colour by patient (stain)", colour_table_html(colour, splits=splits))]
+    except (OSError, ValueError) as e:
+        log.warning("colour statistics left out of the report: %s: %s", type(e).__name__, e)
+        return []
 
 
 def explanation_sections(model: torch.nn.Module, task: ClassificationTask, cache: ImageCache, extras: dict[str, Any],
@@ -286,7 +359,8 @@ def explanation_sections(model: torch.nn.Module, task: ClassificationTask, cache
 #: Flags of ``medlens train`` that map one-to-one onto a config field of the same name.
 _FLAT_FLAGS = ("layout", "label_column", "path_column", "patient_column", "patient_table", "val_fraction",
                "test_fraction", "size", "channels", "equalize", "epochs", "batch_size", "lr", "patience",
-               "scheduler", "seed", "device", "target_sensitivity", "negative_class", "patient_aggregate")
+               "scheduler", "seed", "device", "target_sensitivity", "negative_class", "patient_aggregate",
+               "stain_normalize", "group_by")
 
 
 def config_from_options(data: str | Path, options: dict[str, Any], config_file: str | Path | None = None
@@ -307,6 +381,8 @@ def config_from_options(data: str | Path, options: dict[str, Any], config_file: 
         over.setdefault("model", {})["name"] = options["model"]
     if options.get("pretrained"):
         over.setdefault("model", {})["pretrained"] = options["pretrained"]
+    if options.get("activation"):
+        over.setdefault("model", {})["activation"] = options["activation"]
     if options.get("balance"):
         over["balance"] = options["balance"]
     if options.get("no_augment"):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medlens.errors import ConfigError
 from medlens.train.config import TrainConfig
@@ -27,10 +27,23 @@ class DataConfig(BaseModel):
     val_fraction: float = Field(0.15, ge=0, lt=1)
     test_fraction: float = Field(0.15, ge=0, lt=1)
     group_by_patient: bool = True
+    group_by: str = Field("patient", description="cross-validation: what each fold holds out whole — patient, "
+                          "institution, a manifest column, or regex:<pattern> (medlens.data.groups)")
     exclude: str | None = Field(None, description="file listing paths to leave out (from `medlens audit --exclude-list`)")
     audit: bool = Field(True, description="run a quick audit before training")
     ignore_audit: bool = Field(False, description="train even when the audit finds blocking problems")
     allow_outside_paths: bool = Field(False, description="accept manifest paths outside the data folder")
+
+
+    @field_validator("group_by")
+    @classmethod
+    def _known_grouping(cls, v: str) -> str:
+        from medlens.data.groups import parse_group_by
+
+        try:
+            return parse_group_by(v).name
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
 
 
 class ModelConfig(BaseModel):
@@ -40,6 +53,18 @@ class ModelConfig(BaseModel):
     pretrained: str | None = Field(None, description="local weights file, or a named source that installs "
                                    "offline ('imagenet' for efficientnet_lite0/1/2)")
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    activation: str | None = Field(None, description="hidden-layer activation of medlens' own CNNs (relu, elu, "
+                                   "selu, gelu, silu); none: the model's own (ReLU)")
+
+    def model_post_init(self, context: Any, /) -> None:
+        """``activation`` travels to the factory (and into the package) as ``kwargs.activation``."""
+        if self.activation is None:
+            return
+        given = self.kwargs.get("activation", self.activation)
+        if given != self.activation:
+            raise ConfigError(f"model.activation {self.activation!r} and model.kwargs.activation {given!r} "
+                              "disagree; set one of them")
+        self.kwargs["activation"] = self.activation
 
 
 class EvalConfig(BaseModel):

@@ -37,13 +37,20 @@ log = logging.getLogger(__name__)
 
 
 
+#: Folds when ``--folds`` is not given and the grouping does not call for leave-one-group-out.
+DEFAULT_FOLDS = 5
+
+
 @logged_run("out_dir")  # out_dir/run.log
 def cross_validate(
-    cfg: RunConfig, out_dir: str | Path, *, folds: int = 5, resume: bool = False
+    cfg: RunConfig, out_dir: str | Path, *, folds: int | None = DEFAULT_FOLDS, resume: bool = False
 ) -> dict[str, Any]:
     """Run k-fold cross-validation through :func:`~medlens.pipelines.cv_driver.run_cv`
     (``out_dir`` locked; ``cv_plan.json``, ``folds.csv``, ``fold_<k>/``, ``cv_metrics.json``,
     ``cv_report.html``); return the metrics.
+
+    Folds hold out whole groups of ``cfg.data.group_by`` (:mod:`medlens.data.groups`);
+    ``folds=None`` picks the count by :func:`medlens.data.groups.fold_count`.
 
     Raises:
         ConfigError: ``folds`` < 2, too few patients/images, ``val_fraction`` 0, or an
@@ -57,7 +64,8 @@ def cross_validate(
 def cv_from_options(*, data: Path, out: Path | None, config: Path | None, resume: bool,
                     folds: int | None, options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     """``medlens cv DATA`` for a classifier: the config from the options (as ``train`` builds
-    it) or, with ``resume``, from ``OUT/cv_plan.json``; 5 folds unless given."""
+    it) or, with ``resume``, from ``OUT/cv_plan.json``; without ``--folds``, 5 folds or
+    leave-one-group-out for few groups (:func:`medlens.data.groups.fold_count`)."""
     from medlens.pipelines.classification import config_from_options
     from medlens.pipelines.cv_driver import default_out, plan_for_resume
 
@@ -71,21 +79,25 @@ def cv_from_options(*, data: Path, out: Path | None, config: Path | None, resume
     else:
         cfg = config_from_options(data, options, config)
     out = out or default_out(data)
-    return cross_validate(cfg, out, folds=folds or 5, resume=resume), out
+    return cross_validate(cfg, out, folds=folds, resume=resume), out
 
 
 class ClassifyCV:
     """The classify part of a cross-validation (:class:`~medlens.pipelines.cv_driver.CVTask`).
 
-    Loads and decodes the data once; folds are stratified and grouped by patient (else by
-    image) by ``kfold_splits`` with the run's seed; each fold carves a grouped validation split
-    from its training part (early stopping, temperature, threshold — never the held-out fold),
-    trains like ``medlens train`` and keeps the held-out (out-of-fold) probabilities.
+    Loads and decodes the data once; folds are stratified and hold out whole groups of
+    ``cfg.data.group_by``: patients (else images) by ``kfold_splits`` with the run's seed, as
+    before, or institutions, a manifest column's values or regex groups
+    (:mod:`medlens.data.groups`). Each fold carves a patient-grouped validation split from its
+    training part (early stopping, temperature, threshold — never the held-out fold), fits the
+    stain reference on its training rows when stain normalisation is on, trains like
+    ``medlens train`` and keeps the held-out (out-of-fold) probabilities.
     """
 
-    def __init__(self, cfg: RunConfig, folds: int) -> None:
+    def __init__(self, cfg: RunConfig, folds: int | None) -> None:
         import json
 
+        from medlens.data.groups import parse_group_by
         from medlens.pipelines.cv_driver import CVPlan
 
         if cfg.data.val_fraction <= 0:
@@ -94,10 +106,14 @@ class ClassifyCV:
                 "set val_fraction > 0"
             )
         self.cfg = cfg
-        self.plan = CVPlan(task="classify", folds=folds, data=str(cfg.data.path),
-                           config=json.loads(cfg.model_dump_json()),
-                           unit="patient" if cfg.data.group_by_patient else "image",
-                           group_column="patient" if cfg.data.group_by_patient else None)
+        self.grouping = parse_group_by(cfg.data.group_by)
+        self.auto_folds = folds is None  # decided once the groups are known (prepare)
+        by_patient = self.grouping.kind == "patient"
+        self.plan = CVPlan(task="classify", folds=DEFAULT_FOLDS if folds is None else folds,
+                           data=str(cfg.data.path), config=json.loads(cfg.model_dump_json()),
+                           unit=self.grouping.unit if cfg.data.group_by_patient or not by_patient else "image",
+                           group_column="group" if cfg.data.group_by_patient or not by_patient else None)
+        self.fold_of: Any = None
 
     def prepare(self, out_dir: Path) -> None:
         from medlens.pipelines.classification import load_index, run_quick_audit
@@ -107,12 +123,27 @@ class ClassifyCV:
         if not index.records:
             raise BadInputError(f"{self.cfg.data.path}: no usable images found")
         self.index = index
+        from medlens.data.groups import fold_count, record_groups
+
+        record_groups(index.records, self.grouping, root=index.root, info=index.info)  # usage errors first
         self.audit = run_quick_audit(index, self.cfg, out_dir)
-        self.cache = build_cache(index, self.cfg.preprocess, progress=False)
+        base = self.cfg.preprocess
+        if base.stain_normalize != "none" and base.stain_reference is None:
+            base = base.model_copy(update={"stain_normalize": "none"})  # each fold fits its own reference
+        self.cache = build_cache(index, base, progress=False)
         self.problems = list(index.problems) + [p for p in self.cache.problems if p not in index.problems]
         self.usable = index.subset([dataclasses.replace(r, split=None) for r in self.cache.records])
-        if not (self.usable.has_patients and self.cfg.data.group_by_patient):
+        by_image = self.grouping.kind == "patient" and not (self.usable.has_patients
+                                                           and self.cfg.data.group_by_patient)
+        if by_image:
             self.plan = dataclasses.replace(self.plan, unit="image", group_column=None)
+            self.groups = [f"image:{r.path}" for r in self.usable.records]
+        else:
+            self.groups = record_groups(self.usable.records, self.grouping, root=index.root, info=index.info)
+        if self.auto_folds:
+            k = fold_count(len(set(self.groups)), self.grouping, None, DEFAULT_FOLDS)
+            self.plan = dataclasses.replace(self.plan, folds=k)
+            log.info("cross-validation: %d folds by %s (%d groups)", k, self.grouping.name, len(set(self.groups)))
 
     def assign(self) -> Any:
         """Fold number per usable image, from ``kfold_splits`` (stratified, grouped)."""
@@ -120,33 +151,85 @@ class ClassifyCV:
         from medlens.pipelines.cv_driver import Assignment
 
         recs = self.usable.records
-        fold_of = np.full(len(recs), -1)
-        for i, (_, test_idx) in enumerate(kfold_splits(self.usable, self.plan.folds, self.cfg.train.seed,
-                                                       group_by_patient=self.cfg.data.group_by_patient)):
-            fold_of[test_idx] = i
-        return Assignment(("path", "patient"), [(r.path, r.patient or "") for r in recs],
+        if self.grouping.kind == "patient":  # the folds patient-grouped runs always had
+            fold_of = np.full(len(recs), -1)
+            for i, (_, test_idx) in enumerate(kfold_splits(self.usable, self.plan.folds, self.cfg.train.seed,
+                                                           group_by_patient=self.cfg.data.group_by_patient)):
+                fold_of[test_idx] = i
+        else:
+            from medlens.data.groups import stratified_group_folds
+
+            fold_of = stratified_group_folds(self.groups, self.cache.labels, self.plan.folds,
+                                             seed=self.cfg.train.seed, by=self.grouping)
+        return Assignment(("path", "patient", "group"),
+                          [(r.path, r.patient or "", g) for r, g in zip(recs, self.groups, strict=True)],
                           [int(f) for f in fold_of])
 
     def fold_done(self, fold_dir: Path) -> bool:
         return (fold_dir / "result.json").exists()
 
     def run_fold(self, k: int, fold_of: Any, fold_dir: Path, *, resume: bool) -> FoldResult:
-        return _run_fold(k, np.asarray(fold_of), self.usable, self.cache, self.cfg, fold_dir, resume)
+        self.fold_of = np.asarray(fold_of)
+        cache, cfg = self.cache, self.cfg
+        if cfg.preprocess.stain_normalize != "none" and cfg.preprocess.stain_reference is None:
+            cache, cfg = self._stain_fold(k, fold_dir)
+        return _run_fold(k, self.fold_of, self.usable, cache, cfg, fold_dir, resume)
+
+    def _stain_fold(self, k: int, fold_dir: Path) -> tuple[ImageCache, RunConfig]:
+        """This fold's stain reference, fitted on its training rows only, and the data decoded with it."""
+        from medlens.pipelines.classification import fit_stain
+
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        split = _inner_splits(k, self.fold_of, self.usable, self.cfg, fold_dir)
+        train = [r for r, s in zip(self.usable.records, split, strict=True) if s == "train"]
+        cfg = fit_stain(self.cfg, self.usable, train)
+        ref = cfg.preprocess.stain_reference
+        atomic_write_json(fold_dir / "stain_reference.json", ref.model_dump() if ref else None)
+        cache = build_cache(self.usable, cfg.preprocess, progress=False)
+        if [r.path for r in cache.records] != [r.path for r in self.usable.records]:
+            raise BadInputError(f"{self.cfg.data.path}: files changed while the folds were decoded; run again")
+        return cache, cfg
 
     def load_fold(self, k: int, fold_of: Any, fold_dir: Path) -> FoldResult:
+        self.fold_of = np.asarray(fold_of)
         return _load_fold(fold_dir, self.usable)
+
+    def fold_groups(self) -> dict[int, list[str]]:
+        """The groups each fold holds out (from the assignment the folds ran with)."""
+        out: dict[int, set[str]] = {}
+        if self.fold_of is not None:
+            for g, f in zip(self.groups, self.fold_of, strict=True):
+                out.setdefault(int(f), set()).add(g)
+        return {f: sorted(v) for f, v in sorted(out.items())}
 
     def summarise(self, results: list[FoldResult]) -> dict[str, Any]:
         cv = summarise(results, self.usable, self.cache, self.cfg)
         cv["seconds"] = round(time.perf_counter() - self.t0, 1)  # this call (a resumed run skips folds)
         cv["seconds_folds"] = round(sum(r.row.get("seconds") or 0.0 for r in results), 1)
         cv["audit"] = self.audit
+        if self.plan.unit != "image":
+            cv["grouping"] = self.grouping.name
+        groups = self.fold_groups() if self.plan.unit != "image" else {}  # images: folds.csv lists them
+        cv["group_by"] = cv["grouping"]
+        cv["groups"] = {"unit": self.plan.unit, "n_groups": len(set(self.groups)),
+                        "leave_one_group_out": len(set(self.groups)) == self.plan.folds,
+                        "folds": {str(k): v for k, v in groups.items()}}
+        for row in cv["per_fold"]:
+            row["groups"] = groups.get(int(row["fold"]), [])
         return cv
 
     def write_report(self, path: Path, cv: dict[str, Any], results: list[FoldResult]) -> None:
         from medlens.pipelines.crossval_report import write_cv_report
 
-        write_cv_report(path, self.cfg, self.index, self.cache, self.problems, results, cv)
+        shown = dict(cv)  # the report's "grouped by" line names the groups each fold held out
+        if cv["grouping"] != "image":
+            shown["grouping"] = cv["grouping"] + " — " + "; ".join(
+                f"fold {k}: {_names(v)}" for k, v in cv["groups"]["folds"].items())
+        write_cv_report(path, self.cfg, self.index, self.cache, self.problems, results, shown)
+
+
+def _names(groups: list[str], limit: int = 12) -> str:
+    return ", ".join(groups[:limit]) + (f" … ({len(groups)} in all)" if len(groups) > limit else "")
 
 
 def _inner_splits(

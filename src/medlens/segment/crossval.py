@@ -17,10 +17,11 @@ from medlens.segment.config import SegmentConfig
 from medlens.segment.workflow import config_from_cli, train_segmentation
 
 logger = logging.getLogger(__name__)
+DEFAULT_FOLDS = 3  # without --folds, unless few groups call for leave-one-group-out
 
 
 @logged_run("out_dir")  # out_dir/run.log; each fold writes its own
-def cross_validate(cfg: SegmentConfig, out_dir: str | Path, *, folds: int = 3,
+def cross_validate(cfg: SegmentConfig, out_dir: str | Path, *, folds: int | None = 3,
                    resume: bool = False) -> dict[str, Any]:
     """Leave-patients-out cross-validation through :func:`~medlens.pipelines.cv_driver.run_cv`
     (``out_dir`` locked; ``cv_plan.json``, ``folds.csv``, ``fold_<k>/``, ``cv_metrics.json``,
@@ -28,7 +29,9 @@ def cross_validate(cfg: SegmentConfig, out_dir: str | Path, *, folds: int = 3,
 
     Returns per-fold metrics and the mean per-patient-volume Dice over all test patients.
     With ``resume`` finished folds (their ``report.html`` written) are read back, an
-    interrupted fold continues from its checkpoints, and the rest train as usual.
+    interrupted fold continues from its checkpoints, and the rest train as usual. Folds hold out
+    whole groups of ``cfg.group_by`` (:mod:`medlens.data.groups`, the mechanism classify uses);
+    ``folds=None``: :func:`medlens.data.groups.fold_count` (leave-one-group-out for few sites).
     """
     from medlens.pipelines.cv_driver import run_cv
 
@@ -43,12 +46,15 @@ class SegmentCV:
     the rest. The data are decoded once, into ``OUT/cache``, for all folds.
     """
 
-    def __init__(self, cfg: SegmentConfig, folds: int) -> None:
+    def __init__(self, cfg: SegmentConfig, folds: int | None) -> None:
+        from medlens.data.groups import parse_group_by
         from medlens.pipelines.cv_driver import CVPlan
 
         self.cfg = cfg
-        self.plan = CVPlan(task="segment", folds=folds, data=str(cfg.data), config=cfg.model_dump(mode="json"),
-                           unit=cfg.group_by, group_column="patient")
+        self.grouping = parse_group_by(cfg.group_by)
+        self.auto_folds = folds is None  # decided in prepare, once the groups are known
+        self.plan = CVPlan(task="segment", folds=DEFAULT_FOLDS if folds is None else folds, data=str(cfg.data),
+                           config=cfg.model_dump(mode="json"), unit=self.grouping.unit, group_column="patient")
 
     def prepare(self, out_dir: Path) -> None:
         from medlens.segment.layouts import load_segmentation_dataset
@@ -60,17 +66,25 @@ class SegmentCV:
 
         view_type(cfg.spatial_dims).check_layout(self.index)
         self.patients = sorted({str(r.patient) for r in self.index.records})
+        from medlens.data.groups import fold_count, unit_of
+
+        self.group_of = {p: unit_of(p, self.grouping) for p in self.patients}  # usage errors before training
+        if self.auto_folds:
+            import dataclasses
+
+            k = fold_count(len(set(self.group_of.values())), self.grouping, None, DEFAULT_FOLDS)
+            self.plan = dataclasses.replace(self.plan, folds=k)
 
     def assign(self) -> Any:
         from medlens.pipelines.cv_driver import Assignment
         from medlens.segment.data import patient_folds
 
-        if self.cfg.group_by == "patient":
+        if self.grouping.kind == "patient":
             groups = patient_folds(self.patients, self.plan.folds, seed=self.cfg.train.seed)
-        else:  # whole institutions held out together
+        else:  # whole institutions (or regex groups) held out together
             from medlens.data.groups import group_folds
 
-            groups = group_folds(self.patients, self.plan.folds, by=self.cfg.group_by, seed=self.cfg.train.seed)
+            groups = group_folds(self.patients, self.plan.folds, by=self.grouping, seed=self.cfg.train.seed)
         fold = {p: k for k, group in enumerate(groups) for p in group}
         return Assignment(("patient",), [(p,) for p in self.patients], [fold[p] for p in self.patients])
 
@@ -88,12 +102,15 @@ class SegmentCV:
         fcfg = self.cfg.model_copy(update={"test_patients": test, "val_patients": val})
         m = train_segmentation(fcfg, fold_dir, resume=resume, index=self.index,
                                cache_dir=self.out_dir / "cache")  # decoded once for all folds
-        return _fold_row(k, test, val, m), m["per_patient"]
+        return self._row(k, test, val, m), m["per_patient"]
 
     def load_fold(self, k: int, fold_of: Any, fold_dir: Path) -> tuple[dict, dict]:
         test, val = self._patients(k, fold_of)
         m = json.loads((fold_dir / "metrics.json").read_text(encoding="utf-8"))
-        return _fold_row(k, test, val, m), m["per_patient"]
+        return self._row(k, test, val, m), m["per_patient"]
+
+    def _row(self, k: int, test: list[str], val: list[str], m: dict[str, Any]) -> dict[str, Any]:
+        return {**_fold_row(k, test, val, m), "groups": sorted({self.group_of[p] for p in test})}
 
     def summarise(self, results: list[tuple[dict, dict]]) -> dict[str, Any]:
         from medlens.segment.metrics import summarise
@@ -101,14 +118,18 @@ class SegmentCV:
         all_rows: dict[str, dict[str, float]] = {}
         for _, rows in results:
             all_rows.update(rows)
+        folds = {str(row["fold"]): row.get("groups", []) for row, _ in results}
+        n_groups = len(set(self.group_of.values()))
         cv = {"folds": [row for row, _ in results], **summarise(all_rows), "per_patient": all_rows,
-              "group_by": self.cfg.group_by}
-        if self.cfg.group_by != "patient":  # how each held-out site fared
+              "group_by": self.grouping.name,
+              "groups": {"unit": self.grouping.unit, "n_groups": n_groups,
+                         "leave_one_group_out": n_groups == self.plan.folds, "folds": folds}}
+        if self.grouping.kind != "patient":  # how each held-out site fared
             from medlens.data.groups import unit_of
 
             sites: dict[str, list[float]] = {}
             for p, r in all_rows.items():
-                sites.setdefault(unit_of(p, self.cfg.group_by), []).append(float(r.get("dice", float("nan"))))
+                sites.setdefault(unit_of(p, self.grouping), []).append(float(r.get("dice", float("nan"))))
             cv["per_group"] = {s: {"patients": len(d), "mean_dice": float(np.nanmean(d))}
                                for s, d in sorted(sites.items())}
         return cv
@@ -139,7 +160,8 @@ def load_cv_plan(out_dir: str | Path) -> tuple[SegmentConfig, int]:
 def cv_from_cli(*, data: Path, out: Path | None, config: Path | None, resume: bool, folds: int | None,
                 options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     """``medlens cv DATA --task segment``: the config from the flags (as ``train`` builds it) or,
-    with ``resume``, from ``OUT/cv_plan.json``; 3 folds unless given."""
+    with ``resume``, from ``OUT/cv_plan.json``; without ``--folds``: 3, or leave-one-group-out for
+    few groups (:func:`medlens.data.groups.fold_count`)."""
     from medlens.pipelines.cv_driver import default_out, plan_for_resume
 
     if resume:
@@ -149,4 +171,4 @@ def cv_from_cli(*, data: Path, out: Path | None, config: Path | None, resume: bo
     else:
         cfg = config_from_cli(data=data, config=config, options=options)
     out = out or default_out(data)
-    return cross_validate(cfg, out, folds=folds or 3, resume=resume), out
+    return cross_validate(cfg, out, folds=folds, resume=resume), out

@@ -66,8 +66,14 @@ class ClassifyPredictor:
         from medlens.transforms.preprocess import PreprocessConfig, preprocess_image
 
         meta = self.pkg.metadata
-        cfg = PreprocessConfig(**meta["preprocess"])
-        arr = np.stack([preprocess_image(as_uint8(im), cfg) for im in images])
+        cfg = PreprocessConfig(**meta["preprocess"])  # with the training split's stain reference, if any
+        failures: list[str] = []
+        arr = np.stack([preprocess_image(as_uint8(im), cfg, stain_failures=failures) for im in images])
+        if failures:
+            import logging
+
+            logging.getLogger(__name__).info("stain normalisation left %d of %d image(s) unchanged (%s)",
+                                             len(failures), len(images), failures[0])
         x = torch.from_numpy(arr).float().div_(255.0)
         norm = meta.get("normalize", {})
         mean = torch.tensor(norm.get("mean", [0.0] * x.shape[1])).view(1, -1, 1, 1)
@@ -204,10 +210,14 @@ def _cv_summary(cv: dict[str, Any]) -> Summary:
     rows.append(["mean ± sd", "", *(f"{f(s[k]['mean'])} ± {f(s[k]['std'])}" for k in keys)])
     auc = cv["auc"]
     ci_t, ci_b = auc.get("ci_fold_t") or {}, auc.get("ci_pooled_bootstrap") or {}
+    groups = (cv.get("groups") or {}).get("folds") or {}
+    held = [f"fold {k} held out {cv['grouping']}: " + ", ".join(v[:12]) + (" …" if len(v) > 12 else "")
+            for k, v in groups.items()]
+    logo = " leave-one-group-out" if (cv.get("groups") or {}).get("leave_one_group_out") else ""
     return Summary(
-        title=f"{cv['folds']}-fold cross-validation (grouped by {cv['grouping']})",
+        title=f"{cv['folds']}-fold{logo} cross-validation (grouped by {cv['grouping']})",
         columns=["fold", "held out", "AUC", "sensitivity", "specificity", "balanced acc"], rows=rows,
-        notes=["sensitivity, specificity, balanced acc: at each fold's operating point (threshold chosen on "
+        notes=[*held, "sensitivity, specificity, balanced acc: at each fold's operating point (threshold chosen on "
                "the fold's validation split for the target sensitivity)",
                f"AUC {f(auc['mean'])} ± {f(auc['std'])} over folds, 95% CI (t over folds) "
                f"{f(ci_t.get('low'))}–{f(ci_t.get('high'))}",
@@ -237,6 +247,6 @@ TASK = TaskSpec(
     config_model=RunConfig,
     options=frozenset({"--channels", "--equalize", "--balance", "--target-sensitivity", "--negative-class",
                        "--patient-aggregate", "--label-column", "--path-column", "--patient-column",
-                       "--patient-table"}),
+                       "--patient-table", "--stain-normalize", "--group-by", "--activation"}),
     priority=0,
 )

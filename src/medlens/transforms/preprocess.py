@@ -1,4 +1,5 @@
-"""Deterministic image preprocessing with OpenCV: resize/pad, histogram equalisation, CLAHE.
+"""Deterministic image preprocessing with OpenCV: stain normalisation (histology), resize/pad,
+histogram equalisation, CLAHE.
 
 Applied once when images are decoded into the uint8 cache, and identically at
 prediction time (the model package stores this config), so training and serving see
@@ -11,7 +12,9 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from medlens.transforms.stain import StainReference
 
 
 class PreprocessConfig(BaseModel):
@@ -28,20 +31,57 @@ class PreprocessConfig(BaseModel):
     equalize_on: Literal["luminance", "channels"] = "luminance"
     clahe_clip: float = Field(2.0, gt=0)
     clahe_grid: int = Field(8, ge=1)
+    stain_normalize: Literal["none", "macenko", "reinhard"] = Field(
+        "none", description="H&E stain normalisation (RGB histology) to a reference fitted on the training "
+        "split: Macenko (stain vectors) or Reinhard (Lab colour moments); needs the medlens[stain] extra")
+    stain_reference: StainReference | None = Field(
+        None, description="the fitted reference (filled in by training and stored in the package; "
+        "give one only to reuse another run's)")
+
+    @model_validator(mode="after")
+    def _stain_needs_rgb(self) -> PreprocessConfig:
+        if self.stain_normalize != "none" and self.channels != 3:
+            raise ValueError("stain_normalize needs RGB input (channels 3)")
+        ref = self.stain_reference
+        if ref is not None and self.stain_normalize != "none" and ref.method != self.stain_normalize:
+            raise ValueError(f"stain_reference was fitted for {ref.method}, not {self.stain_normalize}")
+        return self
 
 
-def preprocess_image(img: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
-    """``(H, W, C)`` uint8 → ``(C, size, size)`` uint8 (channel-first)."""
+def preprocess_image(img: np.ndarray, cfg: PreprocessConfig, *,
+                     stain_failures: list[str] | None = None) -> np.ndarray:
+    """``(H, W, C)`` uint8 → ``(C, size, size)`` uint8 (channel-first).
+
+    With ``cfg.stain_normalize`` the image is first mapped to the stored reference stain (before
+    equalisation and resizing, on the decoded pixels); an image it cannot normalise (too little
+    tissue, a numerical failure) passes through unchanged and the reason is appended to
+    ``stain_failures`` when given, for the caller's count.
+    """
     if img.ndim == 2:
         img = img[..., None]
     if img.dtype != np.uint8:
         raise TypeError(f"preprocess_image expects uint8, got {img.dtype}")
     img = _channels(img, cfg.channels)
+    if cfg.stain_normalize != "none":
+        img = _stain(img, cfg, stain_failures)
     img = _equalize(img, cfg)
     img = _resize(img, cfg.size, cfg.resize)
     if img.ndim == 2:
         img = img[..., None]
     return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def _stain(img: np.ndarray, cfg: PreprocessConfig, failures: list[str] | None) -> np.ndarray:
+    from medlens.errors import ConfigError
+    from medlens.transforms.stain import normalize_stain
+
+    if cfg.stain_reference is None:  # training fits it before decoding; a package always has it
+        raise ConfigError(f"preprocess.stain_normalize is {cfg.stain_normalize} but no stain_reference was "
+                          "fitted; train the model (which fits it on the training split) or give one")
+    out, reason = normalize_stain(img, cfg.stain_reference)
+    if reason is not None and failures is not None:
+        failures.append(reason)
+    return out
 
 
 def _channels(img: np.ndarray, channels: int) -> np.ndarray:
