@@ -58,3 +58,26 @@ def test_bench_train_rejects_unknown_case():
         assert e.code == 2
     else:  # pragma: no cover - the parser must refuse
         raise AssertionError("unknown case accepted")
+
+
+def test_bench_ct_quick_prints_stage_table(tmp_path, capsys):
+    path = BENCH.with_name("bench_ct.py")
+    spec = importlib.util.spec_from_file_location("bench_ct", path)
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    res = bench.main(["--quick", "--threads", "1", "--baselines", "per-slice", "--json",
+                      str(tmp_path / "ct.json"), "--keep", str(tmp_path / "report")])
+    text = capsys.readouterr().out
+    for stage in ("read", "lung mask", "candidate model", "grouping", "crop classification",
+                  "malignancy", "report", "**total**", "peak RSS", "naive per-slice loop"):
+        assert stage in text, stage
+    assert res["total_s"] == sum(res["stages"].values()) > 0 and res["candidates_scored"] == 16
+    assert res["baselines"][0]["ratio"] > 0 and (tmp_path / "report" / "report.html").is_file()
+    assert json.loads((tmp_path / "ct.json").read_text())["shape"] == [24, 96, 96]
+    try:
+        bench.parse_args(["--baselines", "nope"])
+    except SystemExit as e:
+        assert e.code == 2
+    else:  # pragma: no cover - the parser must refuse
+        raise AssertionError("unknown baseline accepted")

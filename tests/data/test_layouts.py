@@ -19,7 +19,7 @@ def png(path: Path, value: int = 0, size: int = 8) -> Path:
 
 
 def test_registry_lists_all_layouts():
-    assert list_layouts() == ["csv", "idc", "imagefolder", "medmnist", "patient_table"]
+    assert list_layouts() == ["aplaml", "csv", "idc", "imagefolder", "medmnist", "patient_table"]
     for name in list_layouts():
         entry = LAYOUTS.get(name)
         assert callable(entry.detect) and callable(entry.load)

@@ -1,4 +1,5 @@
-"""Patient confounding: classes per patient, classes from few patients, patients across splits.
+"""Patient and source confounding: classes per patient, classes from few patients, patients
+across splits, and classes that come from their own source (hospital, scanner, camera).
 
 When all images of a class come from a handful of patients, a network can learn to
 recognise those patients' slides (stain, scanner, tissue) instead of the disease, and a
@@ -8,6 +9,7 @@ random image-level split then reports that as accuracy.
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 from medlens.data.records import DatasetIndex
@@ -24,11 +26,15 @@ def patient_confounding(
 
     Returns:
         ``{"has_patients", "n_patients", "per_class": {class: {...}}, "single_class_patients",
-        "patients_in_several_splits": {patient: [splits]}, "warnings": [...], "blocking": [...]}``
+        "patients_in_several_splits": {patient: [splits]}, "source": {...}, "warnings": [...],
+        "blocking": [...]}``; ``source`` is :func:`source_confounding` (its warnings included).
     """
     if min_patients < 1 or not 0 <= min_fraction <= 1:
         raise ValueError("min_patients must be ≥ 1 and min_fraction in [0, 1]")
     out: dict[str, Any] = {"has_patients": index.has_patients, "warnings": [], "blocking": []}
+    if index.has_class_labels:  # class ↔ source (hospital, scanner): patients or not
+        out["source"] = source_confounding(index)
+        out["warnings"] += out["source"]["warnings"]
     if not index.has_patients:
         out["note"] = "no patient ids: patient confounding and patient leakage cannot be checked"
         return out
@@ -84,4 +90,134 @@ def patient_confounding(
             f"{len(multi)} patient(s) appear in more than one official split ({names}"
             f"{'…' if len(multi) > 8 else ''}): the test set leaks into training."
         )
+    return out
+
+
+# ------------------------------------------------------------------ source ↔ class
+#: Share of images a source (or acquisition signature) must explain for a confound warning.
+SOURCE_PURITY = 0.95
+_SUBSAMPLING = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}
+
+
+def acquisition_signature(path: str) -> str | None:
+    """``"360×363 JPEG q≈95 4:4:4 RGB"``: size, format, JPEG quality and chroma subsampling,
+    read from the header only (no decoding); ``None`` for what PIL cannot open."""
+    from PIL import Image, JpegImagePlugin
+
+    try:
+        with Image.open(path) as im:
+            parts = [f"{im.width}×{im.height}", str(im.format)]
+            if im.format == "JPEG":
+                q = getattr(im, "quantization", None) or {}
+                if q:  # the luminance table's mean → an IJG quality estimate (50/quality scaling)
+                    mean = float(sum(q[0]) / len(q[0]))
+                    scale = 100.0 * mean / 57.625  # 57.625: the mean of the IJG base table at quality 50
+                    qual = 100 - scale / 2 if scale <= 100 else 5000 / scale
+                    parts.append(f"q≈{max(1, min(100, round(qual)))}")
+                parts.append(_SUBSAMPLING.get(JpegImagePlugin.get_sampling(im), "subsampling ?"))
+            parts.append(im.mode)
+            return " ".join(parts)
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def _prefix(stem: str) -> str | None:
+    import re
+
+    m = re.match(r"([A-Za-z]{2,})[_\-. ]", stem)
+    return m.group(1).upper() if m else None
+
+
+def _purity(table: dict[str, dict[str, int]]) -> tuple[float, float]:
+    """Share of images whose group's majority class is theirs, and the majority-class share."""
+    total = sum(sum(c.values()) for c in table.values())
+    by_class: dict[str, int] = defaultdict(int)
+    for counts in table.values():
+        for k, v in counts.items():
+            by_class[k] += v
+    if not total:
+        return 0.0, 0.0
+    return sum(max(c.values()) for c in table.values()) / total, max(by_class.values()) / total
+
+
+def _crosstab(keys: list[str | None], labels: list[str]) -> dict[str, dict[str, int]]:
+    table: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for key, label in zip(keys, labels, strict=True):
+        if key is not None:
+            table[key][label] += 1
+    return {k: dict(v) for k, v in table.items()}
+
+
+def _dominant(table: dict[str, dict[str, int]], classes: list[str]) -> str:
+    """``healthy: 360×363 JPEG q≈95 (100 %); leukemic: …`` — each class's most common group."""
+    parts = []
+    for c in classes:
+        counts = {g: v[c] for g, v in table.items() if v.get(c)}
+        if counts:
+            g = max(counts, key=counts.__getitem__)
+            parts.append(f"{c}: {g} ({counts[g] / sum(counts.values()):.0%})")
+    return "; ".join(parts)
+
+
+def source_confounding(index: DatasetIndex, *, max_files: int = 3000, seed: int = 0) -> dict[str, Any]:
+    """Is the class predictable from where an image came from rather than from what it shows?
+
+    Two views of "source", as when healthy and leukaemic cells come from two hospitals:
+
+    * the acquisition signature of each file (size, format, JPEG quality and chroma
+      subsampling, mode; read from headers, at most ``max_files`` sampled files), and
+    * the path: the first folder under the root that is not a class name nor the image's
+      patient (``pbc/…``, ``jhh/…``), and the file-name prefix (``PBC_0001.jpg``) when there are no more
+      prefixes than classes (more prefixes are usually sub-type codes, such as the PBC
+      set's ``BNE_``/``SNE_`` for neutrophils).
+
+    A warning is raised when such a source explains ≥ 95 % of the labels while the largest
+    class alone explains at most 80 % (colour differences are the shortcut test's).
+
+    Returns:
+        ``{"signatures": {signature: {class: n}}, "signature_purity", "folders", "prefixes",
+        "n_checked", "warnings"}``.
+    """
+    import random
+
+    recs = [r for r in index.records if r.label is not None and "#" not in r.path]
+    out: dict[str, Any] = {"warnings": [], "n_checked": 0}
+    if len({r.label for r in recs}) < 2:
+        out["note"] = "fewer than 2 labelled classes with files: nothing to check"
+        return out
+    if len(recs) > max_files:
+        recs = random.Random(seed).sample(recs, max_files)
+    names = [index.classes[r.label] for r in recs]  # type: ignore[index]
+    class_names = {c.lower() for c in index.classes}
+    rel = []
+    for r in recs:
+        p = Path(r.path)
+        try:
+            p = p.relative_to(index.root)
+        except ValueError:
+            pass
+        rel.append(p)
+    folders = [next((part for part in p.parts[:-1] if part.lower() not in class_names), None) for p in rel]
+    # a patient's own folder is no source: one class per patient is patient confounding (above)
+    folders = [None if f is not None and f == r.patient else f for f, r in zip(folders, recs, strict=True)]
+    prefixes = [_prefix(p.stem) for p in rel]
+    signatures = [acquisition_signature(r.path) for r in recs]
+    out["n_checked"] = len(recs)
+    present = [c for c in index.classes if c in set(names)]
+    views = {"signature": (signatures, "acquisition (image size, format, JPEG quality/subsampling, mode)"),
+             "folder": (folders, "folder"), "prefix": (prefixes, "file-name prefix")}
+    for view, (keys, what) in views.items():
+        key = f"{view}s" if view != "prefix" else "prefixes"
+        table = _crosstab(keys, names)
+        purity, baseline = _purity(table)
+        out[key] = table if len(table) <= 50 else {"n_groups": len(table)}
+        out[f"{view}_purity"] = round(purity, 4)
+        covered = sum(k is not None for k in keys)
+        if (len(table) < 2 or covered < 0.9 * len(keys) or purity < SOURCE_PURITY or baseline > 0.8
+                or (view == "prefix" and len(table) > len(present))):
+            continue
+        out["warnings"].append(
+            f"Class and source are confounded: the {what} alone tells the class of {purity:.0%} of the images "
+            f"({_dominant(table, present)}). A model can learn the source (a hospital, scanner or camera) "
+            "instead of the disease; test on sources it has not seen, or mix sources within each class.")
     return out

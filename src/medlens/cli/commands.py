@@ -23,6 +23,8 @@ from medlens.cli.options import (
     layout_option,
     outside_paths_option,
     patient_table_option,
+    stain_option,
+    task_help,
 )
 from medlens.errors import BadInputError, ConfigError
 
@@ -68,8 +70,8 @@ def train_cmd(
     data: Path = typer.Argument(..., help="data folder, CSV manifest or MedMNIST .npz"),
     out: Path | None = typer.Option(None, "--out", "-o", help="run directory",
                                     show_default="runs/<data>-<date>-<time>"),
-    task: str | None = typer.Option(None, "--task", help="classify or segment",
-                                    show_default="segment when DATA holds image/mask pairs, else classify"),
+    task: str | None = typer.Option(None, "--task", help=task_help(),
+                                    show_default="detected from DATA (image/mask pairs: segment; CT scans: ct; many cells per patient with a patient label: patient; else classify)"),
     config: Path | None = typer.Option(None, "--config", help="JSON/YAML config; flags override it",
                                        show_default="none"),
     model: str | None = typer.Option(None, "--model", "-m", help="model name (see `medlens models`)",
@@ -131,6 +133,9 @@ def train_cmd(
     ensemble: int | None = typer.Option(None, "--ensemble",
                                         help="segment: models from seeds seed, seed+1, …, probabilities averaged",
                                         show_default="1"),
+    stain_normalize: str | None = stain_option(),
+    activation: str | None = typer.Option(None, "--activation", help="relu, elu, selu, gelu or silu "
+                                          "(medlens' own CNNs; classify only)", show_default="relu"),
 ) -> None:
     """Train a model on DATA and write a run directory (report, metrics, model package)."""
     from medlens.tasks import check_options
@@ -203,16 +208,20 @@ def evaluate_cmd(
     device: str = device_option(),
     strict: bool = typer.Option(False, "--strict", help="refuse (exit 1) when any input is unlike the "
                                 "training data, instead of counting it in metrics.json"),
+    tta: str = typer.Option("none", "--tta", help="classifiers: test-time augmentation, none or flip (mean "
+                            "probability over the image and its horizontal and vertical flips)"),
 ) -> None:
-    """Evaluate a trained model on DATA: metrics.json and report.html in --out."""
+    """Evaluate a trained model on DATA: metrics.json and report.html in --out (with how far
+    DATA is from the training data: the "Dataset shift" section, metrics.json key shift)."""
+    from medlens.package import check_tta
     from medlens.pipelines.evaluate_run import evaluate_model
 
     out_must_be_folder(out)
-    device = check_device(device)
+    device, tta = check_device(device), check_tta(tta)
     metrics, out_dir = evaluate_model(model, data, split=split, out=out, device=device, layout=layout,
                                       label_column=label_column, path_column=path_column,
                                       patient_column=patient_column, patient_table=patient_table,
-                                      allow_outside_paths=allow_outside_paths, strict=strict)
+                                      allow_outside_paths=allow_outside_paths, strict=strict, tta=tta)
     from medlens.package_io import read_metadata
     from medlens.tasks import task_of
 
@@ -229,16 +238,21 @@ def predict_cmd(
     device: str = device_option(),
     strict: bool = typer.Option(False, "--strict", help="refuse (exit 1) inputs unlike the training data "
                                 "instead of flagging them"),
+    tta: str = typer.Option("none", "--tta", help="classifiers: test-time augmentation, none or flip (mean "
+                            "probability over the image and its horizontal and vertical flips)"),
 ) -> None:
     """Predict images with a trained model: probabilities, decision at the operating point."""
     from medlens.options import resolve_device
+    from medlens.package import TTA_DESCRIPTION, check_tta
 
-    device = resolve_device(device)  # a bad value is refused before the package is read
+    device, tta = resolve_device(device), check_tta(tta)  # bad values are refused before the package is read
     from medlens.package import load_model
 
-    pkg = load_model(model, device=device)
+    pkg = load_model(model, device=device, tta=tta)
     rows = pkg.task_spec.predict_files(pkg, inputs, out, batch_size=batch_size, strict=strict)
     show_table(pkg.task_spec.predict_table(pkg, rows))
+    if tta != "none":
+        make_console().print(f"test-time augmentation: {TTA_DESCRIPTION[tta]}", soft_wrap=True)
     bad = sum("error" in r for r in rows)
     if bad == len(rows):
         raise BadInputError(f"none of the {len(rows)} input(s) could be read")
@@ -269,7 +283,7 @@ def models_cmd(
 @app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("medlens-demo"), "--out", "-o", help="where to write data and the run"),
-    task: str = typer.Option("classify", "--task", help="the task to demonstrate (classify or segment)"),
+    task: str = typer.Option("classify", "--task", help=f"the task to demonstrate ({task_help()})"),
     seed: int = typer.Option(0, "--seed"),
     quick: bool = typer.Option(False, "--quick", help="a tiny version (seconds), for smoke tests"),
     device: str = device_option(),

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-_MODULES = ["commands", "audit", "explain", "segment", "crossval"]
+_MODULES = ["commands", "audit", "explain", "segment", "crossval", "compare", "sweep", "calibrate", "ct"]
 _done = False
 
 
@@ -48,11 +48,19 @@ def register_all():  # noqa: ANN201
             full = f"medlens.cli.{name}"
             if importlib.util.find_spec(full) is not None:
                 importlib.import_module(full)
-        for info in app.registered_commands:
-            if info.callback is not None and not getattr(info.callback, "_medlens_guarded", False):
-                info.callback = _guard(info.callback)
+        _guard_commands(app)
         _done = True
     return app
+
+
+def _guard_commands(typer_app) -> None:  # noqa: ANN001
+    """Guard every command of ``typer_app`` and of its sub-apps (``medlens ct …``)."""
+    for info in typer_app.registered_commands:
+        if info.callback is not None and not getattr(info.callback, "_medlens_guarded", False):
+            info.callback = _guard(info.callback)
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _guard_commands(group.typer_instance)
 
 
 def get_app():  # noqa: ANN201

@@ -5,6 +5,7 @@ Layouts (registry ``LAYOUTS``; detection tries them in ``DETECTION_ORDER``):
 * ``medmnist``: a MedMNIST ``.npz`` (or a folder holding one).
 * ``csv``: a manifest (``path,label[,patient][,split]``; ISIC ``image,benign_malignant``).
 * ``idc``: Kaggle IDC ``<root>/<patient>/<0|1>/<patient>_idx5_x<X>_y<Y>_class<C>.png``.
+* ``aplaml``: ``<root>/<Patient_ID>/Signed slides/<cell type>/*.jpg`` plus ``master.csv``.
 * ``patient_table``: ``<root>/<patient>/*.png`` plus a ``patient,label`` table.
 * ``imagefolder``: ``<root>/<class>/*`` or ``<root>/<split>/<class>/*``.
 
@@ -27,10 +28,13 @@ from medlens.data.files import build_index, has_images, images_in, stray_images,
 from medlens.data.records import DatasetIndex, Problem, Record, order_classes
 from medlens.data.tables import (
     PATH_COLUMNS,
+    SIGNED_FOLDER,
     SPLIT_ALIASES,
     find_manifest,
+    find_master_table,
     find_patient_table,
     has_column,
+    load_aplaml,
     load_manifest,
     load_patient_table,
 )
@@ -53,7 +57,7 @@ class Layout:
 
 
 LAYOUTS: Registry[Layout] = Registry("dataset layout")
-DETECTION_ORDER = ("medmnist", "csv", "idc", "patient_table", "imagefolder")
+DETECTION_ORDER = ("medmnist", "aplaml", "csv", "idc", "patient_table", "imagefolder")
 IDC_NAME = re.compile(
     r"^(?P<pid>[^_]+)_idx\d+_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<c>\d+)\.png$", re.IGNORECASE
 )
@@ -327,6 +331,25 @@ def _load_patient_table(
 ) -> DatasetIndex:
     return load_patient_table(root, patient_table=patient_table, label_column=label_column,
                               patient_column=patient_column)
+
+
+# ---------------------------------------------------------------- APL/AML
+
+
+def _detect_aplaml(path: Path) -> bool:
+    if not path.is_dir() or find_master_table(path) is None:
+        return False
+    tops = visible_dirs(path)
+    return any(SIGNED_FOLDER.match(s.name) for d in [*tops, *(c for t in tops[:3] for c in visible_dirs(t))]
+               for s in visible_dirs(d))
+
+
+_register(
+    "aplaml",
+    _detect_aplaml,
+    set(),
+    "<root>/<Patient_ID>/Signed slides/<cell type>/*.jpg with master.csv (APL/AML blood smears)",
+)(load_aplaml)
 
 
 # ---------------------------------------------------------------- imagefolder

@@ -16,6 +16,18 @@ from torch import Tensor, nn
 from medlens.errors import ConfigError
 from medlens.models.registry import register_model
 
+#: Hidden-layer activations the CNNs here accept (``model.activation``); ReLU is every
+#: network's original and the default. SELU is used as is (no AlphaDropout or LeCun init).
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "elu": nn.ELU, "selu": nn.SELU, "gelu": nn.GELU,
+                                           "silu": nn.SiLU}
+
+
+def activation_layer(name: str) -> nn.Module:
+    """A new activation module by name (``ConfigError`` with the valid names otherwise)."""
+    from medlens.options import look_up_option
+
+    return ACTIVATIONS[look_up_option(str(name), ACTIVATIONS, what="activation")]()
+
 
 def layer_types(spatial_dims: int) -> dict[str, type[nn.Module]]:
     """Conv / BatchNorm / pooling classes for 2D or 3D networks."""
@@ -54,7 +66,7 @@ class SeparableConv(nn.Sequential):
 class CancerNet(nn.Module):
     """CancerNet (Rosebrock's Keras IDC model) with SeparableConv blocks.
 
-    Blocks of ``depths[i]`` × (SeparableConv → ReLU → BN) at ``widths[i]`` channels,
+    Blocks of ``depths[i]`` × (SeparableConv → ReLU (or ``activation``) → BN) at ``widths[i]`` channels,
     each followed by MaxPool(2) and Dropout(0.25); then AdaptiveAvgPool to
     ``pool_size`` (6 = the Keras feature map at 50 px, so the head is the original one),
     Flatten → Dense(``dense``) → ReLU → BN → Dropout(0.5) → Dense(num_classes).
@@ -69,8 +81,10 @@ class CancerNet(nn.Module):
         depths: Sequence[int] = (1, 2, 3),
         dense: int = 256,
         pool_size: int = 6,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
+        activation_layer(activation)  # an unknown name fails before any layer is built
         if len(widths) != len(depths) or not widths:
             raise ConfigError(f"widths {widths} and depths {depths} must have the same length")
         t = layer_types(spatial_dims)
@@ -79,7 +93,7 @@ class CancerNet(nn.Module):
         for i, (width, depth) in enumerate(zip(widths, depths, strict=True), start=1):
             units: list[nn.Module] = []
             for _ in range(depth):
-                units += [SeparableConv(ch, width, 3, spatial_dims), nn.ReLU(), t["bn"](width)]
+                units += [SeparableConv(ch, width, 3, spatial_dims), activation_layer(activation), t["bn"](width)]
                 ch = width
             layers[f"block{i}"] = nn.Sequential(*units)
             layers[f"pool{i}"] = t["maxpool"](2)
@@ -89,7 +103,7 @@ class CancerNet(nn.Module):
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(ch * pool_size**spatial_dims, dense),
-            nn.ReLU(),
+            activation_layer(activation),
             nn.BatchNorm1d(dense),
             nn.Dropout(0.5),
             nn.Linear(dense, num_classes),
@@ -101,7 +115,7 @@ class CancerNet(nn.Module):
 
 
 class PlainCNN(nn.Module):
-    """Conv(→BN)→ReLU→MaxPool blocks, adaptive pool, MLP head (melanoma CNN, LeNet, test)."""
+    """Conv(→BN)→ReLU (or ``activation``)→MaxPool blocks, adaptive pool, MLP head (melanoma CNN, LeNet, test)."""
 
     def __init__(
         self,
@@ -116,8 +130,10 @@ class PlainCNN(nn.Module):
         pool_size: int = 1,
         batch_norm: bool = False,
         dropout: float = 0.0,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
+        activation_layer(activation)
         t = layer_types(spatial_dims)
         pad = kernel_size // 2 if padding is None else padding
         layers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -126,7 +142,7 @@ class PlainCNN(nn.Module):
             unit: list[nn.Module] = [t["conv"](ch, width, kernel_size, padding=pad)]
             if batch_norm:
                 unit.append(t["bn"](width))
-            unit.append(nn.ReLU())
+            unit.append(activation_layer(activation))
             layers[f"block{i}"] = nn.Sequential(*unit)
             layers[f"pool{i}"] = t["maxpool"](2)
             ch = width
@@ -135,7 +151,7 @@ class PlainCNN(nn.Module):
         head: list[nn.Module] = [nn.Flatten()]
         n_in = ch * pool_size**spatial_dims
         for n_out in hidden:
-            head += [nn.Linear(n_in, n_out), nn.ReLU()]
+            head += [nn.Linear(n_in, n_out), activation_layer(activation)]
             if dropout:
                 head.append(nn.Dropout(dropout))
             n_in = n_out
@@ -156,20 +172,24 @@ def cancernet(
     widths: Sequence[int] = (32, 64, 128),
     depths: Sequence[int] = (1, 2, 3),
     dense: int = 256,
+    activation: str = "relu",
 ) -> CancerNet:
     """CancerNet for 50-px IDC histopathology patches (SeparableConv 32-64-64-128-128-128)."""
-    return CancerNet(num_classes, in_channels, spatial_dims, widths, depths, dense)
+    return CancerNet(num_classes, in_channels, spatial_dims, widths, depths, dense, activation=activation)
 
 
 @register_model("test_cancernet", input_size=50, family="cnn", channels_last=True)
-def tiny_cancernet(*, num_classes: int, in_channels: int = 3, spatial_dims: int = 2) -> CancerNet:
+def tiny_cancernet(*, num_classes: int, in_channels: int = 3, spatial_dims: int = 2,
+                   activation: str = "relu") -> CancerNet:
     """Tiny CancerNet (4-8-8 channels, dense 16) for fast tests."""
-    return CancerNet(num_classes, in_channels, spatial_dims, (4, 8), (1, 2), dense=16, pool_size=2)
+    return CancerNet(num_classes, in_channels, spatial_dims, (4, 8), (1, 2), dense=16, pool_size=2,
+                     activation=activation)
 
 
 @register_model("melanoma_cnn", input_size=224, family="cnn")
 def melanoma_cnn(
-    *, num_classes: int, in_channels: int = 3, spatial_dims: int = 2, dropout: float = 0.5
+    *, num_classes: int, in_channels: int = 3, spatial_dims: int = 2, dropout: float = 0.5,
+    activation: str = "relu",
 ) -> PlainCNN:
     """The melanoma project's 224-px CNN: Conv32-Pool-Conv64-Pool-Conv128-Pool-Dense128-Dropout.
 
@@ -177,23 +197,24 @@ def melanoma_cnn(
     average pool to 4×4 feeds the Dense(128), so any input size works.
     """
     return PlainCNN(
-        num_classes, in_channels, spatial_dims, (32, 64, 128), (128,), pool_size=4, dropout=dropout
+        num_classes, in_channels, spatial_dims, (32, 64, 128), (128,), pool_size=4, dropout=dropout,
+        activation=activation,
     )
 
 
 @register_model("lenet", input_size=32, family="cnn")
-def lenet(*, num_classes: int, in_channels: int = 1, spatial_dims: int = 2) -> PlainCNN:
+def lenet(*, num_classes: int, in_channels: int = 1, spatial_dims: int = 2, activation: str = "relu") -> PlainCNN:
     """LeNet-5 style: Conv6(5×5)-Pool-Conv16(5×5)-Pool-FC120-FC84, ReLU and max pooling.
 
     Input at least 16 px; the adaptive pool to 5×5 reproduces the classic 32-px head.
     """
     return PlainCNN(
         num_classes, in_channels, spatial_dims, (6, 16), (120, 84), kernel_size=5, padding=0,
-        pool_size=5,
+        pool_size=5, activation=activation,
     )  # fmt: skip
 
 
 @register_model("test_cnn", input_size=32, family="cnn")
-def tiny_cnn(*, num_classes: int, in_channels: int = 3, spatial_dims: int = 2) -> PlainCNN:
+def tiny_cnn(*, num_classes: int, in_channels: int = 3, spatial_dims: int = 2, activation: str = "relu") -> PlainCNN:
     """Two conv blocks (8, 16 channels) + global pooling: ~1.5 k parameters, for tests."""
-    return PlainCNN(num_classes, in_channels, spatial_dims, (8, 16), (), batch_norm=True)
+    return PlainCNN(num_classes, in_channels, spatial_dims, (8, 16), (), batch_norm=True, activation=activation)

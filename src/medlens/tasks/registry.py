@@ -27,6 +27,8 @@ from medlens.errors import ConfigError
 BUILTIN_TASKS: dict[str, str] = {
     "classify": "medlens.tasks.classify:TASK",
     "segment": "medlens.tasks.segment:TASK",
+    "patient": "medlens.tasks.patient:TASK",
+    "ct": "medlens.tasks.ct:TASK",
 }
 ENTRY_POINT_GROUP = "medlens.tasks"
 

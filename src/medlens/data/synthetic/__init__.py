@@ -19,6 +19,7 @@ from typing import Any
 
 from medlens.data.synthetic.blood import make_blood_like
 from medlens.data.synthetic.brain import make_brain_mri_like
+from medlens.data.synthetic.chest_ct import make_chest_ct_like
 from medlens.data.synthetic.dermoscopy import make_dermoscopy_like
 from medlens.data.synthetic.histology import make_idc_like
 from medlens.options import look_up_option
@@ -30,6 +31,7 @@ GENERATORS: dict[str, Callable[..., Path]] = {
     "blood": make_blood_like,
     "dermoscopy": make_dermoscopy_like,
     "brain": make_brain_mri_like,
+    "chest_ct": make_chest_ct_like,
 }
 
 

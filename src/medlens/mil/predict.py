@@ -1,0 +1,237 @@
+"""What a patient package answers with: one diagnosis per bag of cells (``predict``), and
+the patient-level metrics of a package on a data set (``evaluate``).
+
+A bag is what the user gives: a folder of one patient's cells (``Unsigned slides`` and
+thumbnails left out as in training), a whole data set in a patient layout (one bag per
+patient), or loose files/arrays (one bag together).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medlens.errors import BadInputError
+from medlens.io.atomic import atomic_write_json
+from medlens.mil.bags import CellInput, load_bags
+from medlens.mil.config import PATIENT_LAYOUTS
+from medlens.mil.train import STAGE, patient_metrics, patient_rows, predict_bags, write_per_patient
+
+log = logging.getLogger(__name__)
+
+
+def cell_files(folder: Path) -> list[Path]:
+    """A patient folder's cell images: not in an ``Unsigned slides`` folder, not a thumbnail."""
+    from medlens.data.files import images_in
+    from medlens.data.tables import UNSIGNED_FOLDER, thumbnails
+
+    files = [f for f in images_in(folder)
+             if not any(UNSIGNED_FOLDER.match(p) for p in f.relative_to(folder).parts[:-1])]
+    thumbs = thumbnails(files)
+    for f, why in thumbs.items():
+        log.info("%s: thumbnail (%s), not a cell image; skipped", f, why)
+    return [f for f in files if f not in thumbs]
+
+
+def bag_groups(inputs: Any) -> list[tuple[str, str, list[Any]]]:
+    """Inputs → ``(patient, source, items)`` bags: a patient-layout data set gives one bag per
+    patient, any other folder is one patient, loose files and arrays form one bag."""
+    from medlens.data.layouts import detect_layout, load_dataset
+
+    items = [inputs] if isinstance(inputs, (str, Path, np.ndarray)) else list(inputs)
+    groups: list[tuple[str, str, list[Any]]] = []
+    loose: list[Any] = []
+    for item in items:
+        if isinstance(item, np.ndarray) or not Path(item).is_dir():
+            loose.append(item if isinstance(item, np.ndarray) else str(item))
+            continue
+        folder = Path(item)
+        try:
+            layout = detect_layout(folder.resolve())
+        except BadInputError:
+            layout = None
+        if layout in PATIENT_LAYOUTS:
+            index = load_dataset(folder, layout=layout)
+            by: dict[str, list[str]] = {}
+            for r in index.records:
+                by.setdefault(str(r.patient), []).append(r.path)
+            groups += [(pid, str(folder), paths) for pid, paths in sorted(by.items())]
+        else:
+            cells = [str(f) for f in cell_files(folder)]
+            groups.append((folder.name, str(folder), cells))
+    if loose:
+        groups.append(("input", "given files" if len(loose) > 1 else str(loose[0]), loose))
+    return groups
+
+
+class PatientPredictor:
+    """Per bag: class probabilities, the decision at the package's operating point and the
+    cells with the highest attention."""
+
+    def __init__(self, pkg: Any) -> None:
+        import medlens.mil.model  # noqa: F401  (registers the "mil" network the stage rebuilds)
+        from medlens.transforms.preprocess import PreprocessConfig
+
+        self.pkg = pkg
+        norm = pkg.metadata.get("normalize") or {}
+        self.cell_input = CellInput(tuple(norm.get("mean", (0.0,) * 3)), tuple(norm.get("std", (1.0,) * 3)))
+        self.pre = PreprocessConfig(**pkg.metadata["preprocess"])
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.pkg.stage(STAGE)
+
+    def load_images(self, paths: Sequence[str | Path]) -> list[np.ndarray]:
+        from medlens.io.images import read_image
+
+        return [read_image(p) for p in paths]
+
+    def cells(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Images → ``(n, C, S, S)`` uint8 cells, as training cached them."""
+        from medlens.tasks.classify import as_uint8
+        from medlens.transforms.preprocess import preprocess_image
+
+        return np.stack([preprocess_image(as_uint8(im), self.pre) for im in images])
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Images → the encoder's normalised ``(n, C, S, S)`` input (one bag)."""
+        return self.cell_input(torch.from_numpy(self.cells(images)), self.pkg.device)
+
+    def predict_bag(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """One bag's class probabilities ``(K,)`` and attention per cell ``(n,)``."""
+        with torch.no_grad():
+            logits, a = self.model.forward_bag(self.preprocess(images))
+        return torch.softmax(logits.float(), 0).cpu().numpy(), a.float().cpu().numpy()
+
+    def predict(self, inputs: Any, *, batch_size: int = 64) -> list[dict[str, Any]]:
+        """Folders/files/arrays → one row per patient bag (``error`` when no cell could be read)."""
+        from medlens.io.images import ImageReadError
+
+        pkg, rows = self.pkg, []
+        classes, neg, thr = pkg.classes, pkg.negative_class, pkg.threshold
+        for pid, source, items in bag_groups(inputs):
+            images, names, bad = [], [], []
+            for k, item in enumerate(items):
+                name = f"array[{k}]" if isinstance(item, np.ndarray) else str(item)
+                try:
+                    images.append(item if isinstance(item, np.ndarray) else self.load_images([item])[0])
+                    names.append(name)
+                except ImageReadError as e:
+                    bad.append(f"{name}: {e.reason}")
+            if not images:
+                rows.append({"patient": pid, "file": source, "error": "no readable cell images"
+                             + (f" ({bad[0]})" if bad else "")})
+                continue
+            p, a = self.predict_bag(images)
+            score = float(1.0 - p[neg])
+            masked = p.copy()
+            masked[neg] = -np.inf
+            call = (int(masked.argmax()) if score >= thr else neg) if thr is not None else int(p.argmax())
+            order = np.argsort(-a, kind="stable")[:5]
+            row: dict[str, Any] = {
+                "patient": pid, "file": source, "cells": len(images), "predicted": classes[call],
+                "disease_score": score, "probabilities": {c: float(v) for c, v in zip(classes, p)},
+                "top_cells": [{"file": names[j], "attention": float(a[j])} for j in order],
+                "attention": [float(v) for v in a]}
+            if thr is not None:
+                row.update(decision="positive" if score >= thr else "negative", threshold=float(thr))
+            if bad:
+                row["unreadable"] = bad
+            rows.append(row)
+        return rows
+
+
+def write_patient_predictions(rows: list[dict[str, Any]], out: str | Path, classes: list[str]) -> Path:
+    """Rows as ``.json`` (everything) or ``.csv`` (one line per patient)."""
+    import csv
+    import io
+
+    from medlens.errors import ConfigError
+    from medlens.io.atomic import atomic_write_text
+
+    out = Path(out)
+    if out.suffix.lower() == ".json":
+        return atomic_write_json(out, rows)
+    if out.suffix.lower() != ".csv":
+        raise ConfigError(f"--out must end in .csv or .json, got {out.name!r}")
+    buf = io.StringIO()
+    cols = ["patient", "file", "cells", "predicted", "disease_score", "decision", "threshold",
+            *(f"p_{c}" for c in classes), "top_cell", "top_cell_attention", "error"]
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        flat = {k: r.get(k, "") for k in cols if not k.startswith(("p_", "top_cell"))}
+        flat.update({f"p_{c}": (r.get("probabilities") or {}).get(c, "") for c in classes})
+        top = (r.get("top_cells") or [{}])[0]
+        flat.update(top_cell=top.get("file", ""), top_cell_attention=top.get("attention", ""))
+        w.writerow(flat)
+    return atomic_write_text(out, buf.getvalue())
+
+
+def _with_run_splits(index: Any, pkg_dir: Path) -> Any:
+    """The training run's splits when evaluating on the data it was trained on."""
+    from medlens.data.splits import load_splits
+
+    table_path = pkg_dir.parent / "splits.csv"
+    if not table_path.exists():
+        return index
+    table = load_splits(table_path)
+    if not any(r.path in table for r in index.records[:50]):
+        return index
+    return index.subset([replace(r, split=table.get(r.path, r.split)) for r in index.records])
+
+
+def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out_dir: Path, strict: bool = False,
+                     **layout_opts: Any) -> dict[str, Any]:
+    """Patient-level metrics of ``pkg`` on ``data`` at the package's operating point; writes
+    ``metrics.json``, ``per_patient.csv`` and ``report.html`` into ``out_dir``.
+
+    ``split``: the run's own split when ``data`` is its training data, else every patient
+    (a data set without splits is a new cohort: all of it is test data).
+    """
+    from medlens.mil.report import write_report
+    from medlens.mil.train import patient_index
+    from medlens.options import look_up_option
+    from medlens.pipelines.ood_guard import check_index, refuse_flagged, summary, warn_flagged
+
+    split = look_up_option(split, ("test", "val", "train", "all"), what="split")
+    index = _with_run_splits(patient_index(data, layout_opts.get("layout")), pkg.path)
+    used = split
+    if split != "all":
+        chosen = [r for r in index.records if r.split == split]
+        if chosen:
+            index = index.subset(chosen)
+        elif not index.has_official_splits:
+            used = "all (the data has no splits: a new cohort)"
+        else:
+            raise BadInputError(f"{data}: no patients in the {split} split")
+    missing = sorted(set(index.classes) - set(pkg.classes))
+    if missing:
+        raise BadInputError(f"{data}: diagnoses {missing} are not classes of this model ({', '.join(pkg.classes)})")
+    index = index.subset([replace(r, label=pkg.classes.index(index.classes[r.label])) for r in index.records])
+    index.classes = list(pkg.classes)
+    ood = check_index(pkg, index)
+    warn_flagged(ood)
+    if strict:
+        refuse_flagged(ood)
+    bags = load_bags(index, int(pkg.metadata["input"]["size"]))
+    pred = PatientPredictor(pkg)
+    probs, att = predict_bags(pred.model, bags, pred.cell_input, pkg.device)
+    op = pkg.metadata.get("operating_point") or {}
+    metrics = patient_metrics(bags, probs, pkg.classes, pkg.negative_class, pkg.threshold,
+                              selection=op.get("selection"), n_bootstrap=1000)
+    metrics.update({"split": used, "data": str(data), "model": str(pkg.path), "ood": summary(ood),
+                    "cells": int(sum(len(m) for m in bags.members))})
+    rows = patient_rows(bags, probs, att, pkg.classes, pkg.negative_class, pkg.threshold)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    write_per_patient(out_dir / "per_patient.csv", rows)
+    write_report(out_dir / "report.html", metrics, rows, bags,
+                 title=f"Patient-level evaluation: {Path(data).name} ({used})", problems=index.problems)
+    return metrics
