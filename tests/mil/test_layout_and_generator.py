@@ -52,7 +52,8 @@ def test_abnormal_cells_follow_the_diagnosis(aplaml: Path) -> None:
 
 
 def test_overlap_puts_the_other_leukaemias_cells_in_some_patients(tmp_path: Path) -> None:
-    kw = {"patients_per_class": 6, "cells_per_patient": 30, "size": 16, "abnormal_fraction": 0.5, "seed": 1}
+    kw = {"patients_per_class": 5, "cells_per_patient": 24, "size": 16, "abnormal_fraction": 0.5, "seed": 1,
+          "unsigned_per_patient": 0}
     apart = load_dataset(make_leukemia_like(tmp_path / "a", overlap=0.0, **kw))
     mixed = load_dataset(make_leukemia_like(tmp_path / "b", overlap=0.2, **kw))
 
