@@ -74,19 +74,33 @@ def _hits(points_xyz: np.ndarray, scan: TrainScan) -> np.ndarray:
     return np.any(dist < np.maximum(scan.diameters_mm[None] / 2, 1.5), axis=1)
 
 
+def positive_points(centers_xyz: np.ndarray, diameters_mm: np.ndarray, copies: int, shift: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Each nodule's centre (first, in order) and then ``copies - 1`` points per nodule shifted
+    from it by up to ``shift`` of its diameter along each axis (mm): positives are few, and
+    candidates seldom sit on a nodule's centre."""
+    centers = np.asarray(centers_xyz, dtype=np.float64).reshape(-1, 3)
+    if copies <= 1 or not len(centers):
+        return centers
+    diam = np.asarray(diameters_mm, dtype=np.float64).reshape(-1)
+    offs = rng.uniform(-1, 1, (len(centers), copies - 1, 3)) * (shift * diam)[:, None, None]
+    return np.concatenate([centers, (centers[:, None, :] + offs).reshape(-1, 3)])
+
+
 def _nodule_points(scan: TrainScan, found: Sequence[Finding], mined_negatives: int,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                   rng: np.random.Generator, *, copies: int = 1, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Crop centres (mm) and labels for the nodule network in one scan: its reference nodules
-    (1), candidates.csv class 0 (0), and the U-Net's candidates — those within a nodule's
-    radius (1), and up to ``mined_negatives`` of the others (0, the false positives the
-    network must learn to reject)."""
+    (1, ``copies`` each, see :func:`positive_points`), candidates.csv class 0 (0), and the
+    U-Net's candidates — those within a nodule's radius (1), and up to ``mined_negatives`` of
+    the others (0, the false positives the network must learn to reject)."""
     cand_xyz = np.array([f.center_xyz for f in found], dtype=np.float64).reshape(-1, 3)
     hit = _hits(cand_xyz, scan)
     miss = np.flatnonzero(~hit)
     if len(miss) > mined_negatives:
         miss = np.sort(rng.choice(miss, mined_negatives, replace=False))
-    pts = np.concatenate([scan.nodules_xyz, scan.negatives_xyz, cand_xyz[hit], cand_xyz[miss]])
-    lab = np.concatenate([np.ones(len(scan.nodules_xyz)), np.zeros(len(scan.negatives_xyz)), np.ones(int(hit.sum())),
+    refs = positive_points(scan.nodules_xyz, scan.diameters_mm, copies, shift, rng)
+    pts = np.concatenate([refs, scan.negatives_xyz, cand_xyz[hit], cand_xyz[miss]])
+    lab = np.concatenate([np.ones(len(refs)), np.zeros(len(scan.negatives_xyz)), np.ones(int(hit.sum())),
                           np.zeros(len(miss))]).astype(np.int64)
     return pts, lab
 
@@ -109,10 +123,12 @@ def _crop_set(scans: Sequence[TrainScan], points: Sequence[np.ndarray], spec: Cr
 
 
 def _nodule_crops(scans: Sequence[TrainScan], cands: dict[str, list[Finding]], spec: CropSpec, store: Path, *,
-                  mined_negatives: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+                  mined_negatives: int, seed: int, copies: int = 1, shift: float = 0.0
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Crops (memory-mapped, see :func:`_crop_set`) and labels for the nodule network."""
     rng = np.random.default_rng(seed)
-    pairs = [_nodule_points(s, cands.get(s.seriesuid, []), mined_negatives, rng) for s in scans]
+    pairs = [_nodule_points(s, cands.get(s.seriesuid, []), mined_negatives, rng, copies=copies, shift=shift)
+             for s in scans]
     labels = np.concatenate([lab for _, lab in pairs]) if pairs else np.zeros(0, np.int64)
     return _crop_set(scans, [p for p, _ in pairs], spec, store), labels
 
@@ -209,7 +225,8 @@ def _train_pipeline(cfg: CtConfig, run_dir: Path, *, resume: bool) -> dict[str, 
     t = time.perf_counter()
     crops_dir = run_dir / "cache" / "crops"  # per run, even when the scan cache is shared
     xtr, ytr = _nodule_crops(train, cands, cfg.crop, crops_dir / "nodule_train.npy",
-                             mined_negatives=cfg.mined_negatives_per_scan, seed=cfg.seed)
+                             mined_negatives=cfg.mined_negatives_per_scan, seed=cfg.seed,
+                             copies=cfg.positive_copies, shift=cfg.positive_shift)
     xva, yva = (_nodule_crops(val, cands, cfg.crop, crops_dir / "nodule_val.npy",
                               mined_negatives=cfg.mined_negatives_per_scan, seed=cfg.seed + 1) if val else (xtr, ytr))
     if len(np.unique(ytr)) < 2:

@@ -79,6 +79,10 @@ class CtConfig(BaseModel):
     mined_negatives_per_scan: int = Field(30, ge=0, description="U-Net candidates that are not nodules, used "
                                           "per scan as negatives of the nodule network (random)")
     crops_per_epoch: int = Field(1024, ge=8, description="crops drawn per epoch, half positive")
+    positive_copies: int = Field(1, ge=1, le=64, description="crops per reference nodule in the nodule network's "
+                                 "training set: the centre and copies shifted by up to ±positive_shift of its "
+                                 "diameter (positives are few; candidate centres miss nodule centres)")
+    positive_shift: float = Field(0.3, ge=0, le=1, description="largest shift of a positive copy, in diameters")
     train_nodule: TrainConfig = Field(default_factory=lambda: TrainConfig(**CROP_TRAIN))
     train_malignancy: TrainConfig = Field(default_factory=lambda: TrainConfig(**CROP_TRAIN))
     # --- decisions ---

@@ -186,13 +186,16 @@ def demo_config(data: Path, *, seed: int = 0, quick: bool = False, device: str =
                        max_steps_per_epoch=steps, threads=1)
     # the nodule network separates nodules from vessel junctions under intensity augmentation:
     # it needs more epochs than the malignancy network (train loss still falling at 10)
-    nod_epochs = 2 if quick else 14
+    nod_epochs = 2 if quick else 20
     nod = crop.model_copy(update={"epochs": nod_epochs, "patience": nod_epochs})
     return CtConfig(data=str(data), seed=seed, device=device, patch=48, patches_per_epoch=64 if quick else 384,
                     candidate_threshold=0.2,
                     candidate_kwargs={"channels": [8, 16, 32], "num_res_units": 1},
                     crop_shape=(12, 24, 24), crop_spacing_mm=(2.5, 1.4, 1.4),  # 30×34×34 mm
-                    crop_kwargs={"channels": [8, 16, 32]}, crops_per_epoch=128 if quick else 512,
+                    crop_kwargs={"channels": [8, 16, 32]}, crops_per_epoch=128 if quick else 768,
+                    # positives are few (a handful of nodules per phantom): each reference nodule gives
+                    # shifted copies, and more of the candidates' false positives serve as negatives
+                    positive_copies=8, mined_negatives_per_scan=40,
                     train_candidates=seg, train_nodule=nod, train_malignancy=crop)
 
 
@@ -206,7 +209,9 @@ def run_demo(out: Path, *, seed: int = 0, quick: bool = False, device: str = "au
     if not data.exists():
         # a wider field of view than the generator's default (lungs ~30 mm wide, so larger nodules fit)
         # and per-scan pixel/slice sizes as scanners vary them: closer to what the model meets in real CT
-        make_chest_ct_like(data, n_scans=5 if quick else 12, seed=seed, shape=(40, 128, 128), vary_spacing=True)
+        # 3–6 nodules per scan: the nodule network learns from a few dozen nodules, not a dozen
+        make_chest_ct_like(data, n_scans=5 if quick else 12, seed=seed, shape=(40, 128, 128), vary_spacing=True,
+                           nodules_per_scan=(3, 6))
     run_dir = out / "run"
     train_pipeline(demo_config(data, seed=seed, quick=quick, device=device), run_dir,
                    resume=(run_dir / "candidates" / "checkpoints" / "last.pt").exists())
