@@ -51,6 +51,9 @@ def cv_cmd(
     model: str | None = typer.Option(
         None, "--model", "-m", help="model name (see `medlens models`)", show_default=by_layout("model"),
     ),
+    pretrained: str | None = typer.Option(None, "--pretrained", help="local weights file, or imagenet "
+                                          "(efficientnet_lite0/1/2; the medlens[imagenet] extra)",
+                                          show_default="none: random initial weights"),
     size: int | None = typer.Option(
         None, "--size", help="input side in pixels", show_default=by_layout("size")
     ),
@@ -96,8 +99,9 @@ def cv_cmd(
         "are ignored): finished folds are read back, an interrupted one continues from its checkpoints"
     ),
 ) -> None:
-    """Cross-validate on DATA: classify (per-fold and pooled out-of-fold AUC with 95 % CIs) or
-    segment (leave-patients-out, mean per-patient-volume Dice)."""
+    """Cross-validate on DATA: classify (per-fold and pooled out-of-fold AUC with 95 % CIs),
+    segment (leave-patients-out, mean per-patient-volume Dice) or patient (patient-level
+    AUC over folds that never split a patient); --group-by holds out whole sites."""
     from medlens.tasks import check_options
 
     out_must_be_folder(out)
