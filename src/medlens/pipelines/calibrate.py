@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -132,14 +131,10 @@ def calibration_dir(run_dir: Path, data: str | Path, out: str | Path | None) -> 
         ConfigError: ``out`` holds a run, a package or earlier results.
         OutputError: ``out`` is a file.
     """
-    from medlens.pipelines.evaluate_run import RUN_MARKERS
+    from medlens.pipelines.evaluate_run import RUN_MARKERS, unique_results_dir
 
     if out is None:
-        base = run_dir / "calibrations" / f"{Path(data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        out_dir, n = base, 1
-        while out_dir.exists():
-            out_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
-        return out_dir
+        return unique_results_dir(run_dir / "calibrations", Path(data).stem)
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"--out {out_dir} is a file; give a new folder for the calibrated package")

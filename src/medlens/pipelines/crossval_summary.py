@@ -136,3 +136,25 @@ def summarise(
             "config": cfg.model_dump(),
         }
     )
+
+
+def binary_cv_table(cv: dict[str, Any], *, threshold_note: str, pooled: str = "pooled out-of-fold AUC",
+                    bootstrap: str = "bootstrap") -> tuple[list[list[str]], list[str]]:
+    """The per-fold rows (AUC and the rates at each fold's operating point), the mean ± sd row
+    and the two AUC intervals as notes: what a binary task's ``cv_summary`` shows (classify,
+    patient); ``threshold_note`` says how each fold chose its threshold."""
+
+    def f(v: Any) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    keys = ("roc_auc", "sensitivity", "specificity", "balanced_accuracy")
+    rows = [[str(r["fold"]), str(r["n_test"]), *(f(r.get(k)) for k in keys)] for r in cv["per_fold"]]
+    s = cv["summary"]
+    rows.append(["mean ± sd", "", *(f"{f(s[k]['mean'])} ± {f(s[k]['std'])}" for k in keys)])
+    auc = cv["auc"]
+    ci_t, ci_b = auc.get("ci_fold_t") or {}, auc.get("ci_pooled_bootstrap") or {}
+    notes = [f"sensitivity, specificity, balanced acc: at each fold's operating point ({threshold_note})",
+             f"AUC {f(auc.get('mean'))} ± {f(auc.get('std'))} over folds, 95% CI (t over folds) "
+             f"{f(ci_t.get('low'))}–{f(ci_t.get('high'))}",
+             f"{pooled} {f(auc.get('pooled_oof'))}, 95% CI ({bootstrap}) {f(ci_b.get('low'))}–{f(ci_b.get('high'))}"]
+    return rows, notes

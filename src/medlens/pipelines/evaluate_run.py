@@ -55,6 +55,16 @@ def evaluate_model(model_path: str | Path, data: str | Path, *, split: str = "te
 RUN_MARKERS = ("model", "checkpoints", "config.json", "cv_plan.json", "cv_metrics.json", "metadata.json")
 
 
+def unique_results_dir(parent: Path, name: str) -> Path:
+    """``parent/<name>-<time>/``, with ``-1``, ``-2``… appended when that folder exists: a
+    command's default output never lands on an earlier one's."""
+    base = parent / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir, n = base, 1
+    while out_dir.exists():
+        out_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return out_dir
+
+
 def evaluation_dir(run_dir: Path, data: str | Path, split: str, out: str | Path | None) -> Path:
     """Where an evaluation writes: ``out``, or ``<run>/evaluations/<data>-<split>-<time>/``.
 
@@ -64,11 +74,7 @@ def evaluation_dir(run_dir: Path, data: str | Path, split: str, out: str | Path 
         OutputError: ``out`` is a file.
     """
     if out is None:
-        base = run_dir / "evaluations" / f"{Path(data).stem}-{split}-{time.strftime('%Y%m%d-%H%M%S')}"
-        out_dir, n = base, 1
-        while out_dir.exists():
-            out_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
-        return out_dir
+        return unique_results_dir(run_dir / "evaluations", f"{Path(data).stem}-{split}")
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"--out {out_dir} is a file; give a folder for metrics.json and report.html")

@@ -200,16 +200,10 @@ def _cross_validate(data: Path, out: Path | None, config: Path | None, resume: b
 
 def _cv_summary(cv: dict[str, Any]) -> Summary:
     """Per-fold AUC and rates at each fold's operating point, mean ± sd, and the two AUC intervals."""
+    from medlens.pipelines.crossval_summary import binary_cv_table
 
-    def f(v: Any) -> str:
-        return "–" if v is None else f"{v:.3f}"
-
-    keys = ("roc_auc", "sensitivity", "specificity", "balanced_accuracy")
-    rows = [[str(r["fold"]), str(r["n_test"]), *(f(r[k]) for k in keys)] for r in cv["per_fold"]]
-    s = cv["summary"]
-    rows.append(["mean ± sd", "", *(f"{f(s[k]['mean'])} ± {f(s[k]['std'])}" for k in keys)])
-    auc = cv["auc"]
-    ci_t, ci_b = auc.get("ci_fold_t") or {}, auc.get("ci_pooled_bootstrap") or {}
+    rows, notes = binary_cv_table(cv, threshold_note="threshold chosen on the fold's validation split for the "
+                                  "target sensitivity")
     groups = (cv.get("groups") or {}).get("folds") or {}
     held = [f"fold {k} held out {cv['grouping']}: " + ", ".join(v[:12]) + (" …" if len(v) > 12 else "")
             for k, v in groups.items()]
@@ -217,12 +211,7 @@ def _cv_summary(cv: dict[str, Any]) -> Summary:
     return Summary(
         title=f"{cv['folds']}-fold{logo} cross-validation (grouped by {cv['grouping']})",
         columns=["fold", "held out", "AUC", "sensitivity", "specificity", "balanced acc"], rows=rows,
-        notes=[*held, "sensitivity, specificity, balanced acc: at each fold's operating point (threshold chosen on "
-               "the fold's validation split for the target sensitivity)",
-               f"AUC {f(auc['mean'])} ± {f(auc['std'])} over folds, 95% CI (t over folds) "
-               f"{f(ci_t.get('low'))}–{f(ci_t.get('high'))}",
-               f"pooled out-of-fold AUC {f(auc['pooled_oof'])}, 95% CI (bootstrap) "
-               f"{f(ci_b.get('low'))}–{f(ci_b.get('high'))}"])
+        notes=[*held, *notes])
 
 
 def _demo(out: Path, *, seed: int = 0, quick: bool = False, device: str = "auto") -> Path:

@@ -107,21 +107,14 @@ def _cross_validate(data: Path, out: Path | None, config: Path | None, resume: b
 
 def _cv_summary(cv: dict[str, Any]) -> Summary:
     """Per-fold patient AUC and rates at each fold's operating point, mean ± sd, both AUC intervals."""
-    keys = ("roc_auc", "sensitivity", "specificity", "balanced_accuracy")
-    rows = [[str(r["fold"]), str(r["n_test"]), *(_f(r.get(k)) for k in keys)] for r in cv["per_fold"]]
-    s = cv["summary"]
-    rows.append(["mean ± sd", "", *(f"{_f(s[k]['mean'])} ± {_f(s[k]['std'])}" for k in keys)])
-    auc = cv["auc"]
-    t, b = auc.get("ci_fold_t") or {}, auc.get("ci_pooled_bootstrap") or {}
+    from medlens.pipelines.crossval_summary import binary_cv_table
+
+    rows, notes = binary_cv_table(cv, threshold_note="chosen on the fold's validation patients",
+                                  pooled="pooled out-of-fold patient AUC", bootstrap="patient bootstrap")
     return Summary(
         title=f"{cv['folds']}-fold patient cross-validation ({cv.get('patients')} patients, none in two folds)",
         columns=["fold", "test patients", "AUC", "sensitivity", "specificity", "balanced acc"], rows=rows,
-        notes=["sensitivity, specificity, balanced acc: at each fold's operating point (chosen on the fold's "
-               "validation patients)",
-               f"AUC {_f(auc.get('mean'))} ± {_f(auc.get('std'))} over folds, 95% CI (t over folds) "
-               f"{_f(t.get('low'))}–{_f(t.get('high'))}",
-               f"pooled out-of-fold patient AUC {_f(auc.get('pooled_oof'))}, 95% CI (patient bootstrap) "
-               f"{_f(b.get('low'))}–{_f(b.get('high'))}"])
+        notes=notes)
 
 
 def _demo(out: Path, *, seed: int = 0, quick: bool = False, device: str = "auto") -> Path:
