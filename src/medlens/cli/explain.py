@@ -88,12 +88,17 @@ def probe_command(
     probes: list[str] | None = typer.Option(
         None, "--probe", "-p", help="Probe to run (repeatable).", show_default="all"
     ),
-    max_images: int = typer.Option(64, "--max-images", help="Images sampled from DATA."),
+    max_images: int = typer.Option(
+        64, "--max-images", help="Images sampled from DATA (patients, for a patient-level model)."
+    ),
     seed: int = typer.Option(0, "--seed"),
     device: str = device_option(),
 ) -> None:
     """Perturb images (hide region, shapes, background, blur, colour, equalize) and report
-    how often and how far predictions move, per class."""
+    how often and how far predictions move, per class.
+
+    For a patient-level (bag) model every cell of each test patient is perturbed, all at once
+    and one at a time, and the change of the patient's disease score is reported."""
     from medlens.options import resolve_device
 
     device = resolve_device(device)  # a bad value is refused before the package is read
@@ -101,24 +106,39 @@ def probe_command(
     from rich.table import Table
 
     from medlens.explain.files import probe_files
-    from medlens.explain.probes import DEFAULT_PROBES
+    from medlens.explain.probes import BAG_PROBES, DEFAULT_PROBES, bag_probe_target
     from medlens.package import load_model
 
     out_must_be_folder(out)
     pkg = load_model(model, device=device)
-    result = probe_files(
-        pkg, data, out_dir=out, max_images=max_images, seed=seed, probes=probes or DEFAULT_PROBES
-    )
-    table = Table(
-        title=f"Bias probes on {result['n_images']} images (per class by {result['grouped_by']})"
-    )
+    target = bag_probe_target(pkg)
+    if target is not None:  # the task answers per bag (patient): probe cells, watch the patient score
+        result = probe_files(pkg, data, out_dir=out, max_images=max_images, seed=seed, probes=probes or BAG_PROBES)
+        title = (f"Bias probes on {result['n_patients']} patients, {result['n_images']} cells "
+                 f"(per class by {result['grouped_by']}; Δ of the patient disease score)")
+    else:
+        result = probe_files(
+            pkg, data, out_dir=out, max_images=max_images, seed=seed, probes=probes or DEFAULT_PROBES
+        )
+        title = f"Bias probes on {result['n_images']} images (per class by {result['grouped_by']})"
+    bag = target is not None
+    table = Table(title=title)
     table.add_column("probe")
     table.add_column("flip rate", justify="right")
-    table.add_column("mean |Δp|", justify="right")
+    table.add_column("mean |Δ score|" if bag else "mean |Δp|", justify="right")
+    if bag:
+        table.add_column("max |Δ score|", justify="right")
+        table.add_column("one cell: mean / max |Δ|", justify="right")
+        table.add_column("flipped by one cell", justify="right")
     table.add_column("per class flip rate")
     for name, r in result["probes"].items():
         per = ", ".join(f"{c}: {v['flip_rate']:.0%}" for c, v in r["per_class"].items())
-        table.add_row(name, f"{r['flip_rate']:.0%}", f"{r['mean_abs_dprob']:.3f}", per)
+        extra = []
+        if bag:
+            cell = r["per_cell"]
+            extra = [f"{r['max_abs_dscore']:.3f}", f"{cell['mean_abs_dscore']:.3f} / {cell['max_abs_dscore']:.3f}",
+                     str(cell["patients_flipped_by_one_cell"])]
+        table.add_row(name, f"{r['flip_rate']:.0%}", f"{r['mean_abs_dprob']:.3f}", *extra, per)
     console = Console()
     console.print(table)
     console.print(f"Images: {result['images_from']}")

@@ -228,11 +228,17 @@ def probe_files(
     grouped by the original prediction.
     """
     from medlens.explain.probe_page import write_probe_page
-    from medlens.explain.probes import probe
+    from medlens.explain.probes import BAG_PROBES, bag_probe_target, probe, probe_bag_files
 
     pkg = _package(model)
+    target = bag_probe_target(pkg)
+    if target is not None:  # a patient-level (bag) model: perturb its cells, watch the patient score
+        bag_probes = kwargs.pop("probes", None) or BAG_PROBES
+        return probe_bag_files(target, data, out_dir=out_dir, max_bags=max_images, seed=seed, split=split,
+                               probes=bag_probes)
     if getattr(pkg, "task", "classify") != "classify":
-        raise ConfigError(f"{getattr(pkg, 'path', model)}: bias probes need a classifier; this model segments")
+        raise ConfigError(f"{getattr(pkg, 'path', model)}: bias probes need a classifier or a patient-level "
+                          f"model; this one is a {getattr(pkg, 'task', 'other')} model")
     names, x, y, chosen = _probe_inputs(pkg, data, split=split, max_images=max_images, seed=seed)
     classes = list(getattr(pkg, "classes", []) or [])
     out = Path(out_dir)

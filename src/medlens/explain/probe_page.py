@@ -36,21 +36,45 @@ def caption(name: str, entry: dict[str, Any]) -> str:
             f"mean probability of the original answer {_arrow(entry, 'p')}{acc}; {counts}.")
 
 
+def _bag_columns(entry: dict[str, Any]) -> dict[str, Any]:
+    """A bag-level probe's extra summary columns: per-cell effects on the patient score."""
+    cell = entry.get("per_cell")
+    if not cell:
+        return {}
+    return {"max |Δ score|": entry.get("max_abs_dscore"), "flips": entry.get("flips"),
+            "one cell: mean |Δ score|": cell["mean_abs_dscore"], "one cell: max |Δ score|": cell["max_abs_dscore"],
+            "patients flipped by one cell": cell["patients_flipped_by_one_cell"]}
+
+
+def _patient_table(entry: dict[str, Any]) -> str:
+    rows = [
+        {"patient": r["patient"], **({"diagnosis": r["diagnosis"]} if "diagnosis" in r else {}),
+         "cells": r["cells"], "score before → after": f"{r['score_before']:.3f} → {r['score_after']:.3f}",
+         "decision": f"{r['before']} → {r['after']}" + (" (flipped)" if r["flipped"] else ""),
+         "one cell: mean |Δ|": r["per_cell_mean_abs_dscore"], "one cell: max |Δ|": r["per_cell_max_abs_dscore"],
+         "cells that flip it alone": r["cells_that_flip_alone"], "most effective cell": Path(r["top_cell"]).name}
+        for r in entry.get("per_patient") or []
+    ]
+    return "<h3>Per patient</h3>" + page.table(rows) if rows else ""
+
+
 def _probe_section(name: str, entry: dict[str, Any]) -> str:
     rows = [
         {"class": c, "n": v["n"], "flip rate": _pct(v["flip_rate"]),
          "p before → after": _arrow(v, "p"),
          **({"accuracy before → after": _arrow(v, "accuracy", pct=True)} if "accuracy_before" in v else {}),
-         "mean |Δp|": v["mean_abs_dprob"]}
+         ("mean |Δ score|" if "per_cell" in entry else "mean |Δp|"): v["mean_abs_dprob"]}
         for c, v in (entry.get("per_class") or {}).items()
     ]
     figs = []
     for ex in entry.get("examples") or []:
         png = Path(ex["image"]).read_bytes() if ex.get("image") and Path(ex["image"]).is_file() else None
-        cap = (f"{Path(str(ex.get('input', ex['index']))).name}: {ex['before']} → {ex['after']}, "
-               f"|Δp| {ex['abs_dprob']:.3f} (left original, right perturbed)")
+        who = f"patient {ex['patient']}, " if "patient" in ex else ""
+        delta = "|Δ patient score| with this cell alone perturbed" if "patient" in ex else "|Δp|"
+        cap = (f"{who}{Path(str(ex.get('input', ex['index']))).name}: {ex['before']} → {ex['after']}, "
+               f"{delta} {ex['abs_dprob']:.3f} (left original, right perturbed)")
         figs.append(page.figure(png, cap, width=256))
-    return (f"<p>{page.e(caption(name, entry))}</p>" + page.table(rows)
+    return (f"<p>{page.e(caption(name, entry))}</p>" + page.table(rows) + _patient_table(entry)
             + (f"<h3>Largest changes</h3><div>{''.join(figs)}</div>" if figs else ""))
 
 
@@ -63,7 +87,8 @@ def write_probe_page(path: str | os.PathLike[str], result: dict[str, Any], *,
          "p before → after": _arrow(entry, "p"),
          **({"accuracy before → after": _arrow(entry, "accuracy", pct=True)}
             if "accuracy_before" in entry else {}),
-         "mean |Δp|": entry["mean_abs_dprob"]}
+         ("mean |Δ score|" if "per_cell" in entry else "mean |Δp|"): entry["mean_abs_dprob"],
+         **_bag_columns(entry)}
         for name, entry in probes.items()
     ]
     first = next(iter(probes.values()), {})
@@ -77,6 +102,19 @@ def write_probe_page(path: str | os.PathLike[str], result: dict[str, Any], *,
         "before the change. A model that flips when only the background or the stain changes, "
         "or keeps its answer when the region it relies on is hidden, may rely on a shortcut.</p>"
     )
+    if "n_patients" in result:  # a bag-level (per patient) probe result
+        intro = (
+            f"<p>{page.e(result.get('n_patients'))} patients ({page.e(result.get('n_images'))} cells) of "
+            f"{page.e(result.get('data', 'the data'))}: {page.e(result.get('images_from', ''))}. Per class by "
+            f"{page.e(result.get('grouped_by', ''))} ({page.e(per)}). Score: {page.e(result.get('score', ''))}; "
+            f"decision threshold {page.e(result.get('threshold'))}. Pixels: {page.e(result.get('scale', ''))}.</p>"
+            "<p>The model answers per patient from a bag of cells. Each probe changes every cell of a "
+            "patient's bag and asks again (flip rate: share of patients whose decision changes; |Δ score|: "
+            "change of the patient's disease score), and changes each cell on its own with the rest of "
+            "the bag untouched (one cell: the per-cell effect on the patient score). A diagnosis that "
+            "moves when only the background or the stain changes, or stays when the cells are hidden, "
+            "may rest on a shortcut such as the hospital the smear came from.</p>"
+        )
     sections = [("Summary", page.table(summary))]
     sections += [(name, _probe_section(name, entry)) for name, entry in probes.items()]
     return atomic_write_text(path, page.page(title, sections, intro=intro))

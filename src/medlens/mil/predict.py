@@ -74,18 +74,78 @@ class PatientPredictor:
     """Per bag: class probabilities, the decision at the package's operating point and the
     cells with the highest attention."""
 
-    def __init__(self, pkg: Any) -> None:
+    def __init__(self, pkg: Any, model: torch.nn.Module | None = None) -> None:
+        """``model``: a bag network to use instead of the package's (a stand-in in tests)."""
         import medlens.mil.model  # noqa: F401  (registers the "mil" network the stage rebuilds)
         from medlens.transforms.preprocess import PreprocessConfig
 
         self.pkg = pkg
+        self._model = model
         norm = pkg.metadata.get("normalize") or {}
         self.cell_input = CellInput(tuple(norm.get("mean", (0.0,) * 3)), tuple(norm.get("std", (1.0,) * 3)))
         self.pre = PreprocessConfig(**pkg.metadata["preprocess"])
 
     @property
     def model(self) -> torch.nn.Module:
-        return self.pkg.stage(STAGE)
+        return self._model if self._model is not None else self.pkg.stage(STAGE)
+
+    # --- the bag-level hook of the bias probes (medlens.explain.probes.BagProbeTarget) ------
+    @property
+    def classes(self) -> list[str]:
+        return list(self.pkg.classes)
+
+    @property
+    def negative_class(self) -> int:
+        return int(self.pkg.negative_class)
+
+    @property
+    def threshold(self) -> float | None:
+        return self.pkg.threshold
+
+    def probe_bags(self, data: str | Path, *, split: str = "test", max_bags: int = 64,
+                   seed: int = 0) -> tuple[list[Any], str]:
+        """The patients of ``split`` in ``data`` as bags of cells in [0, 1] for the probes,
+        and where they come from (the run's split, the data's, or all of a new cohort)."""
+        from medlens.explain.probes import ProbeBag
+        from medlens.mil.train import patient_index
+        from medlens.options import look_up_option
+
+        split = look_up_option(split, ("test", "val", "train", "all"), what="split")
+        index = _with_run_splits(patient_index(data), self.pkg.path)
+        chosen = "all patients of the data (--split all)" if split == "all" else f"the {split} patients"
+        if split != "all":
+            picked = [r for r in index.records if r.split == split]
+            if picked:
+                index = index.subset(picked)
+            elif index.has_official_splits:
+                raise BadInputError(f"{data}: no patients in the {split} split; give other data")
+            else:
+                chosen = "all patients (the data has no splits: a new cohort)"
+        bags = load_bags(index, int(self.pkg.metadata["input"]["size"]))
+        order = list(range(len(bags)))
+        if len(order) > max_bags:
+            order = sorted(np.random.default_rng(seed).choice(len(order), max_bags, replace=False).tolist())
+            chosen += f", {max_bags} drawn at random (seed {seed})"
+        known = all(c in self.classes for c in index.classes)
+        out = [ProbeBag(patient=bags.patients[i], cells=bags.cells(i).astype(np.float32) / 255.0,
+                        paths=bags.paths(i),
+                        label=self.classes.index(index.classes[int(bags.labels[i])]) if known else None)
+               for i in order]
+        return out, chosen
+
+    def embed_cells(self, cells: np.ndarray) -> torch.Tensor:
+        """Cells ``(n, C, S, S)`` in [0, 1] → the encoder's features ``(n, F)`` (each cell on its own)."""
+        x = torch.from_numpy(np.ascontiguousarray(cells, dtype=np.float32)).to(self.pkg.device)
+        mean = torch.tensor(self.cell_input.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.cell_input.std, device=x.device).view(1, -1, 1, 1)
+        with torch.no_grad():
+            return self.model.embed((x - mean) / std)
+
+    def bag_probabilities(self, features: torch.Tensor) -> np.ndarray:
+        """One bag's encoder features ``(n, F)`` → the patient's class probabilities ``(K,)``."""
+        with torch.no_grad():
+            logits, _ = self.model.pool_bag(features)
+        return torch.softmax(logits.float(), 0).cpu().numpy()
 
     def load_images(self, paths: Sequence[str | Path]) -> list[np.ndarray]:
         from medlens.io.images import read_image
