@@ -83,6 +83,10 @@ class Scored:
         groups: the patient of each case (the bootstrap's resampling unit), or ``None``
             when the cases are independent units themselves (e.g. patients).
         unit: what a case is, ``"image"`` or ``"patient"`` (models are paired only on one unit).
+        threshold: the package's operating point on ``scores`` (``None``: most probable class).
+        notes: remarks for the comparison's warnings (e.g. which split was used).
+        members: the files of each case when a case is more than one file (a patient's cells),
+            so the training-overlap check can look them up in a run's splits.csv.
     """
 
     ids: list[str]
@@ -93,6 +97,7 @@ class Scored:
     unit: str = "image"
     threshold: float | None = None
     notes: list[str] = field(default_factory=list)
+    members: dict[str, list[str]] | None = None
 
 
 Scorer = Callable[[Any, Cases], Scored]
@@ -101,9 +106,9 @@ SCORERS: Registry[Scorer] = Registry("comparison scorer")
 
 
 def scorer_for(pkg: Any) -> Scorer:
-    """The scorer of a package's task: the task entry's ``score`` attribute when it has one
-    (a patient-level task adds ``score`` to its :class:`~medlens.tasks.registry.TaskSpec` or
-    calls ``SCORERS.register("<task>")``), else the registered one."""
+    """The scorer of a package's task: the task entry's ``score`` when it has one (the
+    patient task's scores one row per patient, :func:`medlens.mil.score.score_patients`),
+    else the one registered in :data:`SCORERS` under the task's name."""
     own = getattr(pkg.task_spec, "score", None)
     if own is not None:
         return own
@@ -213,6 +218,19 @@ def _sweep_runs(folder: Path) -> list[tuple[str, Path]]:
     return out
 
 
+def check_same_task(pkgs: dict[str, Any]) -> None:
+    """Refuse packages of different tasks: their cases differ (images vs patients), so they
+    cannot be paired case by case. Names every task's packages."""
+    by: dict[str, list[str]] = {}
+    for name, p in pkgs.items():
+        by.setdefault(p.task, []).append(name)
+    if len(by) > 1:
+        parts = "; ".join(f"{', '.join(names)}: {task!r} ({pkgs[names[0]].task_spec.description})"
+                          for task, names in by.items())
+        raise BadInputError(f"packages of different tasks cannot be compared case by case (image-level and "
+                            f"patient-level cases do not pair): {parts}; compare the packages of one task at a time")
+
+
 def check_same_classes(pkgs: dict[str, Any]) -> None:
     """Refuse packages whose classes or negative class differ, naming them."""
     ref_name, ref = next(iter(pkgs.items()))
@@ -232,11 +250,14 @@ def resolve_cases(data: str | Path, entries: list[Entry], split: str, layout_opt
     d = Path(data)
     if (d / "config.json").is_file() and (d / "splits.csv").is_file():
         cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
-        path = Path(cfg.get("data", {}).get("path", ""))
-        if not path.exists():
+        # a classifier run nests its data settings; a patient run keeps the path and layout at the top
+        given = cfg.get("data") if isinstance(cfg.get("data"), dict) else {"path": cfg.get("data") or "",
+                                                                            "layout": cfg.get("layout")}
+        path = Path(given.get("path") or "")
+        if not str(path) or not path.exists():
             raise BadInputError(f"{d}/config.json: its data {path} is not found from here; pass --data DATA")
-        opts = {k: cfg["data"].get(k) for k in ("layout", "label_column", "path_column", "patient_column",
-                                                "patient_table")}
+        opts = {k: given.get(k) for k in ("layout", "label_column", "path_column", "patient_column",
+                                          "patient_table")}
         opts.update({k: v for k, v in layout_opts.items() if v is not None})
         return Cases(path, split, load_splits(d / "splits.csv"), str(d / "splits.csv"), opts)
     cases = Cases(d, split, None, None, dict(layout_opts))
@@ -255,15 +276,17 @@ def resolve_cases(data: str | Path, entries: list[Entry], split: str, layout_opt
     return cases
 
 
-def seen_in_training(entry: Entry, ids: list[str]) -> dict[str, int]:
-    """How many compared cases this package's run had in its train and val splits."""
+def seen_in_training(entry: Entry, ids: list[str], members: dict[str, list[str]] | None = None) -> dict[str, int]:
+    """How many compared cases this package's run had in its train and val splits (a case
+    with several files, a patient, counts when any of its files was there)."""
     f = entry.run / "splits.csv" if entry.run is not None else None
     if f is None or not f.is_file():
         return {}
     from medlens.data.splits import load_splits
 
     table = load_splits(f)
-    return {s: sum(table.get(i) == s for i in ids) for s in ("train", "val")}
+    files = members or {}
+    return {s: sum(any(table.get(p) == s for p in files.get(i, [i])) for i in ids) for s in ("train", "val")}
 
 
 # ------------------------------------------------------------------ the comparison
@@ -407,7 +430,9 @@ def compare_scored(scored: dict[str, Scored], *, rule: str = "fewest-fn", min_sp
     both = bool(y.any() and not y.all())
     if not both:
         warnings.append("the compared cases hold only one class: AUC, its intervals and DeLong's test are undefined")
-    boot, how = (paired_bootstrap(y, S, groups, n_bootstrap=n_bootstrap, seed=seed) if both and n_bootstrap > 0
+    # patient-level cases are patients themselves: each its own resampling unit, named so
+    units_of = groups if groups is not None or first.unit != "patient" else ids
+    boot, how = (paired_bootstrap(y, S, units_of, n_bootstrap=n_bootstrap, seed=seed) if both and n_bootstrap > 0
                  else (np.full((len(names), 0), np.nan), None))
     rows = []
     for m, name in enumerate(names):
@@ -481,6 +506,7 @@ def compare_runs(runs: Sequence[str | Path], data: str | Path, *, split: str = "
     out_dir = output_dir(out)
     entries = expand_runs(runs)
     pkgs = {e.name: ModelPackage(e.package, device=dev) for e in entries}
+    check_same_task(pkgs)
     check_same_classes(pkgs)
     cases = resolve_cases(data, entries, split, layout_opts)
     scored: dict[str, Scored] = {}
@@ -491,7 +517,8 @@ def compare_runs(runs: Sequence[str | Path], data: str | Path, *, split: str = "
     ids = [i for i in next(iter(scored.values())).ids if all(i in set(s.ids) for s in scored.values())]
     for e, row in zip(entries, result["leaderboard"], strict=True):
         row["package"] = str(e.package)
-        seen = seen_in_training(e, ids)
+        result["warnings"] += [f"{e.name}: {note}" for note in scored[e.name].notes]
+        seen = seen_in_training(e, ids, scored[e.name].members)
         row["seen_in_training"] = seen or None
         if seen.get("train") or seen.get("val"):
             result["warnings"].append(f"{e.name}: {seen.get('train', 0)} of the compared cases were in its training "

@@ -247,21 +247,27 @@ def _with_run_splits(index: Any, pkg_dir: Path) -> Any:
     return index.subset([replace(r, split=table.get(r.path, r.split)) for r in index.records])
 
 
-def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out_dir: Path, strict: bool = False,
-                     **layout_opts: Any) -> dict[str, Any]:
-    """Patient-level metrics of ``pkg`` on ``data`` at the package's operating point; writes
-    ``metrics.json``, ``per_patient.csv`` and ``report.html`` into ``out_dir``.
+def patients_for(pkg: Any, data: str | Path, split: str = "test", *, layout: str | None = None,
+                 splits: dict[str, str] | None = None) -> tuple[Any, str]:
+    """The patients of ``split`` in ``data`` with labels in the package's class order, and
+    which split that was.
 
-    ``split``: the run's own split when ``data`` is its training data, else every patient
-    (a data set without splits is a new cohort: all of it is test data).
+    ``splits`` (cell path → split) overrides the data's own; without it, the package's run
+    splits apply when ``data`` is its training data. A data set without splits is a new
+    cohort: all of it is test data (``used`` says so).
+
+    Raises:
+        BadInputError: no patients in ``split``, or diagnoses the package does not know (named).
     """
-    from medlens.mil.report import write_report
     from medlens.mil.train import patient_index
     from medlens.options import look_up_option
-    from medlens.pipelines.ood_guard import check_index, refuse_flagged, summary, warn_flagged
 
     split = look_up_option(split, ("test", "val", "train", "all"), what="split")
-    index = _with_run_splits(patient_index(data, layout_opts.get("layout")), pkg.path)
+    index = patient_index(data, layout)
+    if splits:
+        index = index.subset([replace(r, split=splits.get(r.path, r.split)) for r in index.records])
+    else:
+        index = _with_run_splits(index, pkg.path)
     used = split
     if split != "all":
         chosen = [r for r in index.records if r.split == split]
@@ -276,6 +282,21 @@ def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out_dir
         raise BadInputError(f"{data}: diagnoses {missing} are not classes of this model ({', '.join(pkg.classes)})")
     index = index.subset([replace(r, label=pkg.classes.index(index.classes[r.label])) for r in index.records])
     index.classes = list(pkg.classes)
+    return index, used
+
+
+def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out_dir: Path, strict: bool = False,
+                     **layout_opts: Any) -> dict[str, Any]:
+    """Patient-level metrics of ``pkg`` on ``data`` at the package's operating point; writes
+    ``metrics.json``, ``per_patient.csv`` and ``report.html`` into ``out_dir``.
+
+    ``split``: the run's own split when ``data`` is its training data, else every patient
+    (a data set without splits is a new cohort: all of it is test data).
+    """
+    from medlens.mil.report import write_report
+    from medlens.pipelines.ood_guard import check_index, refuse_flagged, summary, warn_flagged
+
+    index, used = patients_for(pkg, data, split, layout=layout_opts.get("layout"))
     ood = check_index(pkg, index)
     warn_flagged(ood)
     if strict:

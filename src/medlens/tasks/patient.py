@@ -117,6 +117,12 @@ def _cv_summary(cv: dict[str, Any]) -> Summary:
         notes=notes)
 
 
+def _score(pkg: Any, cases: Any) -> Any:
+    from medlens.mil.score import score_patients
+
+    return score_patients(pkg, cases)
+
+
 def _demo(out: Path, *, seed: int = 0, quick: bool = False, device: str = "auto") -> Path:
     from medlens.mil.train import run_demo
 
@@ -137,6 +143,7 @@ TASK = TaskSpec(
     cross_validate=_cross_validate,
     cv_summary=_cv_summary,
     config_model=PatientConfig,
+    score=_score,
     options=frozenset({"--target-sensitivity", "--negative-class"}),
     priority=5,
 )

@@ -85,6 +85,9 @@ class TaskSpec:
         cv_summary: ``(cv_metrics) → Summary``: the cross-validation for the terminal.
         config_model: the pydantic model of a run's config; its ``task`` field is the
             literal task name, the key of the one config union (:mod:`medlens.tasks.config`).
+        score: ``(package, cases) → Scored``: the package on ``medlens compare``'s cases
+            (:mod:`medlens.evaluate.compare`), one row per compared unit (image or patient);
+            ``None``: the scorer registered for the task's name there, if any.
         options: command-line flags only this task takes; giving one to another task is
             a usage error that names the task it belongs to.
         priority: detection order (higher first); the fallback task has the lowest.
@@ -103,6 +106,7 @@ class TaskSpec:
     cross_validate: Callable[..., tuple[dict[str, Any], Path]] | None = None
     cv_summary: Callable[[dict[str, Any]], Summary] | None = None
     config_model: Any = None
+    score: Callable[[Any, Any], Any] | None = None
     options: frozenset[str] = frozenset()
     priority: int = 0
 
