@@ -7,7 +7,7 @@ from pathlib import Path
 from medlens.data.layouts import load_dataset
 from medlens.data.synthetic.histology import make_idc_like
 from medlens.mil.config import PatientConfig
-from medlens.mil.train import split_patients
+from medlens.mil.patients import split_patients
 from medlens.tasks import detect_task
 
 

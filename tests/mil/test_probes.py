@@ -105,7 +105,7 @@ def test_probe_cli_writes_per_patient_effects(run: Path, aplaml: Path, tmp_path:
 def smear_bags(n_patients: int = 6, n_cells: int = 5, size: int = 32) -> list:
     """Hand-made bags: per patient one background grey and one cell grey; every cell a dark
     disc in the middle of the picture (so Otsu's foreground is exactly the disc)."""
-    from medlens.explain.probes import ProbeBag
+    from medlens.explain.bag_probes import ProbeBag
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:size, :size]
@@ -123,7 +123,7 @@ def smear_bags(n_patients: int = 6, n_cells: int = 5, size: int = 32) -> list:
 @pytest.mark.parametrize("region, big, small", [("background", "replace-background", "hide-cell"),
                                                 ("centre", "hide-cell", "replace-background")])
 def test_crafted_models_show_their_shortcut(run: Path, aplaml: Path, region: str, big: str, small: str) -> None:
-    from medlens.explain.probes import bag_probe_target, probe_bags
+    from medlens.explain.bag_probes import bag_probe_target, probe_bags
     from medlens.package import load_model
 
     pkg = load_model(run)

@@ -105,8 +105,9 @@ def probe_command(
     from rich.console import Console
     from rich.table import Table
 
+    from medlens.explain.bag_probes import BAG_PROBES, bag_probe_target
     from medlens.explain.files import probe_files
-    from medlens.explain.probes import BAG_PROBES, DEFAULT_PROBES, bag_probe_target
+    from medlens.explain.probes import DEFAULT_PROBES
     from medlens.package import load_model
 
     out_must_be_folder(out)

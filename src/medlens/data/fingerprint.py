@@ -17,7 +17,7 @@ The fingerprint (JSON, stored as ``data_fingerprint`` in the package metadata) h
   colour images its HSV saturation and two opponent-colour means (red−green,
   yellow−blue); the fingerprint keeps their mean, SD and percentiles over the images;
 * ``image_stats`` (packages saved since 2026-12) — the audit's per-image measurements
-  (:func:`medlens.audit.stats.pixel_stats`: per-channel colour mean/SD, brightness,
+  (:mod:`medlens.data.image_stats`: per-channel colour mean/SD, brightness,
   contrast, sharpness) plus height and width, summarised the same way. They are not
   part of the check; ``medlens evaluate`` sets them beside the new data's
   (:mod:`medlens.evaluate.shift`) to show how far a new site's images are from these.
@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from medlens.data.image_stats import measure_image, summarise_image_stats, summarise_values
+
 log = logging.getLogger(__name__)
 
 FINGERPRINT_VERSION = 1
@@ -58,13 +60,6 @@ STAT_LIMIT_SD = 2.0
 KIND_SCORE = 99.0
 #: Pixels looked at per image (a strided subsample of large images).
 MAX_PIXELS = 256 * 256
-QUANTILES = (0.5, 1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0, 99.5)
-#: The audit's per-image measurements kept in ``image_stats`` (names as in
-#: :data:`medlens.audit.stats.FEATURES`), plus the image's height and width in pixels.
-IMAGE_STATS = ("mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b", "brightness", "contrast",
-               "sharpness", "height", "width")
-#: Images are measured at most this large (longer side, area-resized), as the audit does.
-IMAGE_STATS_MAX_SIDE = 512
 #: Modality of a layout whose images are all of one kind.
 LAYOUT_MODALITY = {"idc": "histopathology (H&E)", "kaggle_3m": "MR"}
 _CHANNEL_NAMES = {1: ("grey",), 3: ("red", "green", "blue")}
@@ -85,7 +80,7 @@ class ImageStats:
     modality: str | None = None
     stats: dict[str, float] = field(default_factory=dict)
     pixels: np.ndarray | None = field(default=None, repr=False)  # (P, C) uint8 sample, for the fingerprint
-    image: dict[str, float] = field(default_factory=dict)  # the audit's measurements (IMAGE_STATS)
+    image: dict[str, float] = field(default_factory=dict)  # the audit's measurements (image_stats)
 
 
 @dataclass
@@ -141,26 +136,6 @@ def array_stats(arr: np.ndarray, *, bit_depth: int | None = None, depth: int | N
     return ImageStats(channels=c, bit_depth=bit_depth, height=height, width=w,
                       depth=depth, format=format, modality=modality, stats=_pixel_stats(px), pixels=px,
                       image=image)
-
-
-def measure_image(arr8: np.ndarray) -> dict[str, float]:
-    """The audit's measurements (:data:`IMAGE_STATS` less the size) of an ``(H, W, C)``
-    uint8 image, taken on it area-resized to :data:`IMAGE_STATS_MAX_SIDE` as the audit
-    does; ``{}`` for channel counts other than 1 and 3."""
-    import cv2
-
-    from medlens.audit.stats import pixel_stats
-
-    a = np.ascontiguousarray(arr8)
-    if a.ndim != 3 or a.shape[2] not in (1, 3) or min(a.shape[:2]) < 1:
-        return {}
-    h, w = a.shape[:2]
-    if max(h, w) > IMAGE_STATS_MAX_SIDE:
-        k = IMAGE_STATS_MAX_SIDE / max(h, w)
-        a = cv2.resize(a, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
-        a = a[..., None] if a.ndim == 2 else a
-    stats, _ = pixel_stats(a)
-    return {k: float(stats[k]) for k in IMAGE_STATS if k in stats}
 
 
 def _pixel_stats(px: np.ndarray) -> dict[str, float]:
@@ -256,41 +231,15 @@ def compute_fingerprint(images: Iterable[ImageStats], *, modality: str | None = 
         if len(px) > 2_000_000:
             px = px[np.random.default_rng(0).choice(len(px), 2_000_000, replace=False)]
         for i, n in enumerate(_CHANNEL_NAMES.get(main_c, tuple(f"channel {i}" for i in range(main_c)))):
-            fp["pixels"][n] = _summary(px[:, i])
+            fp["pixels"][n] = summarise_values(px[:, i])
     keys = sorted({k for s in items for k in s.stats})
     for k in keys:
         vals = np.array([s.stats[k] for s in items if k in s.stats], dtype=np.float64)
-        fp["stats"][k] = _summary(vals)
+        fp["stats"][k] = summarise_values(vals)
     image_stats = summarise_image_stats(items)
     if image_stats:
         fp["image_stats"] = image_stats
     return fp
-
-
-def summarise_image_stats(items: Iterable[ImageStats]) -> dict[str, Any]:
-    """Mean, SD and percentiles over the images of each :data:`IMAGE_STATS` measurement
-    (the fingerprint's ``image_stats``; also the new data's side in
-    :mod:`medlens.evaluate.shift`). Measurements no image has are left out."""
-    items = list(items)
-    out: dict[str, Any] = {}
-    for k in IMAGE_STATS:
-        vals = np.array([s.image[k] for s in items if k in s.image and np.isfinite(s.image[k])], dtype=np.float64)
-        if vals.size:
-            out[k] = {**_summary(vals), "n": int(vals.size)}
-    return out
-
-
-def format_shares(items: Iterable[ImageStats]) -> dict[str, float]:
-    """Share of the images in each file format (``jpeg``, ``png``…; ``array`` for in-memory)."""
-    counts = Counter(s.format or "array" for s in items)
-    total = sum(counts.values())
-    return {k: v / total for k, v in counts.most_common()} if total else {}
-
-
-def _summary(v: np.ndarray) -> dict[str, Any]:
-    q = np.percentile(v, QUANTILES)
-    return {"mean": round(float(v.mean()), 4), "sd": round(float(v.std()), 4),
-            "quantiles": {f"{p:g}": round(float(x), 4) for p, x in zip(QUANTILES, q)}}
 
 
 def fingerprint_index(index: Any, *, split: str | None = "train", max_images: int = MAX_IMAGES,

@@ -24,17 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medlens.data.aplaml import SIGNED_FOLDER, find_master_table, load_aplaml
 from medlens.data.files import build_index, has_images, images_in, stray_images, visible_dirs
 from medlens.data.records import DatasetIndex, Problem, Record, order_classes
 from medlens.data.tables import (
     PATH_COLUMNS,
-    SIGNED_FOLDER,
     SPLIT_ALIASES,
     find_manifest,
-    find_master_table,
     find_patient_table,
     has_column,
-    load_aplaml,
     load_manifest,
     load_patient_table,
 )

@@ -132,7 +132,7 @@ def dataset_shift(fp: dict[str, Any] | None, new_items: Sequence[Any], *, new_so
         has ``feature``, ``label``, ``unit``, training and new mean/SD, ``std_difference``,
         ``level`` (small, moderate, large or not recorded) and ``training_from``.
     """
-    from medlens.data.fingerprint import format_shares, summarise_image_stats
+    from medlens.data.image_stats import format_shares, summarise_image_stats
 
     new = summarise_image_stats(new_items)
     fp = fp or {}

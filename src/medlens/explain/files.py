@@ -227,8 +227,9 @@ def probe_files(
     from the data's layout when its classes are the package's; otherwise results are
     grouped by the original prediction.
     """
+    from medlens.explain.bag_probes import BAG_PROBES, bag_probe_target, probe_bag_files
     from medlens.explain.probe_page import write_probe_page
-    from medlens.explain.probes import BAG_PROBES, bag_probe_target, probe, probe_bag_files
+    from medlens.explain.probes import probe
 
     pkg = _package(model)
     target = bag_probe_target(pkg)

@@ -76,7 +76,7 @@ class PatientCV:
 
     def prepare(self, out_dir: Path) -> None:
         from medlens.mil.bags import load_bags
-        from medlens.mil.train import patient_index
+        from medlens.mil.patients import patient_index
 
         self.t0, self.out_dir = time.perf_counter(), out_dir
         self.index = patient_index(self.cfg.data, self.cfg.layout)
@@ -157,7 +157,7 @@ def summarise_folds(results: list[dict[str, Any]], patients: list[str], labels: 
     """``cv_metrics.json``: per-fold rows, mean ± sd, a t-interval over folds, and the pooled
     out-of-fold patient metrics (each patient at its own fold's threshold) with bootstrap CIs."""
     from medlens.evaluate.metrics import classification_metrics, to_jsonable
-    from medlens.mil.train import negative_index
+    from medlens.mil.patients import negative_index
     from medlens.pipelines.crossval_summary import fold_t_interval
 
     neg = negative_index(classes, cfg.negative_class)
@@ -208,7 +208,7 @@ def cv_from_cli(*, data: Path, out: Path | None, config: Path | None, resume: bo
                 options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     """``medlens cv DATA --task patient [--folds K]``: the config as ``train`` builds it, or with
     ``resume`` the one in ``OUT/cv_plan.json``."""
-    from medlens.mil.train import config_from_cli
+    from medlens.mil.cli_config import config_from_cli
     from medlens.pipelines.cv_driver import default_out, plan_for_resume
 
     if resume:

@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 def cell_files(folder: Path) -> list[Path]:
     """A patient folder's cell images: not in an ``Unsigned slides`` folder, not a thumbnail."""
+    from medlens.data.aplaml import UNSIGNED_FOLDER, thumbnails
     from medlens.data.files import images_in
-    from medlens.data.tables import UNSIGNED_FOLDER, thumbnails
 
     files = [f for f in images_in(folder)
              if not any(UNSIGNED_FOLDER.match(p) for p in f.relative_to(folder).parts[:-1])]
@@ -106,7 +106,7 @@ class PatientPredictor:
                    seed: int = 0) -> tuple[list[Any], str]:
         """The patients of ``split`` in ``data`` as bags of cells in [0, 1] for the probes,
         and where they come from (the run's split, the data's, or all of a new cohort)."""
-        from medlens.explain.probes import ProbeBag
+        from medlens.explain.bag_probes import ProbeBag
         from medlens.mil.train import patient_index
         from medlens.options import look_up_option
 
@@ -209,29 +209,17 @@ class PatientPredictor:
 
 def write_patient_predictions(rows: list[dict[str, Any]], out: str | Path, classes: list[str]) -> Path:
     """Rows as ``.json`` (everything) or ``.csv`` (one line per patient)."""
-    import csv
-    import io
+    from medlens.pipelines.predict_io import class_probabilities, write_rows
 
-    from medlens.errors import ConfigError
-    from medlens.io.atomic import atomic_write_text
-
-    out = Path(out)
-    if out.suffix.lower() == ".json":
-        return atomic_write_json(out, rows)
-    if out.suffix.lower() != ".csv":
-        raise ConfigError(f"--out must end in .csv or .json, got {out.name!r}")
-    buf = io.StringIO()
     cols = ["patient", "file", "cells", "predicted", "disease_score", "decision", "threshold",
             *(f"p_{c}" for c in classes), "top_cell", "top_cell_attention", "error"]
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        flat = {k: r.get(k, "") for k in cols if not k.startswith(("p_", "top_cell"))}
-        flat.update({f"p_{c}": (r.get("probabilities") or {}).get(c, "") for c in classes})
+
+    def flatten(r: dict[str, Any]) -> dict[str, Any]:
         top = (r.get("top_cells") or [{}])[0]
-        flat.update(top_cell=top.get("file", ""), top_cell_attention=top.get("attention", ""))
-        w.writerow(flat)
-    return atomic_write_text(out, buf.getvalue())
+        return {**r, **class_probabilities(r, classes), "top_cell": top.get("file", ""),
+                "top_cell_attention": top.get("attention", "")}
+
+    return write_rows(rows, out, cols, flatten)
 
 
 def _with_run_splits(index: Any, pkg_dir: Path) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from medlens.evaluate.compare import Cases, Scored
+from medlens.evaluate.compare_cases import Cases, Scored
 
 
 def score_patients(pkg: Any, cases: Cases) -> Scored:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,89 +38,19 @@ from medlens.errors import BadInputError, ConfigError, OutputError
 from medlens.io.atomic import atomic_write_json, atomic_write_text
 from medlens.io.lock import folder_lock
 from medlens.io.runlog import logged_run
+from medlens.pipelines.local_split import (  # noqa: F401  (DEFAULT_FRACTION, TRIALS: re-exported)
+    DEFAULT_FRACTION,
+    TRIALS,
+    LocalSplit,
+    split_local,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FRACTION = 0.5
-#: Candidate patient splits tried; the one closest to the wanted size and class mix is kept.
-TRIALS = 300
 #: Metrics the before/after comparison shows (all at the operating point but the AUC and ECE).
 COMPARED = (("roc_auc_disease", "AUC (disease score)"), ("sensitivity", "sensitivity"),
             ("specificity", "specificity"), ("balanced_accuracy", "balanced accuracy"),
             ("ppv", "PPV"), ("npv", "NPV"), ("ece", "ECE (top label)"))
-
-
-@dataclass(frozen=True)
-class LocalSplit:
-    """The local sample split into a calibration and an evaluation part (boolean masks over
-    the readable images), the units (patients, or images) on each side, and the unit's name."""
-
-    calibration: np.ndarray
-    evaluation: np.ndarray
-    calibration_units: list[str]
-    evaluation_units: list[str]
-    unit: str
-
-
-def split_local(units: Sequence[str], is_pos: np.ndarray, *, fraction: float | None = None,
-                n_calibration: int | None = None, seed: int = 0, what: str = "LOCALDATA",
-                unit: str = "patient") -> LocalSplit:
-    """Put whole units (patients) in the calibration or the evaluation part.
-
-    Among :data:`TRIALS` seeded random orders of the units, the split kept is the one whose
-    calibration part holds both classes (needed to choose a threshold), then whose
-    evaluation part does too, then closest to ``fraction`` of the images (or exactly
-    ``n_calibration`` units) and to the overall disease share.
-
-    Raises:
-        ConfigError: ``n_calibration`` leaves no unit for one part, or ``fraction`` is not in (0, 1).
-        BadInputError: fewer than 2 units, or no split gives the calibration part both classes.
-    """
-    names = sorted(set(units))
-    g = len(names)
-    if g < 2:
-        raise BadInputError(f"{what}: only {g} {unit} — calibrate needs at least 2 (one or more to calibrate "
-                            f"on, one or more kept apart to evaluate on); add {unit}s")
-    if n_calibration is not None and not 1 <= int(n_calibration) < g:
-        raise ConfigError(f"--calibration-patients {n_calibration}: {what} has {g} {unit}s; give 1 to {g - 1} "
-                          "so that at least one is kept apart for the evaluation")
-    if n_calibration is None:
-        fraction = DEFAULT_FRACTION if fraction is None else float(fraction)
-        if not 0.0 < fraction < 1.0:
-            raise ConfigError(f"--fraction must be between 0 and 1 (exclusive), got {fraction}")
-    code = {n: i for i, n in enumerate(names)}
-    gi = np.array([code[u] for u in units])
-    n_img = np.bincount(gi, minlength=g).astype(float)
-    n_pos = np.bincount(gi, weights=is_pos.astype(float), minlength=g)
-    total, share = float(n_img.sum()), float(n_pos.sum() / n_img.sum())
-    rng = np.random.default_rng(seed)
-    best, best_cost = np.zeros(g, bool), np.inf
-    for _ in range(TRIALS):
-        order = rng.permutation(g)
-        if n_calibration is not None:
-            k = int(n_calibration)
-        else:  # the fewest units (in this order) that reach the wanted share of the images
-            k = int(np.searchsorted(np.cumsum(n_img[order]) / total, fraction - 1e-9) + 1)
-            k = min(max(k, 1), g - 1)
-        sel = np.zeros(g, bool)
-        sel[order[:k]] = True
-        c_img, c_pos = n_img[sel].sum(), n_pos[sel].sum()
-        e_img, e_pos = n_img[~sel].sum(), n_pos[~sel].sum()
-        cal_missing = int(c_pos == 0) + int(c_pos == c_img)
-        eval_missing = int(e_pos == 0) + int(e_pos == e_img)
-        cost = 100.0 * cal_missing + 10.0 * eval_missing + abs(c_pos / c_img - share)
-        if n_calibration is None:
-            cost += abs(c_img / total - fraction)
-        if cost < best_cost:
-            best, best_cost = sel, cost
-    c_img, c_pos = n_img[best].sum(), n_pos[best].sum()
-    if c_pos == 0 or c_pos == c_img:
-        raise BadInputError(f"{what}: no split of its {g} {unit}s gives the calibration part both negative and "
-                            f"disease images (needed to choose the operating point); add {unit}s with the "
-                            "missing class, or more of them")
-    cal = best[gi]
-    return LocalSplit(calibration=cal, evaluation=~cal, calibration_units=[n for n, s in zip(names, best) if s],
-                      evaluation_units=[n for n, s in zip(names, best) if not s], unit=unit)
 
 
 def calibration_dir(run_dir: Path, data: str | Path, out: str | Path | None) -> Path:
@@ -188,9 +117,8 @@ def calibrate_model(model_path: str | Path, data: str | Path, *, out: str | Path
 
 def _load_local(pkg: Any, data: str | Path, layout_opts: dict[str, Any]) -> tuple[Any, Any, np.ndarray]:
     """The labelled local data as the package sees it: index, image cache, labels in the package's classes."""
-    from medlens.data.cache import build_cache
     from medlens.data.layouts import load_dataset
-    from medlens.transforms.preprocess import PreprocessConfig
+    from medlens.pipelines.evaluate_run import package_cache
 
     index = load_dataset(data, **{k: v for k, v in layout_opts.items() if v is not None})
     unlabelled = [r for r in index.records if r.label is None]
@@ -199,14 +127,8 @@ def _load_local(pkg: Any, data: str | Path, layout_opts: dict[str, Any]) -> tupl
         raise BadInputError(f"{data}: {len(unlabelled) or len(index.records)} image(s) have no label{example}; "
                             "calibrate needs labelled local images (class folders, or a manifest with a label "
                             "column)")
-    missing = [c for c in index.classes if c not in pkg.classes]
-    if missing:
-        raise BadInputError(f"{data}: classes {missing} are unknown to the model (it knows {pkg.classes})")
-    cache = build_cache(index, PreprocessConfig(**pkg.metadata["preprocess"]))
-    if not cache.records:
-        raise BadInputError(f"{data}: none of the images could be read")
-    remap = np.array([pkg.classes.index(c) for c in index.classes])
-    return index, cache, remap[cache.labels]
+    cache, y = package_cache(pkg, index, data)
+    return index, cache, y
 
 
 def _calibrate(pkg: Any, data: str | Path, out_dir: Path, *, fraction: float | None,

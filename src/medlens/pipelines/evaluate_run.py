@@ -116,12 +116,10 @@ def evaluate_classifier(pkg: Any, data: str | Path, *, split: str, out_dir: Path
     counted, warned about, or refused with ``strict``. ``metrics["shift"]`` compares the
     evaluated images with the training data (:mod:`medlens.evaluate.shift`);
     ``metrics["tta"]`` says whether the package's test-time augmentation was on."""
-    from medlens.data.cache import build_cache
     from medlens.data.layouts import load_dataset
     from medlens.evaluate.metrics import classification_metrics
     from medlens.evaluate.shift import dataset_shift, new_data_stats
     from medlens.package import TTA_DESCRIPTION
-    from medlens.transforms.preprocess import PreprocessConfig
 
     index = load_dataset(data, **{k: v for k, v in layout_opts.items() if v is not None})
     run_dir = pkg.path.parent
@@ -132,24 +130,18 @@ def evaluate_classifier(pkg: Any, data: str | Path, *, split: str, out_dir: Path
         index = index.subset([r for r in index.records if r.split == split])
         if not index.records:
             raise BadInputError(f"{data}: no images in split {split!r}")
-    missing = [c for c in index.classes if c not in pkg.classes]
-    if missing:
-        raise BadInputError(f"{data}: classes {missing} are unknown to the model (it knows {pkg.classes})")
-    remap = np.array([pkg.classes.index(c) for c in index.classes])
     from medlens.pipelines.ood_guard import check_index, refuse_flagged, summary, warn_flagged
 
+    check_known_classes(pkg, index, data)
     ood = check_index(pkg, index)  # inputs unlike the training data: counted, warned, refused by strict
     warn_flagged(ood)
     if strict:
         refuse_flagged(ood)
-    cache = build_cache(index, PreprocessConfig(**pkg.metadata["preprocess"]))
-    if not cache.records:
-        raise BadInputError(f"{data}: none of the images could be read")
+    cache, y = package_cache(pkg, index, data)
     tta = getattr(pkg, "tta", "none")
     views = package_logits(pkg, cache.images, tta=tta)
     z = views[0]
     probs = tta_probabilities(views, pkg.temperature)
-    y = remap[cache.labels]
     patients = [r.patient for r in cache.records]
     op = pkg.metadata.get("operating_point") or {}  # how training chose the threshold it stored
     metrics = classification_metrics(
@@ -172,6 +164,37 @@ def evaluate_classifier(pkg: Any, data: str | Path, *, split: str, out_dir: Path
         atomic_write_json(out_dir / "problems.json", problems)
     _report(out_dir, pkg, index, cache, metrics, probs, y)
     return metrics
+
+
+def check_known_classes(pkg: Any, index: Any, data: str | Path) -> None:
+    """Refuse data whose classes the package does not know, naming the data and both class lists.
+
+    Raises:
+        BadInputError: a class of ``index`` is not one of ``pkg.classes``.
+    """
+    missing = [c for c in index.classes if c not in pkg.classes]
+    if missing:
+        raise BadInputError(f"{data}: classes {missing} are unknown to the model {pkg.path} "
+                            f"(it knows {pkg.classes})")
+
+
+def package_cache(pkg: Any, index: Any, data: str | Path) -> tuple[Any, np.ndarray]:
+    """The images of ``index`` preprocessed as the classifier package ``pkg`` was trained
+    (its ``preprocess`` metadata), and their labels in the package's class order: the one way
+    evaluate, compare and calibrate read a classifier's cases.
+
+    Raises:
+        BadInputError: the data hold classes the package does not know, or no image is readable.
+    """
+    from medlens.data.cache import build_cache
+    from medlens.transforms.preprocess import PreprocessConfig
+
+    check_known_classes(pkg, index, data)
+    cache = build_cache(index, PreprocessConfig(**pkg.metadata["preprocess"]))
+    if not cache.records:
+        raise BadInputError(f"{data}: none of the images could be read")
+    remap = np.array([pkg.classes.index(c) for c in index.classes])
+    return cache, remap[cache.labels]
 
 
 def legacy_selection(meta: dict[str, Any]) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +12,32 @@ from medlens.errors import ConfigError
 from medlens.io.atomic import atomic_write_json, atomic_write_text
 
 
-def write_predictions(rows: list[dict[str, Any]], out: str | Path, classes: list[str]) -> Path:
+def write_rows(rows: list[dict[str, Any]], out: str | Path, columns: list[str],
+               flatten: Callable[[dict[str, Any]], dict[str, Any]]) -> Path:
+    """Result rows as ``.json`` (everything, as given) or ``.csv`` (``columns``, each row
+    through ``flatten``), written atomically; any other suffix is a usage error."""
     out = Path(out)
     if out.suffix.lower() == ".json":
         return atomic_write_json(out, rows)
     if out.suffix.lower() != ".csv":
         raise ConfigError(f"--out must end in .csv or .json, got {out.name!r}")
     buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        flat = flatten(r)
+        w.writerow({k: flat.get(k, "") for k in columns})
+    return atomic_write_text(out, buf.getvalue())
+
+
+def class_probabilities(row: dict[str, Any], classes: list[str]) -> dict[str, Any]:
+    """``p_<class>`` columns from a row's ``probabilities`` mapping."""
+    return {f"p_{c}": (row.get("probabilities") or {}).get(c, "") for c in classes}
+
+
+def write_predictions(rows: list[dict[str, Any]], out: str | Path, classes: list[str]) -> Path:
     cols = ["file", "predicted", "disease_score", "decision", "threshold"] + [f"p_{c}" for c in classes]
     cols += ["ood", "ood_score", "ood_reasons", "error"]  # ood*: the out-of-distribution guard
     if any("tta" in r for r in rows):  # test-time augmentation used (predict --tta)
         cols.append("tta")
-    w = csv.DictWriter(buf, fieldnames=cols)
-    w.writeheader()
-    for r in rows:
-        flat = {k: r.get(k, "") for k in cols if not k.startswith("p_")}
-        for c in classes:
-            flat[f"p_{c}"] = (r.get("probabilities") or {}).get(c, "")
-        w.writerow(flat)
-    return atomic_write_text(out, buf.getvalue())
+    return write_rows(rows, out, cols, lambda r: {**r, **class_probabilities(r, classes)})

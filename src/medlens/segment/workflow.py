@@ -240,17 +240,12 @@ def config_from_cli(*, data: Path, config: Path | None, options: dict[str, Any])
 def train_from_cli(*, data: Path, out: Path | None, config: Path | None, resume: bool,
                    options: dict[str, Any]) -> tuple[dict[str, Any], Path]:
     """``medlens train DATA --task segment``: flags override the config file."""
-    if resume:
-        from medlens.tasks.config import load_run_config
+    from medlens.tasks.config import run_config_or_resume
 
-        if out is None:
-            raise ConfigError("--resume needs --out pointing at an existing run directory (with config.json)")
-        cfg = load_run_config(out, task="segment")
-    else:
-        cfg = config_from_cli(data=data, config=config, options=options)
-        out = out or Path("runs") / f"{Path(data).name}-segment-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (out / "checkpoints" / "last.pt").exists() or any(out.glob("member*/checkpoints/last.pt")):
-            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    cfg, out = run_config_or_resume(data, out, task="segment", resume=resume,
+                                    make=lambda: config_from_cli(data=data, config=config, options=options))
+    if not resume and ((out / "checkpoints" / "last.pt").exists() or any(out.glob("member*/checkpoints/last.pt"))):
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     return train_segmentation(cfg, out, resume=resume), out
 
 

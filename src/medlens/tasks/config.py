@@ -9,6 +9,8 @@ the right one, and every validation error becomes the same one-line usage error.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -64,3 +66,22 @@ def load_run_config(run_dir: str | Path, *, task: str | None = None) -> BaseMode
     if task is not None and found != task:
         raise ConfigError(f"{run_dir} is a {found} run, not a {task} run; resume it with --task {found}")
     return parse_config(values, what=f"run config {path}")
+
+
+def run_config_or_resume(data: str | Path, out: str | Path | None, *, task: str, resume: bool,
+                         make: Callable[[], BaseModel]) -> tuple[BaseModel, Path]:
+    """The config and run folder of ``medlens train DATA --task TASK``: with ``resume``, the
+    config saved in ``out``; else ``make()`` (flags over a config file) and ``out`` or
+    ``runs/<data>-<task>-<time>``. One rule for every task's CLI entry.
+
+    Raises:
+        ConfigError: ``resume`` without ``out``, or ``out`` is not a ``task`` run folder.
+    """
+    if resume:
+        if out is None:
+            raise ConfigError("--resume needs --out pointing at an existing run directory (with config.json)")
+        return load_run_config(out, task=task), Path(out)
+    cfg = make()
+    if out is None:
+        out = Path("runs") / f"{Path(data).name}-{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return cfg, Path(out)
