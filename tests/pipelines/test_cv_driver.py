@@ -220,3 +220,20 @@ def test_resume_keeps_the_saved_fold_assignment(tmp_path):
     cv = run_cv(FakeTask(), out, resume=True)
     assert cv["held"] == [["b", "d", "f"], ["a", "c", "e"]]  # the folds as saved, not recomputed
     assert cv_driver.read_plan(out)["task"] == "fake"
+
+
+def test_resume_accepts_settings_added_after_the_plan_was_written(tmp_path):
+    """A setting medlens gained later (its default keeps the old behaviour) does not block a
+    resume; a changed nested setting still does, named with its path."""
+    from medlens.pipelines.cv_driver import changed_settings
+
+    out = tmp_path / "cv"
+    run_cv(FakeTask(config={"lr": 0.1, "train": {"epochs": 5}}), out)
+    (out / "fold_1" / "done.json").unlink()
+    task = FakeTask(config={"lr": 0.1, "train": {"epochs": 5, "threads": None}, "slice_intensity": "none"})
+    run_cv(task, out, resume=True)
+    assert task.ran == [(1, False)]
+    with pytest.raises(ConfigError, match=r"another config \(train.epochs\)"):
+        run_cv(FakeTask(config={"lr": 0.1, "train": {"epochs": 6, "threads": None}, "slice_intensity": "none"}),
+               out, resume=True)
+    assert changed_settings({"a": 1, "b": {"c": 2}}, {"b": {"c": 2}}) == ["a"]  # a removed setting counts

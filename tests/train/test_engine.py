@@ -146,6 +146,22 @@ def test_early_stopping(tmp_path):
     assert res.stopped_early and len(res.history) == 3
 
 
+def test_keep_last_runs_the_whole_schedule_and_returns_the_last_weights(tmp_path):
+    task, tr, va, cfg = _setup(epochs=5, patience=1)
+    cfg = cfg.model_copy(update={"lr": 1e-9, "keep": "last"})  # nothing improves: "best" would stop at 2
+    model = _net()
+    res = fit(model, task, tr, va, cfg, tmp_path)
+    assert not res.stopped_early and len(res.history) == 5
+    last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["model"]
+    best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert best is not None and all(torch.equal(v, last[k]) for k, v in model.state_dict().items())
+    kept = TrainConfig(keep="best").model_copy(update={"epochs": 5, "lr": 1e-2, "seed": 7, "progress": False})
+    m2 = _net()
+    r2 = fit(m2, task, tr, va, kept, tmp_path / "best")
+    b2 = torch.load(tmp_path / "best" / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert r2.best_epoch >= 0 and all(torch.equal(v, b2[k]) for k, v in m2.state_dict().items())
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     task, tr, va, cfg = _setup()
     with pytest.raises(ConfigError, match="no checkpoint"):

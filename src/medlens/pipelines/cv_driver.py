@@ -193,6 +193,20 @@ def plan_for_resume(out: Path | None, data: str | Path | None = None) -> dict[st
     return plan
 
 
+def changed_settings(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Settings of ``old`` (a saved plan's config) that ``new`` changes, as dotted names.
+    A setting absent from ``old`` was added to medlens after the plan was written; its
+    default keeps the old behaviour (the rule for new settings), so it does not count."""
+    out = []
+    for k, v in old.items():
+        w = new.get(k)
+        if isinstance(v, dict) and isinstance(w, dict):
+            out += changed_settings(v, w, f"{prefix}{k}.")
+        elif k not in new or v != w:
+            out.append(f"{prefix}{k}")
+    return sorted(out)
+
+
 def check_folder(out_dir: Path, plan: CVPlan, resume: bool) -> None:
     """Refuse a started cross-validation without ``resume``, and a resume of another one."""
     if not resume:
@@ -211,9 +225,8 @@ def check_folder(out_dir: Path, plan: CVPlan, resume: bool) -> None:
         differ.append(f"task {old.get('task')}, not {new['task']}")
     if old.get("folds") != new["folds"]:
         differ.append(f"{old.get('folds')} folds, not {new['folds']}")
-    if old.get("config") != new["config"]:
-        keys = sorted(k for k in {*old.get("config", {}), *new["config"]}
-                      if (old.get("config") or {}).get(k) != new["config"].get(k))
+    keys = changed_settings(old.get("config") or {}, new["config"])
+    if keys:
         differ.append("another config (" + ", ".join(keys) + ")")
     if differ:
         raise ConfigError(f"{out_dir / PLAN} was written with {'; '.join(differ)}; resume with the same "

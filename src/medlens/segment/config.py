@@ -48,7 +48,7 @@ class SegmentConfig(BaseModel):
     samples_per_volume: int = Field(4, ge=1, description="3D only: patches per training volume per epoch")
     augment_acquisition: dict[str, float] = Field(
         default_factory=dict, description="extra image-only augmentation for new scanners/sites, e.g. "
-        "{gamma: 0.3, bias_field: 0.3, noise: 0.05, blur: 1.0} (see medlens.segment.task.SegmentAugment); "
+        "{gamma: 0.3, bias_field: 0.3, noise: 0.05, blur: 1.0, channel_copy: 0.1} (see medlens.segment.task.SegmentAugment); "
         "empty = off")
     group_by: Literal["patient", "institution"] = Field(
         "patient", description="cross-validation: hold out whole patients, or whole institutions (sites) "
@@ -58,6 +58,12 @@ class SegmentConfig(BaseModel):
         description="how volume intensities become the network's input: percentile window (default, MRI), "
                     "fixed window in the file's units (CT in HU, e.g. {kind: fixed, lower: -1000, upper: 400}) "
                     "or z-score in the foreground; stored in the package and applied again at predict")
+
+    slice_intensity: Literal["none", "patient"] = Field(
+        "none", description="2D slice files (e.g. Kaggle LGG .tif): 'patient' puts each patient's slices "
+                            "through the intensity policy together, as one volume (nnU-Net's per-case "
+                            "normalisation; at predict, the slices of one folder are one volume); "
+                            "'none' feeds the stored values")
 
     @field_validator("spatial_dims")
     @classmethod
@@ -69,7 +75,7 @@ class SegmentConfig(BaseModel):
     @field_validator("augment_acquisition")
     @classmethod
     def _check_acquisition(cls, v: dict[str, float]) -> dict[str, float]:
-        limits = {"gamma": 1.0, "bias_field": 1.0, "noise": 0.5, "blur": 3.0}
+        limits = {"gamma": 1.0, "bias_field": 1.0, "noise": 0.5, "blur": 3.0, "channel_copy": 1.0}
         for key, val in v.items():
             if key not in limits:
                 raise ValueError(f"unknown acquisition augmentation {key!r}; choose from {', '.join(limits)}")

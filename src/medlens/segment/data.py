@@ -202,6 +202,7 @@ def build_slices(
     cache_dir: str | Path | None = None,
     intensity: Any = None,
     labels: bool = False,
+    slice_intensity: str = "none",
 ) -> SliceSet:
     """Decode every record of ``index`` into a :class:`SliceSet`.
 
@@ -212,8 +213,11 @@ def build_slices(
             modification times; a second call with unchanged inputs reads only the cache.
         intensity: intensity policy for volume records (see :func:`read_volume_pair`).
         labels: keep integer mask labels instead of binarising.
+        slice_intensity: ``"patient"``: 2D slice files go through ``intensity`` too, each
+            patient's slices together as one volume
+            (:func:`~medlens.transforms.intensity.apply_to_group`); ``"none"``: as stored.
     """
-    key = _cache_key(index, size, channels, intensity, labels)
+    key = _cache_key(index, size, channels, intensity, labels, slice_intensity)
     cache = Path(cache_dir) / f"slices_{key}.npz" if cache_dir is not None else None
     if cache is not None and cache.is_file():
         return _load_cache(cache, index)
@@ -246,6 +250,8 @@ def build_slices(
                             f"({len(problems)} problems; first: {problems[0].path}: {problems[0].reason})"
                             if problems else f"{index.root}: data set is empty")
     channels = channels or imgs[0].shape[0]
+    if slice_intensity == "patient":
+        imgs = normalise_patients(imgs, pats, srcs, intensity, channels)
     pairs = [resize_pair(fit_channels(i, channels), m, size) for i, m in zip(imgs, masks)]
     shapes = {p[0].shape[-2:] for p in pairs}
     if len(shapes) > 1:
@@ -265,10 +271,29 @@ def channels_of(path: str) -> int:
     return read_image(path).shape[-1]
 
 
+def normalise_patients(imgs: list[np.ndarray], patients: list[str], sources: list[str], intensity: Any,
+                       channels: int) -> list[np.ndarray]:
+    """Each patient's slices from 2D files through ``intensity`` as one volume; slices cut
+    from volume files (source ``path#z``) already went through it and are left alone."""
+    from medlens.transforms.intensity import apply_to_group
+
+    out = list(imgs)
+    groups: dict[str, list[int]] = {}
+    for i, (pid, src) in enumerate(zip(patients, sources)):
+        if "#" not in src:
+            groups.setdefault(pid, []).append(i)
+    for rows in groups.values():
+        done = apply_to_group(intensity, [fit_channels(imgs[i], channels) for i in rows])
+        for i, im in zip(rows, done):
+            out[i] = im
+    return out
+
+
 def _cache_key(index: DatasetIndex, size: int | None, channels: int | None,
-               intensity: Any = None, labels: bool = False) -> str:
+               intensity: Any = None, labels: bool = False, slice_intensity: str = "none") -> str:
     policy = json.dumps(intensity_to_dict(intensity), sort_keys=True)
-    h = hashlib.sha1(f"{size}|{channels}|{policy}|{labels}|v2".encode())
+    scope = "" if slice_intensity == "none" else f"|slices:{slice_intensity}"
+    h = hashlib.sha1(f"{size}|{channels}|{policy}|{labels}|v2{scope}".encode())
     for r in index.records:
         for p in (r.meta.get("channels") or [r.path]) + [r.mask]:
             st = Path(p).stat()

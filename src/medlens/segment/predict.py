@@ -210,12 +210,14 @@ def predict_files(model: torch.nn.Module, metadata: dict[str, Any], inputs: Sequ
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for path in expand_inputs(inputs):
+    paths = expand_inputs(inputs)
+    images = read_images(metadata, [p for p in paths if not is_volume_input(p)]) if _spatial_dims(metadata) == 2 else {}
+    for path in paths:
         try:
             if is_volume_input(path):
                 rows.append(_predict_volume(model, metadata, path, out_dir, device))
             else:
-                rows.append(_predict_image(model, metadata, path, out_dir, device))
+                rows.append(_predict_image(model, metadata, path, out_dir, device, images.get(path)))
         except BadInputError as e:
             logger.warning("skipped: %s", e)
             rows.append({"file": str(path), "error": str(e)})
@@ -226,23 +228,58 @@ def _spatial_dims(metadata: dict[str, Any]) -> int:
     return int(metadata.get("input", {}).get("spatial_dims", 2))
 
 
+def read_images(metadata: dict[str, Any], paths: Sequence[Path]) -> dict[Path, np.ndarray | BadInputError]:
+    """2D image files → ``(C, H, W)`` arrays as the package's network was trained on them:
+    with ``preprocess.slice_intensity == "patient"`` the images of one folder are one
+    patient's slices and go through the intensity policy together
+    (:func:`~medlens.transforms.intensity.apply_to_group`), as in training. An unreadable
+    file maps to its error; the others go on."""
+    from medlens.io.images import read_image
+    from medlens.transforms.intensity import apply_to_group
+
+    channels = _spec(metadata)[0]
+    out: dict[Path, np.ndarray | BadInputError] = {}
+    for p in paths:
+        try:
+            out[p] = np.moveaxis(read_image(p, channels=channels), -1, 0)
+        except BadInputError as e:
+            out[p] = e
+    pre = metadata.get("preprocess", {})
+    if pre.get("slice_intensity", "none") == "patient":
+        folders: dict[Path, list[Path]] = {}
+        for p, im in out.items():
+            if isinstance(im, np.ndarray):
+                folders.setdefault(p.parent, []).append(p)
+        for group in folders.values():
+            done = apply_to_group(pre.get("intensity"), [out[p] for p in group])  # type: ignore[misc]
+            out.update(zip(group, done))
+    return out
+
+
 def segment_image(model: torch.nn.Module, metadata: dict[str, Any], path: Path,
-                  device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  device: torch.device | str = "cpu", image: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A 2D image file → ``(image (C, H, W), probability (H, W), mask (H, W) bool)``; writes nothing.
+    ``image``: the file already read by :func:`read_images` (with the package's per-patient
+    intensity policy); ``None`` reads it alone.
 
     Raises:
         BadInputError: the package is a 3D U-Net, or the file holds several frames.
     """
     from PIL import Image
 
-    from medlens.io.images import read_image
     from medlens.segment.postprocess import apply_postprocess
 
     if _spatial_dims(metadata) == 3:
         raise BadInputError(f"{path}: a 2D image, but this model is a 3D U-Net that needs volumes "
                             "(NIfTI, MetaImage, NRRD or a DICOM series folder); use a 2D model for images")
     channels, resize, patch, thr, div = _spec(metadata)
-    img = np.moveaxis(read_image(path, channels=channels), -1, 0)
+    if image is None:
+        got = read_images(metadata, [path])[path]
+        if isinstance(got, BadInputError):
+            raise got
+        image = got
+    img = image
     with Image.open(path) as im:
         if getattr(im, "n_frames", 1) > 1:
             raise BadInputError(f"{path}: a 3D volume ({im.n_frames} frames) where a 2D image is "
@@ -285,10 +322,12 @@ def is_volume_input(path: Path) -> bool:
     return path.is_dir() or volume_suffix(path) in VOLUME_SUFFIXES
 
 
-def _predict_image(model, metadata, path: Path, out_dir: Path, device) -> dict[str, Any]:
+def _predict_image(model, metadata, path: Path, out_dir: Path, device, image=None) -> dict[str, Any]:
     from medlens.io.volumes import write_mask_2d
 
-    img, prob, mask = segment_image(model, metadata, path, device)
+    if isinstance(image, BadInputError):
+        raise image
+    img, prob, mask = segment_image(model, metadata, path, device, image)
     ext = path.suffix.lower() if path.suffix.lower() in (".png", ".tif", ".tiff", ".bmp") else ".png"
     mask_path = write_mask_2d(out_dir / f"{path.stem}_mask{ext}", mask)
     ov = out_dir / f"{path.stem}_overlay.png"

@@ -50,6 +50,10 @@ class SegmentAugment:
     bias_field: float = 0.0
     noise: float = 0.0
     blur: float = 0.0
+    # missing-modality augmentation: each channel of an item is, with this probability,
+    # replaced by a copy of another channel (Kaggle LGG fills a missing pre-/post-contrast
+    # sequence with FLAIR; a model that never saw that fails on such patients)
+    channel_copy: float = 0.0
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +78,18 @@ class SegmentAugment:
             x = x * (1 + k[:, :1].view(per_item)) + k[:, 1:].view(per_item)
         if self.gamma or self.bias_field or self.noise or self.blur:
             x = self._acquisition(x, gen)
+        if self.channel_copy and x.shape[1] > 1:
+            x = self._copy_channels(x, gen)
         return x, y
+
+    def _copy_channels(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        """Each (item, channel) with probability ``channel_copy`` takes another channel's values."""
+        b, c = x.shape[:2]
+        hit = torch.rand(b, c, generator=gen) < self.channel_copy
+        other = (torch.arange(c).view(1, c) + torch.randint(1, c, (b, c), generator=gen)) % c  # never itself
+        src = torch.where(hit, other, torch.arange(c).view(1, c).expand(b, c)).to(x.device)
+        idx = src.view(b, c, *([1] * (x.ndim - 2))).expand_as(x)
+        return torch.gather(x, 1, idx)
 
     def _acquisition(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
         """Gamma, bias field, blur and noise on images in ~[0, 1] (masks are untouched)."""

@@ -138,7 +138,8 @@ class SliceView(ViewSteps):
     @classmethod
     def for_training(cls, cfg: Any, index: DatasetIndex, splits: Mapping[str, list[str]], *,
                      cache_dir: Path | None = None) -> SliceView:
-        view = cls(build_slices(index, size=cfg.size, cache_dir=cache_dir, intensity=cfg.intensity), splits,
+        view = cls(build_slices(index, size=cfg.size, cache_dir=cache_dir, intensity=cfg.intensity,
+                                slice_intensity=cfg.slice_intensity), splits,
                    size=cfg.size, pos_fraction=cfg.pos_fraction)
         if len(view.parts["train"]) == 0:
             raise BadInputError(f"{cfg.data}: no readable training slices")
@@ -148,7 +149,7 @@ class SliceView(ViewSteps):
     def for_package(cls, meta: Mapping[str, Any], index: DatasetIndex) -> SliceView:
         pre = meta.get("preprocess", {})
         slices = build_slices(index, size=pre.get("resize"), channels=int(meta["input"]["channels"]),
-                              intensity=pre.get("intensity"))
+                              intensity=pre.get("intensity"), slice_intensity=pre.get("slice_intensity", "none"))
         return cls(slices, size=pre.get("resize"), divisor=int(meta["input"].get("divisor", 16)))
 
     @property

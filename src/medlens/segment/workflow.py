@@ -197,6 +197,7 @@ def package_metadata(cfg: SegmentConfig, input_meta: dict[str, Any], metrics: di
         "input": {**input_meta, "dtype": "uint8 scaled to [0, 1]"},
         "preprocess": {"resize": cfg.size,
                        "intensity": intensity_to_dict(cfg.intensity),  # the config's policy, read back at predict
+                       "slice_intensity": cfg.slice_intensity,  # 2D files: per-patient (per-folder) policy
                        "mask_rule": "binary masks; other values binarised (see medlens.segment.data)"},
         "loss": cfg.loss, "metrics": {k: v for k, v in metrics.items() if k != "per_patient"},
         "config": cfg.model_dump(mode="json"),  # the typed run config (medlens.tasks.config)
@@ -227,7 +228,7 @@ def config_from_cli(*, data: Path, config: Path | None, options: dict[str, Any])
         over["model"] = options["model"]
     if options.get("no_augment"):
         over["augment"] = False
-    train = dict(DEFAULT_TRAIN)
+    train = dict(DEFAULT_TRAIN, **(base.get("train") or {}))  # the file's settings over the defaults
     for key, field in (("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
                        ("patience", "patience"), ("scheduler", "scheduler"), ("seed", "seed"),
                        ("device", "device"), ("max_steps", "max_steps_per_epoch")):

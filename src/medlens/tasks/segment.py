@@ -31,9 +31,15 @@ class SegmentPredictor:
         return int(self.pkg.metadata.get("input", {}).get("spatial_dims", 2))
 
     def load_images(self, paths: Sequence[str | Path]) -> list[np.ndarray]:
-        from medlens.io.images import read_image
+        """``(H, W, C)`` images as the network was trained on them (per-folder intensity
+        policy included, :func:`medlens.segment.predict.read_images`)."""
+        from medlens.segment.predict import read_images
 
-        return [read_image(p, channels=self.pkg.in_channels) for p in paths]
+        got = read_images(self.pkg.metadata, [Path(p) for p in paths])
+        for im in got.values():
+            if isinstance(im, BadInputError):
+                raise im
+        return [np.moveaxis(got[Path(p)], 0, -1) for p in paths]  # type: ignore[arg-type]
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """2D images → the U-Net's input, prepared as :func:`medlens.segment.predict.slices_tensor` does."""
@@ -53,13 +59,17 @@ class SegmentPredictor:
         from medlens.segment.predict import (
             expand_inputs,
             is_volume_input,
+            read_images,
             segment_image,
             segment_volume,
         )
 
         items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
         rows: list[dict[str, Any]] = []
-        for path in expand_inputs(items):
+        paths = expand_inputs(items)
+        images = read_images(self.pkg.metadata, [p for p in paths if not is_volume_input(p)]) \
+            if self.spatial_dims == 2 else {}
+        for path in paths:
             try:
                 if is_volume_input(path):
                     vol, _, prob, mask = segment_volume(self.pkg.model, self.pkg.metadata, path, self.pkg.device)
@@ -67,7 +77,10 @@ class SegmentPredictor:
                                  "spacing": tuple(vol.geometry.spacing), "lesion_voxels": int(mask.sum()),
                                  "lesion_volume_mm3": float(mask.sum()) * vol.geometry.voxel_volume})
                 else:
-                    _, prob, mask = segment_image(self.pkg.model, self.pkg.metadata, path, self.pkg.device)
+                    image = images.get(path)
+                    if isinstance(image, BadInputError):
+                        raise image
+                    _, prob, mask = segment_image(self.pkg.model, self.pkg.metadata, path, self.pkg.device, image)
                     rows.append({"file": str(path), "mask": np.asarray(mask, bool), "probability": prob,
                                  "lesion_pixels": int(np.sum(mask))})
             except BadInputError as e:

@@ -19,6 +19,11 @@ class TrainConfig(BaseModel):
     scheduler: Literal["cosine", "plateau", "none"] = "cosine"
     warmup_epochs: int = Field(0, ge=0)
     patience: int = Field(5, ge=1, description="early stopping: epochs without improvement")
+    keep: Literal["best", "last"] = Field(
+        "best", description="the weights a run keeps: 'best' by the validation metric (early stopping "
+                            "after `patience` epochs without improvement), or 'last': the whole schedule, "
+                            "the final weights (nnU-Net's rule; a metric on one or two validation patients "
+                            "is too noisy to choose an epoch by)")
     min_delta: float = Field(0.0, ge=0)
     seed: int = 0
     amp: bool = Field(True, description="mixed precision (used on CUDA only)")

@@ -97,7 +97,8 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``task``; write checkpoints and logs under ``run_dir``.
 
-    Returns the best epoch by ``task.monitor`` and loads the best weights into ``model``.
+    Returns the best epoch by ``task.monitor`` and loads the best weights into ``model``
+    (``cfg.keep == "last"``: runs every epoch and leaves the last weights there).
     """
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
@@ -179,7 +180,7 @@ def fit(
                 atomic_torch_save(best_path, {"model": _cpu_state(judged), "epoch": epoch, "score": score})
             else:
                 bad_epochs += 1
-            stopped = bad_epochs >= cfg.patience
+            stopped = cfg.keep == "best" and bad_epochs >= cfg.patience
             atomic_torch_save(last_path, {
                 "version": CHECKPOINT_VERSION, "model": _cpu_state(model), "optimizer": opt.state_dict(),
                 "scheduler": None if sched is None else sched.state_dict(), "scaler": scaler.state_dict(),
@@ -200,7 +201,10 @@ def fit(
     finally:
         if writer is not None:
             writer.close()
-    if best_path.exists():
+    if cfg.keep == "last":
+        if judged is not model:  # the averaged weights are the ones validated and kept
+            model.load_state_dict(judged.state_dict())
+    elif best_path.exists():
         model.load_state_dict(_read_checkpoint(best_path, device, ("model",))["model"])
     model.eval()
     return FitResult(best_epoch, best_score, history, best_path if best_path.exists() else None, stopped)

@@ -153,3 +153,25 @@ def intensity_to_dict(policy: Any) -> dict[str, Any]:
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 ``(B, C, ...)`` → float in [0, 1] (the model's input contract); floats as they are."""
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
+
+def apply_to_group(policy: Any, images: list[np.ndarray]) -> list[np.ndarray]:
+    """Apply ``policy`` to 2D images ``(C, H, W)`` that are slices of one volume (one
+    patient's folder of slices) as if they were that volume: the statistics (percentiles,
+    foreground mean/std) come from all of them together, so a slice keeps its brightness
+    relative to its neighbours — normalising each slice alone would stretch a slice without
+    lesion until normal tissue looks as bright as a lesion. Sizes may differ between slices.
+    """
+    if not images:
+        return []
+    pol = parse_intensity(policy)
+    c = images[0].shape[0]
+    if any(im.shape[0] != c for im in images):
+        raise ValueError("apply_to_group: slices of one volume must have the same channel count")
+    flat = pol.apply(np.concatenate([im.reshape(c, -1) for im in images], axis=1))
+    out, start = [], 0
+    for im in images:
+        n = im[0].size
+        out.append(flat[:, start:start + n].reshape(im.shape))
+        start += n
+    return out
