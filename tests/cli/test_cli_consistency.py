@@ -144,7 +144,9 @@ def test_recipe_defaults_in_help_are_the_ones_runs_use():
     seg = SegmentConfig(data="x")
     assert o.SEGMENT == {"model": seg.model, "size": seg.size, "val_fraction": seg.val_fraction,
                          "test_fraction": seg.test_fraction,
-                         **{k: DEFAULT_TRAIN[k] for k in ("epochs", "batch_size", "lr", "patience")}}
+                         **{k: DEFAULT_TRAIN[k] for k in ("epochs", "batch_size", "lr")},
+                         "patience": o.SEGMENT["patience"]}
+    assert DEFAULT_TRAIN["keep"] == "last" and o.SEGMENT["patience"].startswith("off: every epoch")
     run = RunConfig(data=DataConfig(path="x"))
     assert o.CLASSIFY == {"val_fraction": run.data.val_fraction, "test_fraction": run.data.test_fraction,
                           "channels": run.preprocess.channels, "scheduler": run.train.scheduler,

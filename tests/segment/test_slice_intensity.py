@@ -137,3 +137,18 @@ def test_config_file_training_settings_are_kept_under_the_flags(tmp_path):
     cfg = config_from_cli(data=tmp_path, config=f, options={})
     assert (cfg.train.epochs, cfg.train.keep, cfg.train.lr, cfg.slice_intensity) == (80, "last", 3e-3, "patient")
     assert config_from_cli(data=tmp_path, config=f, options={"epochs": 3}).train.epochs == 3
+
+
+def test_defaults_are_the_measured_recipe_and_patience_asks_for_early_stopping(tmp_path):
+    """The defaults chosen by leave-one-institution-out CV (README): per-patient intensities,
+    acquisition augmentation with missing sequences, the last weights of the whole schedule."""
+    from medlens.segment.config import DEFAULT_ACQUISITION
+    from medlens.segment.workflow import config_from_cli
+
+    cfg = config_from_cli(data=tmp_path, config=None, options={})
+    assert cfg.slice_intensity == "patient" and cfg.train.keep == "last"
+    assert cfg.augment_acquisition == DEFAULT_ACQUISITION and DEFAULT_ACQUISITION["channel_copy"] > 0
+    stop = config_from_cli(data=tmp_path, config=None, options={"patience": 5})
+    assert (stop.train.keep, stop.train.patience) == ("best", 5)
+    off = make_config(data="x", augment_acquisition={})
+    assert off.augment_acquisition == {}  # {} turns it off

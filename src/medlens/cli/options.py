@@ -43,7 +43,9 @@ UNMATCHED: dict[str, Any] = {"model": "cancernet", "size": 64, "equalize": "none
                              "batch_size": 64, "lr": 0.001, "patience": 5}
 #: A segmentation run's defaults (``segment.config.SegmentConfig`` and ``DEFAULT_TRAIN``).
 SEGMENT: dict[str, Any] = {"model": "unet", "size": 128, "epochs": 50, "batch_size": 16, "lr": 0.003,
-                           "patience": 20, "val_fraction": 0.2, "test_fraction": 0.2}
+                           "patience": "off: every epoch, the last weights; --patience N stops early "
+                                       "and keeps the best epoch",
+                           "val_fraction": 0.2, "test_fraction": 0.2}
 #: Classification defaults that no recipe changes (``DataConfig``, ``EvalConfig``, ...).
 CLASSIFY: dict[str, Any] = {"val_fraction": 0.15, "test_fraction": 0.15, "channels": 3,
                             "scheduler": "cosine", "seed": 0, "balance": "weighted_loss",

@@ -225,7 +225,8 @@ class VolumeView(ViewSteps):
 
         from medlens.models.registry import create_model
 
-        view = cls(build_volumes(index, size=cfg.size, intensity=cfg.intensity), splits, patch=(),
+        view = cls(build_volumes(index, size=cfg.size, intensity=cfg.intensity,
+                                 slice_intensity=cfg.slice_intensity), splits, patch=(),
                    samples_per_volume=cfg.samples_per_volume, pos_fraction=cfg.pos_fraction)
         if len(view.parts["train"]) == 0:
             raise BadInputError(f"{cfg.data}: no readable training volume")
@@ -240,7 +241,7 @@ class VolumeView(ViewSteps):
     def for_package(cls, meta: Mapping[str, Any], index: DatasetIndex) -> VolumeView:
         pre = meta.get("preprocess", {})
         vols = build_volumes(index, size=pre.get("resize"), channels=int(meta["input"]["channels"]),
-                             intensity=pre.get("intensity"))
+                             intensity=pre.get("intensity"), slice_intensity=pre.get("slice_intensity", "none"))
         return cls(vols, patch=meta["input"]["patch"])
 
     @property

@@ -45,6 +45,7 @@ from medlens.segment.data import (
     read_volume_pair,
     resize_pair,
 )
+from medlens.transforms.intensity import parse_intensity
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def require_volume_layout(index: DatasetIndex) -> None:
 
 
 def build_volumes(index: DatasetIndex, *, size: int | None = None, channels: int | None = None,
-                  intensity: Any = None, labels: bool = False) -> VolumeSet:
+                  intensity: Any = None, labels: bool = False, slice_intensity: str = "none") -> VolumeSet:
     """Decode every patient of ``index`` into one volume.
 
     Args:
@@ -144,6 +145,8 @@ def build_volumes(index: DatasetIndex, *, size: int | None = None, channels: int
         intensity: intensity policy of volume files (see
             :func:`~medlens.segment.data.read_volume_pair`; default percentile window).
         labels: keep integer mask labels instead of binarising.
+        slice_intensity: ``"patient"``: a patient's 2D slice files are stacked, then put through
+            ``intensity`` as one volume (as :func:`~medlens.segment.data.build_slices` does).
 
     Unreadable files are listed as problems and left out, as in the 2D path; a
     ``kaggle_3m`` patient missing slices in the middle is stacked without them, with a
@@ -164,6 +167,8 @@ def build_volumes(index: DatasetIndex, *, size: int | None = None, channels: int
                 srcs = [f"{recs[0].path}#{z}" for z in nums]
             elif all(r.meta.get("kind") == "slice" for r in recs):
                 img, mask, nums, srcs, geo = _stack_slices(recs, channels, problems, labels=labels)
+                if slice_intensity == "patient" and img.shape[1]:  # as the 2D path does (one volume)
+                    img = parse_intensity(intensity).apply(img)
             else:
                 raise BadInputError(f"{recs[0].path}: patient {pid} has {len(recs)} volume records; "
                                     "give each patient one image volume and one mask volume")

@@ -229,6 +229,8 @@ def config_from_cli(*, data: Path, config: Path | None, options: dict[str, Any])
     if options.get("no_augment"):
         over["augment"] = False
     train = dict(DEFAULT_TRAIN, **(base.get("train") or {}))  # the file's settings over the defaults
+    if options.get("patience") is not None and "keep" not in (base.get("train") or {}):
+        train["keep"] = "best"  # --patience asks for early stopping, which keeps the best epoch
     for key, field in (("epochs", "epochs"), ("batch_size", "batch_size"), ("lr", "lr"),
                        ("patience", "patience"), ("scheduler", "scheduler"), ("seed", "seed"),
                        ("device", "device"), ("max_steps", "max_steps_per_epoch")):
