@@ -38,6 +38,7 @@ import numpy as np
 from medlens.errors import BadInputError, ConfigError
 from medlens.evaluate.bootstrap import bootstrap_cis
 from medlens.evaluate.operating_point import (
+    ARGMAX_NOTE,
     alternative_points,
     binary_rates,
     check_inputs,
@@ -168,7 +169,7 @@ def classification_metrics(
     probs: Any,
     classes: Sequence[str],
     *,
-    negative_class: int,
+    negative_class: int | None,
     threshold: float | Sequence[float] | np.ndarray | None = None,
     selection: dict[str, Any] | None = None,
     alternatives: list[dict[str, Any]] | None = None,
@@ -190,7 +191,12 @@ def classification_metrics(
         y_true: (N,) int class indices.
         probs: (N, K) softmax probabilities, K == len(classes) >= 2.
         classes: class names.
-        negative_class: index of the healthy/normal class (see :func:`guess_negative_class`).
+        negative_class: index of the healthy/normal class (see
+            :func:`~medlens.evaluate.operating_point.operating_negative_class`); ``None``
+            (multi-class, no healthy class) → argmax call, and the disease-vs-negative
+            numbers (sensitivity … F1, disease ROC/PR curves, patient level) are ``None``
+            with the reason in ``undefined``; ``per_class`` has one-vs-rest recall and
+            specificity.
         threshold: disease-score operating point chosen on validation data
             (:func:`medlens.evaluate.operating_point.choose_threshold`), or one per image
             (pooled cross-validation); ``None`` → the argmax call. Every thresholded
@@ -227,7 +233,11 @@ def classification_metrics(
         reliability_curve,
     )
 
-    neg = int(negative_class)
+    if negative_class is None and threshold is not None:
+        raise ConfigError("a threshold needs a negative class: pass --negative-class (the healthy class) "
+                          "or use the argmax call (threshold None)")
+    no_neg = negative_class is None
+    neg = 0 if no_neg else int(negative_class)  # no_neg: only a placeholder, its numbers are dropped
     pred, call = operating_call(p, neg, threshold)
     is_pos = y != neg
     score = disease_score(p, neg)
@@ -242,6 +252,12 @@ def classification_metrics(
     auc_d, why_d = _auc(is_pos, score)
     if why_d:
         undefined["roc_auc_disease"] = why_d
+    if no_neg:
+        call["note"] = ARGMAX_NOTE
+        why_none = "no negative class (argmax operating point); per_class has one-vs-rest recall and specificity"
+        rates = {key: None for key in rates}
+        auc_d = None
+        undefined.update({key: why_none for key in (*_RATE_KEYS, "roc_auc_disease")})
     if k == 2:
         pr_auc, why_pr = _ap(is_pos, score)
     else:
@@ -265,12 +281,14 @@ def classification_metrics(
     result: dict[str, Any] = {
         "task": "binary" if k == 2 else "multiclass",
         "classes": classes,
-        "negative_class": {"index": neg, "name": classes[neg]},
+        "negative_class": {"index": None, "name": None, "note": ARGMAX_NOTE}
+        if no_neg
+        else {"index": neg, "name": classes[neg]},
         "counts": {
             "n": n,
             "per_class": np.bincount(y, minlength=k),
-            "n_positive": int(is_pos.sum()),
-            "n_negative": int((~is_pos).sum()),
+            "n_positive": None if no_neg else int(is_pos.sum()),
+            "n_negative": None if no_neg else int((~is_pos).sum()),
         },
         **at_op,
         "roc_auc": auc,
@@ -288,7 +306,9 @@ def classification_metrics(
             **call,
             "selection": selection,
             **at_op,
-            "confusion_matrix": two_by_two(rates),
+            "confusion_matrix": {**two_by_two({"tn": None, "fp": None, "fn": None, "tp": None}), "note": ARGMAX_NOTE}
+            if no_neg
+            else two_by_two(rates),
             "ci": None,
         },
         "confusion_matrix": {
@@ -298,7 +318,9 @@ def classification_metrics(
             "matrix": confusion_matrix(y, pred, labels=list(range(k))),
         },
         "per_class": _per_class(y, p, pred, classes),
-        "alternative_operating_points": alternative_points(is_pos, score, alternatives, threshold),
+        "alternative_operating_points": {"note": ARGMAX_NOTE, "rows": []}
+        if no_neg
+        else alternative_points(is_pos, score, alternatives, threshold),
     }
     if n_bootstrap > 0:
         boot = bootstrap_cis(
@@ -312,11 +334,13 @@ def classification_metrics(
             level=float(ci),
             stratified=stratified,
         )
+        if no_neg:
+            boot.update({key: None for key in _RATE_KEYS})
         result["operating_point"]["ci"] = {key: boot[key] for key in _RATE_KEYS}
         result["ci"] = boot
     else:
         result["ci"] = None
-    result.update(_curves(is_pos, score, int(max_curve_points)))
+    result.update({"roc_curve": None, "pr_curve": None} if no_neg else _curves(is_pos, score, int(max_curve_points)))
     calib: dict[str, Any] = {
         "ece": expected_calibration_error(y, p),
         "reliability": reliability_curve(y, p),
@@ -324,7 +348,10 @@ def classification_metrics(
     if logits is not None and val_logits is not None and val_y is not None:
         calib.update(calibration_summary(val_logits, val_y, logits, y))
     result["calibration"] = calib
-    if patients is not None:
+    if patients is not None and no_neg:
+        result["patient_level"] = None
+        undefined["patient_level"] = f"patient results are disease-vs-negative; {ARGMAX_NOTE}"
+    elif patients is not None:
         from medlens.evaluate.patients import patient_metrics
 
         result["patient_level"] = patient_metrics(

@@ -42,8 +42,8 @@ _NEGATIVE_NAMES = (
 )
 
 
-def guess_negative_class(classes: Sequence[str]) -> int:
-    """Index of the class that most likely means "no disease", else 0.
+def find_negative_class(classes: Sequence[str]) -> int | None:
+    """Index of the class whose name means "no disease", or ``None`` when none does.
 
     Names are compared case-insensitively with spaces/dashes folded to underscores, so
     ``"No IDC"``, ``"no-idc"`` and ``"NORMAL"`` are all recognised.
@@ -52,7 +52,42 @@ def guess_negative_class(classes: Sequence[str]) -> int:
     for name in _NEGATIVE_NAMES:
         if name in folded:
             return folded.index(name)
-    return 0
+    return None
+
+
+def guess_negative_class(classes: Sequence[str]) -> int:
+    """Index of the class that most likely means "no disease", else 0 (see
+    :func:`find_negative_class`; :func:`operating_negative_class` decides whether to use it)."""
+    found = find_negative_class(classes)
+    return 0 if found is None else found
+
+
+#: What metrics.json, the package and the report say when a run has no negative class.
+ARGMAX_NOTE = "operating point: argmax (no healthy class named; pass --negative-class to set one)"
+
+
+def operating_negative_class(classes: Sequence[str], named: int | None = None) -> int | None:
+    """The negative class the operating point is built on, or ``None`` for an argmax call.
+
+    The one rule every pipeline uses: a class the user named (``named``) or a class whose
+    name means healthy; otherwise the first class of a binary task (a two-class threshold
+    on ``1 - p(class 0)`` is the threshold on ``p(class 1)``); otherwise none. A
+    multi-class set without a healthy class (cell types, tissue types) must not get a
+    threshold on "1 - p(first class)": each image gets its most probable class.
+    """
+    if named is not None:
+        return int(named)
+    found = find_negative_class(classes)
+    if found is not None:
+        return found
+    return 0 if len(classes) == 2 else None
+
+
+def argmax_choice() -> dict[str, Any]:
+    """The operating point of a run without a negative class, shaped like a
+    :func:`choose_threshold` result so callers store and report it the same way."""
+    return {"threshold": None, "sensitivity": None, "specificity": None, "target_sensitivity": None,
+            "n_positive": None, "n_negative": None, "warning": None}
 
 
 def check_inputs(
@@ -194,6 +229,8 @@ def selection_record(
     validation sensitivity/specificity are kept so a reader can compare them with test.
     """
     target = chosen.get("target_sensitivity")
+    if chosen.get("threshold") is None and rule is None:
+        rule = ARGMAX_NOTE + "; nothing was chosen on data"
     return {
         "rule": rule
         or f"largest disease-score threshold with sensitivity >= {target:g} on the {chosen_on} split",

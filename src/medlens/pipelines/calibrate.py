@@ -142,6 +142,7 @@ def _calibrate(pkg: Any, data: str | Path, out_dir: Path, *, fraction: float | N
     )
     from medlens.evaluate.shift import dataset_shift, new_data_stats
     from medlens.pipelines.evaluate_run import legacy_selection, package_logits
+    from medlens.pipelines.evaluation import package_negative_class
 
     index, cache, y = _load_local(pkg, data, layout_opts)
     neg = pkg.negative_class
@@ -165,6 +166,11 @@ def _calibrate(pkg: Any, data: str | Path, out_dir: Path, *, fraction: float | N
     old_sel = op_meta.get("selection") or legacy_selection(pkg.metadata)
     target = target_sensitivity if target_sensitivity is not None else (
         (old_sel or {}).get("target_sensitivity") or pkg.metadata.get("target_sensitivity"))
+    if package_negative_class(pkg) is None:  # argmax package: no class to build a threshold on
+        if target_sensitivity is not None:
+            raise ConfigError(f"{pkg.path}: --target-sensitivity needs a negative class, and this package has "
+                              "none (argmax operating point); retrain with --negative-class to get a threshold")
+        target = None
     new_t = float(fit_temperature(z[cal], y[cal]))
     p_cal = apply_temperature(z[cal], new_t)
     where = f"the calibration patients of {data}" if known else f"the calibration images of {data}"
@@ -222,8 +228,9 @@ def _metrics(y: np.ndarray, probs: np.ndarray, pkg: Any, threshold: float | None
              alternatives: Any, patients: list[Any] | None, n_bootstrap: int, seed: int) -> dict[str, Any]:
     """The evaluation part's metrics at one (temperature, threshold), with an ECE interval."""
     from medlens.evaluate.metrics import classification_metrics
+    from medlens.pipelines.evaluation import package_negative_class
 
-    m = classification_metrics(y, probs, pkg.classes, negative_class=pkg.negative_class, threshold=threshold,
+    m = classification_metrics(y, probs, pkg.classes, negative_class=package_negative_class(pkg), threshold=threshold,
                                selection=selection, alternatives=alternatives, patients=patients,
                                n_bootstrap=n_bootstrap, seed=seed)
     m["ece"] = m["calibration"]["ece"]

@@ -305,8 +305,8 @@ def explanation_sections(model: torch.nn.Module, task: ClassificationTask, cache
     x = task.prepare(torch.from_numpy(cache.images[idx[pick]]), device, train=False)
     y = extras["eval_labels"][pick]
     preds = extras["eval_pred"][pick]  # TP/FP/TN/FN at the report's operating point
-    neg = int(extras["negative_class"])
-    positive = next(k for k in range(len(classes)) if k != neg)
+    neg = extras["negative_class"]  # None (argmax run): the galleries show class 1 against the rest
+    positive = next(k for k in range(len(classes)) if k != (0 if neg is None else neg))
     try:
         norm = (task.mean.flatten().tolist(), task.std.flatten().tolist())  # pictures in true colours
         return [report_section(model.to(device), x, y, preds, classes=classes, positive=positive, norm=norm)]

@@ -274,12 +274,11 @@ def _run_fold(
 ) -> FoldResult:
     from medlens.evaluate.calibration import apply_temperature, fit_temperature
     from medlens.evaluate.metrics import classification_metrics
-    from medlens.evaluate.operating_point import (
-        alternative_thresholds,
-        choose_threshold,
-        selection_record,
+    from medlens.pipelines.evaluation import (
+        cache_logits,
+        choose_operating_point,
+        negative_class_index,
     )
-    from medlens.pipelines.evaluation import cache_logits, negative_class_index
     from medlens.train.engine import resolve_device
 
     t0 = time.perf_counter()
@@ -304,11 +303,9 @@ def _run_fold(
     neg = negative_class_index(classes, cfg.eval.negative_class)
     z_val, y_val = cache_logits(model, task, cache.images[val_m], device), labels[val_m]
     temperature = float(fit_temperature(z_val, y_val)) if len(np.unique(y_val)) > 1 else 1.0
-    op = choose_threshold(
-        y_val,
-        apply_temperature(z_val, temperature),
-        negative_class=neg,
-        target_sensitivity=cfg.eval.target_sensitivity,
+    op, selection, alternatives = choose_operating_point(  # threshold None: argmax (no negative class)
+        y_val, apply_temperature(z_val, temperature), neg, cfg,
+        chosen_on="val (carved from this fold's training part)",
     )
     z = cache_logits(model, task, cache.images[test_m], device)
     probs = apply_temperature(z, temperature)
@@ -320,10 +317,8 @@ def _run_fold(
         classes,
         negative_class=neg,
         threshold=op["threshold"],
-        selection=selection_record(op, chosen_on="val (carved from this fold's training part)"),
-        alternatives=alternative_thresholds(
-            y_val, apply_temperature(z_val, temperature), negative_class=neg
-        ),
+        selection=selection,
+        alternatives=alternatives,
         patients=patients if any(p is not None for p in patients) else None,
         n_bootstrap=0,
         patient_aggregate=cfg.eval.patient_aggregate,
@@ -353,7 +348,7 @@ def _run_fold(
     atomic_write_json(
         fold_dir / "result.json", {"row": row, "history": fit_res.history}
     )  # marks the fold done
-    return FoldResult(np.flatnonzero(test_m), probs, float(op["threshold"]), row, fit_res.history)
+    return FoldResult(np.flatnonzero(test_m), probs, op["threshold"], row, fit_res.history)
 
 
 def _load_fold(fold_dir: Path, usable: DatasetIndex) -> FoldResult:
@@ -372,7 +367,7 @@ def _load_fold(fold_dir: Path, usable: DatasetIndex) -> FoldResult:
     return FoldResult(
         np.array([pos[p] for p in paths]),
         probs,
-        float(res["row"]["threshold"]),
+        res["row"]["threshold"],  # None: the fold's call was argmax
         res["row"],
         res["history"],
     )

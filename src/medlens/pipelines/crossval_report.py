@@ -11,6 +11,7 @@ import numpy as np
 
 from medlens.data.cache import ImageCache
 from medlens.data.records import DatasetIndex
+from medlens.evaluate.operating_point import ARGMAX_NOTE
 from medlens.pipelines.config import RunConfig
 from medlens.pipelines.crossval_summary import FOLD_KEYS, FoldResult
 
@@ -40,20 +41,21 @@ def write_cv_report(
 ) -> Path:
     """Write the cross-validation page at ``path`` (``OUT/cv_report.html``); a folder gets
     ``report.html`` in it."""
-    from medlens.evaluate.operating_point import apply_threshold
+    from medlens.evaluate.operating_point import operating_call
     from medlens.evaluate.report import write_report
     from medlens.pipelines.reporting import model_card, sample_images, summarize_data
 
     pooled = cv["pooled"]
     order = np.argsort(np.concatenate([r.test_idx for r in results]))
     probs = np.concatenate([r.probs for r in results])[order]
-    thr = np.concatenate([np.full(len(r.test_idx), r.threshold) for r in results])[order]
-    neg = int(pooled["negative_class"]["index"])
+    neg = pooled["negative_class"]["index"]  # None: argmax folds (no negative class)
+    thr = None if neg is None else np.concatenate(
+        [np.full(len(r.test_idx), r.threshold) for r in results])[order]
     extras = {
         "eval_mask": np.ones(len(cache.records), bool),
         "eval_probs": probs,
         "eval_labels": cache.labels,
-        "eval_pred": apply_threshold(probs, thr, negative_class=neg),  # each fold's operating point
+        "eval_pred": operating_call(probs, 0 if neg is None else int(neg), thr)[0],  # each fold's call
         "negative_class": neg,
     }
     split_table = {}
@@ -103,12 +105,13 @@ def _fold_table_html(cv: dict[str, Any]) -> str:
     )
     auc = cv["auc"]
     ci_t, ci_b = auc.get("ci_fold_t") or {}, auc.get("ci_pooled_bootstrap") or {}
+    how = (ARGMAX_NOTE if cv["pooled"]["negative_class"]["index"] is None
+           else "threshold chosen on the fold's validation split for the target sensitivity")
     notes = (
         f"<p>AUC mean over folds {f(auc['mean'])} ± {f(auc['std'])}; 95 % t-interval over folds "
         f"{f(ci_t.get('low'))}–{f(ci_t.get('high'))} (optimistic: folds share training images). "
         f"Pooled out-of-fold AUC {f(auc['pooled_oof'])}, bootstrap 95 % CI {f(ci_b.get('low'))}–"
         f"{f(ci_b.get('high'))}.</p><p>sensitivity, specificity, PPV, NPV, balanced accuracy, accuracy: at "
-        "the fold's operating point (threshold chosen on the fold's validation split for the target "
-        "sensitivity), the same call as the pooled numbers above.</p>"
+        f"the fold's operating point ({how}), the same call as the pooled numbers above.</p>"
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"

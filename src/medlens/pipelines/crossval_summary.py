@@ -36,7 +36,7 @@ class FoldResult:
 
     test_idx: np.ndarray
     probs: np.ndarray
-    threshold: float
+    threshold: float | None  # None: argmax call (no negative class)
     row: dict[str, Any]
     history: list[dict[str, Any]]
 
@@ -63,7 +63,7 @@ def summarise(
 ) -> dict[str, Any]:
     """``cv_metrics.json``: every image's out-of-fold prediction pooled, per-fold rows and stats."""
     from medlens.evaluate.metrics import classification_metrics, to_jsonable
-    from medlens.evaluate.operating_point import binary_rates, disease_score
+    from medlens.evaluate.operating_point import ARGMAX_NOTE, binary_rates, disease_score
     from medlens.pipelines.evaluation import negative_class_index
 
     classes = usable.classes
@@ -73,11 +73,17 @@ def summarise(
         raise ConfigError(
             "the held-out folds do not cover every image exactly once; start a new run"
         )
+    if neg is None and any(r.threshold is not None for r in results):
+        raise ConfigError("these folds were called at thresholds but this run has no negative class "
+                          "(e.g. --negative-class changed on resume); start a new run in another --out")
     probs = np.empty((len(idx), len(classes)))
     thr = np.empty(len(idx))
     for r in results:
         probs[r.test_idx] = r.probs
-        thr[r.test_idx] = r.threshold
+        thr[r.test_idx] = np.nan if r.threshold is None else r.threshold
+    if neg is not None and not np.all(np.isfinite(thr)):
+        raise ConfigError("some folds were called by argmax but this run has a negative class "
+                          "(e.g. --negative-class changed on resume); start a new run in another --out")
     y = cache.labels
     patients = [r.patient for r in usable.records]
     pooled = classification_metrics(
@@ -85,8 +91,11 @@ def summarise(
         probs,
         classes,
         negative_class=neg,
-        threshold=thr,
-        selection={
+        threshold=None if neg is None else thr,
+        selection={"rule": ARGMAX_NOTE + "; every fold's call is argmax", "target_sensitivity": None,
+                   "chosen_on": None}
+        if neg is None
+        else {
             "rule": POOLED_RULE.format(target=cfg.eval.target_sensitivity),
             "target_sensitivity": cfg.eval.target_sensitivity,
             "chosen_on": "val (one per fold)",
@@ -98,7 +107,13 @@ def summarise(
         patient_k=cfg.eval.topk,
     )
     pooled["split"] = "out-of-fold (every image predicted by the model that did not train on it)"
-    rates = binary_rates(y != neg, disease_score(probs, neg) >= thr)
+    if neg is None:
+        pooled_op = {"rule": ARGMAX_NOTE, "accuracy": pooled.get("accuracy"),
+                     **{k: None for k in ("sensitivity", "specificity", "ppv", "npv")}}
+    else:
+        rates = binary_rates(y != neg, disease_score(probs, neg) >= thr)
+        pooled_op = {"rule": "each image called with its own fold's validation threshold",
+                     **{k: rates[k] for k in ("sensitivity", "specificity", "ppv", "npv")}}
     rows = [r.row for r in results]
     summary = {}
     for key in FOLD_KEYS:
@@ -129,10 +144,7 @@ def summarise(
                 },
             },
             "pooled": pooled,
-            "pooled_operating_point": {  # the same call as every thresholded number of "pooled"
-                "rule": "each image called with its own fold's validation threshold",
-                **{k: rates[k] for k in ("sensitivity", "specificity", "ppv", "npv")},
-            },
+            "pooled_operating_point": pooled_op,  # the same call as every thresholded number of "pooled"
             "config": cfg.model_dump(),
         }
     )
@@ -153,8 +165,18 @@ def binary_cv_table(cv: dict[str, Any], *, threshold_note: str, pooled: str = "p
     rows.append(["mean ± sd", "", *(f"{f(s[k]['mean'])} ± {f(s[k]['std'])}" for k in keys)])
     auc = cv["auc"]
     ci_t, ci_b = auc.get("ci_fold_t") or {}, auc.get("ci_pooled_bootstrap") or {}
+    argmax = ((cv.get("pooled") or {}).get("negative_class") or {}).get("index", 0) is None
+    if argmax:  # no negative class: no threshold, no disease-vs-negative rates
+        from medlens.evaluate.operating_point import ARGMAX_NOTE
+
+        threshold_note = f"{ARGMAX_NOTE}; sensitivity and specificity per class are in cv_metrics.json"
     notes = [f"sensitivity, specificity, balanced acc: at each fold's operating point ({threshold_note})",
              f"AUC {f(auc.get('mean'))} ± {f(auc.get('std'))} over folds, 95% CI (t over folds) "
              f"{f(ci_t.get('low'))}–{f(ci_t.get('high'))}",
              f"{pooled} {f(auc.get('pooled_oof'))}, 95% CI ({bootstrap}) {f(ci_b.get('low'))}–{f(ci_b.get('high'))}"]
+    if argmax:
+        acc, ci_a = cv["pooled"].get("accuracy"), (cv["pooled"].get("ci") or {}).get("accuracy") or {}
+        notes.append(f"pooled out-of-fold accuracy (argmax) {f(acc)}, 95% CI ({bootstrap}) "
+                     f"{f(ci_a.get('low'))}–{f(ci_a.get('high'))}; accuracy {f(s['accuracy']['mean'])} ± "
+                     f"{f(s['accuracy']['std'])} over folds")
     return rows, notes

@@ -120,6 +120,7 @@ def evaluate_classifier(pkg: Any, data: str | Path, *, split: str, out_dir: Path
     from medlens.evaluate.metrics import classification_metrics
     from medlens.evaluate.shift import dataset_shift, new_data_stats
     from medlens.package import TTA_DESCRIPTION
+    from medlens.pipelines.evaluation import package_negative_class
 
     index = load_dataset(data, **{k: v for k, v in layout_opts.items() if v is not None})
     run_dir = pkg.path.parent
@@ -145,7 +146,7 @@ def evaluate_classifier(pkg: Any, data: str | Path, *, split: str, out_dir: Path
     patients = [r.patient for r in cache.records]
     op = pkg.metadata.get("operating_point") or {}  # how training chose the threshold it stored
     metrics = classification_metrics(
-        y, probs, pkg.classes, negative_class=pkg.negative_class, threshold=pkg.threshold,
+        y, probs, pkg.classes, negative_class=package_negative_class(pkg), threshold=pkg.threshold,
         selection=op.get("selection") or legacy_selection(pkg.metadata), alternatives=op.get("alternatives"),
         patients=patients if any(p is not None for p in patients) else None, logits=z,
     )

@@ -22,13 +22,43 @@ from medlens.train.loader import BatchLoader
 log = logging.getLogger(__name__)
 
 
-def negative_class_index(classes: list[str], name: str | None) -> int:
-    from medlens.evaluate.operating_point import guess_negative_class
+def negative_class_index(classes: list[str], name: str | None) -> int | None:
+    """The run's negative class (``--negative-class`` or a healthy-sounding name; the first
+    class of a binary task), or ``None``: multi-class without one → argmax operating point
+    (:func:`~medlens.evaluate.operating_point.operating_negative_class`)."""
+    from medlens.evaluate.operating_point import operating_negative_class
     from medlens.options import look_up_option
 
-    if name is None:
-        return guess_negative_class(classes)
-    return classes.index(look_up_option(name, classes, what="negative class"))
+    named = None if name is None else classes.index(look_up_option(name, classes, what="negative class"))
+    return operating_negative_class(classes, named)
+
+
+def choose_operating_point(y_val: np.ndarray, p_val: np.ndarray, neg: int | None, cfg: RunConfig,
+                           chosen_on: str = "val") -> tuple[dict[str, Any], dict[str, Any], list | None]:
+    """The operating point on validation data: ``(choice, selection, alternatives)``; with no
+    negative class the argmax call (threshold ``None``, no alternatives)."""
+    from medlens.evaluate.operating_point import (
+        alternative_thresholds,
+        argmax_choice,
+        choose_threshold,
+        selection_record,
+    )
+
+    if neg is None:
+        op = argmax_choice()
+        return op, selection_record(op, chosen_on=chosen_on), None
+    op = choose_threshold(y_val, p_val, negative_class=neg, target_sensitivity=cfg.eval.target_sensitivity)
+    return op, selection_record(op, chosen_on=chosen_on), alternative_thresholds(y_val, p_val, negative_class=neg)
+
+
+def package_negative_class(pkg: Any) -> int | None:
+    """The negative class metrics of ``pkg`` are built on: ``None`` for an argmax package whose
+    operating point records no negative class (``metadata["negative_class"]`` stays an index
+    there, 0, for readers that need one: the disease-score column of ``predict``)."""
+    op = pkg.metadata.get("operating_point") or {}
+    if pkg.threshold is None and "negative_class" in op and op["negative_class"] is None:
+        return None
+    return pkg.negative_class
 
 
 def cache_logits(model: torch.nn.Module, task: ClassificationTask, images: np.ndarray,
@@ -43,12 +73,7 @@ def evaluate_cache(model: torch.nn.Module, task: ClassificationTask, cache: Imag
     """Metrics for the test split (validation when there is no test split)."""
     from medlens.evaluate.calibration import apply_temperature, fit_temperature
     from medlens.evaluate.metrics import classification_metrics
-    from medlens.evaluate.operating_point import (
-        alternative_thresholds,
-        apply_threshold,
-        choose_threshold,
-        selection_record,
-    )
+    from medlens.evaluate.operating_point import operating_call
 
     splits = np.array([r.split for r in cache.records])
     labels = cache.labels
@@ -60,9 +85,7 @@ def evaluate_cache(model: torch.nn.Module, task: ClassificationTask, cache: Imag
     y_val = labels[val_m]
     temperature = float(fit_temperature(z_val, y_val)) if len(np.unique(y_val)) > 1 else 1.0
     p_val = apply_temperature(z_val, temperature)
-    op = choose_threshold(y_val, p_val, negative_class=neg, target_sensitivity=cfg.eval.target_sensitivity)
-    selection = selection_record(op, chosen_on="val")
-    alternatives = alternative_thresholds(y_val, p_val, negative_class=neg)
+    op, selection, alternatives = choose_operating_point(y_val, p_val, neg, cfg)
     z = z_val if eval_split == "val" else cache_logits(model, task, cache.images[eval_m], device)
     y = labels[eval_m]
     probs = apply_temperature(z, temperature)
@@ -78,7 +101,7 @@ def evaluate_cache(model: torch.nn.Module, task: ClassificationTask, cache: Imag
     extras = {"temperature": temperature, "threshold": op["threshold"], "negative_class": neg,
               "selection": selection, "alternatives": alternatives,
               "eval_mask": eval_m, "eval_probs": probs, "eval_labels": y,
-              "eval_pred": apply_threshold(probs, op["threshold"], negative_class=neg)}
+              "eval_pred": operating_call(probs, 0 if neg is None else neg, op["threshold"])[0]}
     return metrics, extras
 
 
@@ -89,17 +112,26 @@ def package_metadata(cfg: RunConfig, classes: list[str], metrics: dict[str, Any]
     return {
         "task": "classify",
         "classes": list(classes),
-        "negative_class": int(extras["negative_class"]),
+        "negative_class": int(extras["negative_class"] or 0),  # an index for readers that need one
         "input": {"size": cfg.preprocess.size, "channels": cfg.preprocess.channels, "layout": "CHW",
                   "dtype": "float32", "value_range": "uint8 image /255, then (x-mean)/std"},
         "preprocess": cfg.preprocess.model_dump(),
         "normalize": {"mean": mean, "std": std},
         "threshold": extras["threshold"],
-        "target_sensitivity": cfg.eval.target_sensitivity,
-        "operating_point": {"threshold": extras["threshold"], "call": "disease score = 1 - p(negative class) "
-                            ">= threshold, then the most probable disease class",
-                            "selection": extras["selection"], "alternatives": extras["alternatives"]},
+        "target_sensitivity": None if extras["negative_class"] is None else cfg.eval.target_sensitivity,
+        "operating_point": _package_operating_point(extras),
         "temperature": extras["temperature"],
         "config": cfg.model_dump(mode="json"),  # the typed run config (medlens.tasks.config)
         "metrics": {"split": metrics.get("split"), "at": "the operating point", **headline},
     }
+
+
+def _package_operating_point(extras: dict[str, Any]) -> dict[str, Any]:
+    from medlens.evaluate.operating_point import ARGMAX_CALL, ARGMAX_NOTE
+
+    if extras["negative_class"] is None:  # read back by package_negative_class
+        return {"threshold": None, "negative_class": None, "call": ARGMAX_CALL, "note": ARGMAX_NOTE,
+                "selection": extras["selection"], "alternatives": None}
+    return {"threshold": extras["threshold"], "call": "disease score = 1 - p(negative class) >= threshold, "
+            "then the most probable disease class", "selection": extras["selection"],
+            "alternatives": extras["alternatives"]}
