@@ -152,6 +152,7 @@ def test_keep_last_runs_the_whole_schedule_and_returns_the_last_weights(tmp_path
     model = _net()
     res = fit(model, task, tr, va, cfg, tmp_path)
     assert not res.stopped_early and len(res.history) == 5
+    assert res.best_epoch == 4 and res.best_score == res.history[-1][task.monitor]  # the chosen epoch
     last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["model"]
     best = torch.load(tmp_path / "checkpoints" / "best.pt", weights_only=True)["model"]
     assert best is not None and all(torch.equal(v, last[k]) for k, v in model.state_dict().items())

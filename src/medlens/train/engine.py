@@ -98,7 +98,8 @@ def fit(
     """Train ``model`` on ``task``; write checkpoints and logs under ``run_dir``.
 
     Returns the best epoch by ``task.monitor`` and loads the best weights into ``model``
-    (``cfg.keep == "last"``: runs every epoch and leaves the last weights there).
+    (``cfg.keep == "last"``: runs every epoch, leaves the last weights there and reports the
+    last epoch and its score as the chosen ones).
     """
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
@@ -204,6 +205,8 @@ def fit(
     if cfg.keep == "last":
         if judged is not model:  # the averaged weights are the ones validated and kept
             model.load_state_dict(judged.state_dict())
+        if history:  # the chosen epoch is the last one: report it and its score, not the best
+            best_epoch, best_score = int(history[-1]["epoch"]), float(history[-1][task.monitor])
     elif best_path.exists():
         model.load_state_dict(_read_checkpoint(best_path, device, ("model",))["model"])
     model.eval()
