@@ -17,7 +17,8 @@ def compare_cmd(
     runs: list[Path] = typer.Argument(..., help="run folders, model packages or sweep folders (sweep.json)"),
     data: Path = typer.Option(..., "--data", help="data to compare on, or a run folder (its data and its splits)"),
     split: str = typer.Option("test", "--split", help="test, val, train or all"),
-    rule: str = typer.Option("fewest-fn", "--rule", help="fewest-fn, highest-auc or highest-balanced-accuracy"),
+    rule: str | None = typer.Option(None, "--rule", help="fewest-fn, highest-auc or highest-balanced-accuracy",
+                                    show_default="fewest-fn; highest-auc when no class means healthy"),
     min_specificity: float = typer.Option(0.5, "--min-specificity",
                                           help="fewest-fn: only models with at least this specificity qualify"),
     out: Path | None = typer.Option(None, "--out", "-o", help="folder for compare.json, leaderboard.csv, "

@@ -67,13 +67,18 @@ def cluster_codes(clusters: Sequence[Any] | None, n: int) -> tuple[np.ndarray, i
 
 
 def _strata(
-    unit: np.ndarray, n_units: int, y: np.ndarray, is_pos: np.ndarray, kind: str, stratified: bool
+    unit: np.ndarray, n_units: int, y: np.ndarray, is_pos: np.ndarray | None, kind: str, stratified: bool
 ) -> tuple[list[np.ndarray], str]:
     """Groups of unit indices drawn separately (class counts, or diseased-patient counts, fixed)."""
     if not stratified:
         return [np.arange(n_units)], "plain"
     if kind == "image":
         return [np.flatnonzero(y == c) for c in np.unique(y)], "stratified by class"
+    if is_pos is None:  # no negative class: a patient's stratum is its most frequent class
+        k = int(y.max()) + 1
+        major = np.bincount(unit * k + y, minlength=n_units * k).reshape(n_units, k).argmax(1)
+        return [np.flatnonzero(major == c) for c in np.unique(major)], \
+            "stratified by each patient's most frequent class (no negative class)"
     diseased = np.zeros(n_units, dtype=bool)
     np.logical_or.at(diseased, unit, is_pos)
     groups = [np.flatnonzero(diseased), np.flatnonzero(~diseased)]
@@ -95,7 +100,7 @@ def bootstrap_cis(
     y: np.ndarray,
     p: np.ndarray,
     pred: np.ndarray,
-    negative_class: int,
+    negative_class: int | None,
     *,
     clusters: Sequence[Any] | None = None,
     n_bootstrap: int,
@@ -109,16 +114,19 @@ def bootstrap_cis(
     balanced accuracy, sensitivity, specificity, PPV, NPV and F1 are computed from it on
     each resample. ``clusters`` (patient ids, ``None`` for unknown) switches to the
     patient (cluster) bootstrap. Resamples are multiplicity counts per unit, drawn in
-    chunks, so no resampled copy of the data is ever built.
+    chunks, so no resampled copy of the data is ever built. ``negative_class=None`` (argmax,
+    no healthy class): the disease-vs-negative rates are ``None`` and no interval is dropped
+    for lack of "negative" patients (class 0 is not a negative class there).
     """
     rng = np.random.default_rng(seed)
     n, k = p.shape
-    is_pos = y != negative_class
+    no_neg = negative_class is None
+    is_pos = y != (0 if no_neg else negative_class)  # no_neg: a placeholder, its rates are dropped
     unit, n_units, kind, n_lone = cluster_codes(clusters, n)
-    groups, how = _strata(unit, n_units, y, is_pos, kind, stratified)
+    groups, how = _strata(unit, n_units, y, None if no_neg else is_pos, kind, stratified)
     present = [c for c in range(k) if np.any(y == c)]
     correct = (pred == y).astype(np.float64)
-    called = (pred != negative_class).astype(np.float64)
+    called = (pred != (0 if no_neg else negative_class)).astype(np.float64)
     keys = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
     out: dict[str, list[np.ndarray]] = {key: [] for key in (*keys, "roc_auc")}
     chunk = max(1, 2_000_000 // max(n, n_units))
@@ -162,9 +170,13 @@ def bootstrap_cis(
         "n_bootstrap": int(n_bootstrap),
         "seed": int(seed),
     }
-    few = _too_few_units(unit, is_pos, called.astype(bool), y, present) if kind == "patient" else {}
+    few = _too_few_units(unit, None if no_neg else is_pos, called.astype(bool), y, present) \
+        if kind == "patient" else {}
     result["not_estimable"] = few
     for key, parts in out.items():
+        if no_neg and key in _RATES:
+            result[key] = None
+            continue
         vals = np.concatenate(parts)
         vals = vals[np.isfinite(vals)]
         if key in few or vals.size < max(10, n_bootstrap // 2):
@@ -175,17 +187,32 @@ def bootstrap_cis(
     return result
 
 
+_RATES = ("sensitivity", "specificity", "ppv", "npv", "f1")
+
+
 def _too_few_units(
-    unit: np.ndarray, is_pos: np.ndarray, called: np.ndarray, y: np.ndarray, present: list[int]
+    unit: np.ndarray, is_pos: np.ndarray | None, called: np.ndarray, y: np.ndarray, present: list[int]
 ) -> dict[str, str]:
     """Metrics whose denominator comes from fewer than two patients: no interval for them.
 
     Resampling one patient always draws that patient, so its images' variation would be
     reported as certainty (a "0.773–0.773" specificity interval from one negative patient).
+    ``is_pos=None`` (no negative class): only accuracy, balanced accuracy and the
+    one-vs-rest AUC are checked, each class against the rest.
     """
 
     def units(mask: np.ndarray) -> int:
         return len(np.unique(unit[mask]))
+
+    if is_pos is None:
+        one_vs_rest = min(min(units(y == c), units(y != c)) for c in present)
+        need = {
+            "roc_auc": ("patients on each side of some class's one-vs-rest split", one_vs_rest),
+            "balanced_accuracy": ("patients for every class", min(units(y == c) for c in present)),
+            "accuracy": ("patients", units(np.ones_like(y, dtype=bool))),
+        }
+        return {key: f"only {n} {what}: a patient bootstrap needs at least 2" for key, (what, n) in need.items()
+                if n < 2}
 
     need = {
         "sensitivity": ("patients with disease images", units(is_pos)),

@@ -133,12 +133,20 @@ def check_same_task(pkgs: dict[str, Any]) -> None:
                             f"patient-level cases do not pair): {parts}; compare the packages of one task at a time")
 
 
+def negative_name(pkg: Any) -> str | None:
+    """The name of a package's negative class; ``None`` for an argmax package (none named)."""
+    from medlens.pipelines.evaluation import package_negative_class
+
+    neg = package_negative_class(pkg)
+    return None if neg is None else pkg.classes[neg]
+
+
 def check_same_classes(pkgs: dict[str, Any]) -> None:
-    """Refuse packages whose classes or negative class differ, naming them."""
+    """Refuse packages whose classes or negative class (or its absence: argmax) differ, naming them."""
     ref_name, ref = next(iter(pkgs.items()))
-    want = (sorted(ref.classes), ref.classes[ref.negative_class])
-    odd = [f"{n} {p.classes} (negative {p.classes[p.negative_class]!r})" for n, p in pkgs.items()
-           if (sorted(p.classes), p.classes[p.negative_class]) != want]
+    want = (sorted(ref.classes), negative_name(ref))
+    odd = [f"{n} {p.classes} (negative {negative_name(p)!r})" for n, p in pkgs.items()
+           if (sorted(p.classes), negative_name(p)) != want]
     if odd:
         raise BadInputError(f"packages with other classes than {ref_name} {ref.classes} (negative {want[1]!r}) "
                             f"cannot be compared: {'; '.join(odd)}")
@@ -193,7 +201,7 @@ def seen_in_training(entry: Entry, ids: list[str], members: dict[str, list[str]]
 
 # ------------------------------------------------------------------ the command's workflow
 @logged_run(lambda result: result[1])  # run.log beside compare.json
-def compare_runs(runs: Sequence[str | Path], data: str | Path, *, split: str = "test", rule: str = "fewest-fn",
+def compare_runs(runs: Sequence[str | Path], data: str | Path, *, split: str = "test", rule: str | None = None,
                  min_specificity: float = 0.5, out: str | Path | None = None, device: str = "auto",
                  n_bootstrap: int = 1000, seed: int = 0, **layout_opts: Any) -> tuple[dict[str, Any], Path]:
     """Score every package on the same cases, compare, and write the outputs into ``out``.
@@ -204,17 +212,28 @@ def compare_runs(runs: Sequence[str | Path], data: str | Path, *, split: str = "
     Raises:
         BadInputError: packages with different classes (named), unreadable data.
         JobFailedError: the rule selects no model (``fewest-fn`` with no model specific enough).
+
+    ``rule=None``: ``fewest-fn``, or ``highest-auc`` for packages with no healthy class.
     """
     from medlens.options import look_up_option, resolve_device
     from medlens.package import ModelPackage
 
-    rule = look_up_option(rule, RULES, what="--rule")
+    if rule is not None:
+        rule = look_up_option(rule, RULES, what="--rule")
     dev = resolve_device(device)
     out_dir = output_dir(out)
     entries = expand_runs(runs)
     pkgs = {e.name: ModelPackage(e.package, device=dev) for e in entries}
     check_same_task(pkgs)
     check_same_classes(pkgs)
+    if negative_name(next(iter(pkgs.values()))) is None:  # argmax packages: refuse before scoring
+        from medlens.evaluate.compare_argmax import refuse_fewest_fn
+
+        if rule is None:  # no false negatives to count without a healthy class
+            rule = "highest-auc"
+            log.info("no healthy class: models ranked by macro one-vs-rest AUC (--rule highest-auc)")
+        refuse_fewest_fn(rule)
+    rule = rule or "fewest-fn"
     cases = resolve_cases(data, entries, split, layout_opts)
     scored: dict[str, Scored] = {}
     for e in entries:
@@ -261,7 +280,7 @@ def leaderboard_csv(result: dict[str, Any]) -> str:
     import csv
     import io
 
-    cols = ["name", "selected", "roc_auc", "roc_auc_low", "roc_auc_high", "sensitivity", "specificity", "fn", "fp",
+    cols = ["name", "selected", "accuracy", "roc_auc", "roc_auc_low", "roc_auc_high", "sensitivity", "specificity", "fn", "fp",
             "tp", "tn", "balanced_accuracy", "ece", "threshold", "delong_p", "mcnemar_p_exact", "mcnemar_p_mid",
             "package"]
     buf = io.StringIO()

@@ -65,6 +65,9 @@ class Scored:
         notes: remarks for the comparison's warnings (e.g. which split was used).
         members: the files of each case when a case is more than one file (a patient's cells),
             so the training-overlap check can look them up in a run's splits.csv.
+        probs: (N, K) class probabilities of a package without a negative class (argmax);
+            then ``y_true`` holds class indices, ``decisions`` the predicted class and
+            ``scores`` its probability (compared by :mod:`medlens.evaluate.compare_argmax`).
     """
 
     ids: list[str]
@@ -76,6 +79,7 @@ class Scored:
     threshold: float | None = None
     notes: list[str] = field(default_factory=list)
     members: dict[str, list[str]] | None = None
+    probs: np.ndarray | None = None
 
 
 Scorer = Callable[[Any, Cases], Scored]
@@ -102,11 +106,16 @@ def score_classifier(pkg: Any, cases: Cases) -> Scored:
     from medlens.evaluate.calibration import apply_temperature
     from medlens.evaluate.operating_point import disease_score
     from medlens.pipelines.evaluate_run import package_cache, package_logits
+    from medlens.pipelines.evaluation import package_negative_class
 
     cache, y = package_cache(pkg, cases.index(), cases.data)
     probs = apply_temperature(package_logits(pkg, cache.images)[0], pkg.temperature)
-    neg = pkg.negative_class
+    neg = package_negative_class(pkg)
     patients = [r.patient for r in cache.records]
+    if neg is None:  # argmax package: the class call and the probabilities, no disease score
+        return Scored(ids=[r.path for r in cache.records], y_true=np.asarray(y), scores=probs.max(axis=1),
+                      decisions=probs.argmax(axis=1), groups=patients if any(p is not None for p in patients)
+                      else None, unit="image", threshold=None, probs=probs)
     return Scored(ids=[r.path for r in cache.records], y_true=y != neg, scores=disease_score(probs, neg),
                   decisions=pkg.call(probs) != neg,
                   groups=patients if any(p is not None for p in patients) else None,

@@ -50,6 +50,10 @@ def _ci(band: dict[str, float] | None) -> str:
 def leaderboard_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per model for the page (and the terminal): the numbers at its operating point."""
     level = f"{100 * float(result.get('ci_level') or 0.95):.0f}% CI"
+    if result.get("note"):  # argmax packages (medlens.evaluate.compare_argmax): no disease-side columns
+        return [{"model": r["name"] + (" ★" if r["selected"] else ""), "accuracy": r["accuracy"],
+                 "balanced accuracy": r["balanced_accuracy"], "ROC-AUC (macro OvR)": r["roc_auc"], "ECE": r["ece"]}
+                for r in result["leaderboard"]]
     out = []
     for r in result["leaderboard"]:
         out.append({"model": r["name"] + (" ★" if r["selected"] else ""), "ROC-AUC": r["roc_auc"],
@@ -83,7 +87,8 @@ def compare_html(result: dict[str, Any]) -> str:
              f"<p class=\"muted\">{e(result.get('n_cases'))} {e(result.get('unit'))}s of {e(result.get('data'))} "
              f"(split {e(result.get('split'))}"
              + (f", as in {e(result['splits_from'])}" if result.get("splits_from") else "")
-             + f"): {e(result.get('n_positive'))} disease, {e(result.get('n_negative'))} negative"
+             + (f"): {e(result['note'])}" if result.get("note") else
+                f"): {e(result.get('n_positive'))} disease, {e(result.get('n_negative'))} negative")
              + (f", {e(result['n_patients'])} patients" if result.get("n_patients") else "") + ".</p>")
     how = (result.get("bootstrap") or {}).get("method", "no bootstrap")
     sections = [

@@ -145,6 +145,11 @@ def compare_scored(scored: dict[str, Scored], *, rule: str = "fewest-fn", min_sp
     names = list(scored)
     pos = {name: {i: j for j, i in enumerate(s.ids)} for name, s in scored.items()}
     take = {name: np.array([pos[name][i] for i in ids]) for name in names}
+    if any(s.probs is not None for s in scored.values()):  # argmax packages: no disease side
+        from medlens.evaluate.compare_argmax import compare_argmax
+
+        return compare_argmax(scored, ids, take, rule=rule, min_specificity=min_specificity, warnings=warnings,
+                              level=level)
     y = first.y_true[take[names[0]]].astype(bool)
     for name in names[1:]:
         if not np.array_equal(scored[name].y_true[take[name]].astype(bool), y):
@@ -164,7 +169,7 @@ def compare_scored(scored: dict[str, Scored], *, rule: str = "fewest-fn", min_sp
     for m, name in enumerate(names):
         r = _rates(y, D[m])
         auc = float(weighted_auc(S[m], y, np.ones((1, len(y))))[0]) if both else None
-        rows.append({"name": name, "roc_auc": auc, "roc_auc_ci": _interval(boot[m], level) if boot.size else None,
+        rows.append({"name": name, "accuracy": float(np.mean(D[m] == y)), "roc_auc": auc, "roc_auc_ci": _interval(boot[m], level) if boot.size else None,
                      "sensitivity": r["sensitivity"], "specificity": r["specificity"], "fn": r["fn"], "fp": r["fp"],
                      "tp": r["tp"], "tn": r["tn"], "balanced_accuracy": r["balanced_accuracy"], "ppv": r["ppv"],
                      "npv": r["npv"], "ece": _ece(y, S[m]), "threshold": scored[name].threshold})

@@ -327,7 +327,7 @@ def classification_metrics(
             y,
             p,
             pred,
-            neg,
+            None if no_neg else neg,
             clusters=patients,
             n_bootstrap=int(n_bootstrap),
             seed=int(seed),

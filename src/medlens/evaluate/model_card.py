@@ -47,6 +47,25 @@ HEADLINE = (
     ("accuracy", "Accuracy"),
     ("balanced_accuracy", "Balanced accuracy"),
 )
+#: The headline of a run without a negative class (argmax): no disease-vs-negative rates exist.
+ARGMAX_HEADLINE = (
+    ("accuracy", "Accuracy"),
+    ("balanced_accuracy", "Balanced accuracy"),
+    ("roc_auc", "ROC AUC (macro one-vs-rest)"),
+    ("pr_auc", "PR AUC (macro one-vs-rest)"),
+)
+
+
+def has_negative_class(metrics: dict[str, Any]) -> bool:
+    """False for an argmax run (``negative_class.index`` is ``None``): no 2×2, no sensitivity."""
+    neg = metrics.get("negative_class")
+    return not (isinstance(neg, dict) and neg.get("index") is None)
+
+
+def headline(metrics: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The ``(key, label)`` headline metrics of a run: :data:`HEADLINE`, or
+    :data:`ARGMAX_HEADLINE` when it has no negative class."""
+    return HEADLINE if has_negative_class(metrics) else ARGMAX_HEADLINE
 
 
 def operating_point_text(metrics: dict[str, Any]) -> str:
@@ -57,6 +76,11 @@ def operating_point_text(metrics: dict[str, Any]) -> str:
     op = metrics.get("operating_point") or {}
     neg = (metrics.get("negative_class") or {}).get("name", "negative")
     multi = metrics.get("task") == "multiclass"
+    if not has_negative_class(metrics):
+        from medlens.evaluate.operating_point import ARGMAX_NOTE
+
+        return (f"Operating point: {ARGMAX_NOTE.removeprefix('operating point: ')}. Each image gets its most "
+                "probable class; there is no threshold and no disease-vs-negative sensitivity or specificity.")
     if op.get("threshold") is None and op.get("threshold_range") is None:
         return (
             "Operating point: none — no threshold; each image gets its most probable class "
@@ -140,7 +164,7 @@ def model_card_markdown(model_card: dict[str, Any], metrics: dict[str, Any]) -> 
         "| metric | value | 95% CI |",
         "|---|---|---|",
     ]
-    for key, label in HEADLINE:
+    for key, label in headline(metrics):
         band = ci.get(key) if isinstance(ci, dict) else None
         rng = f"{band['low']:.3f}–{band['high']:.3f}" if band else ""
         lines.append(f"| {label} | {fmt_value(metrics.get(key))} | {rng} |")

@@ -23,12 +23,14 @@ import numpy as np
 from medlens.evaluate import figures, page
 from medlens.evaluate.model_card import CARD_ORDER as _CARD_ORDER
 from medlens.evaluate.model_card import (
-    HEADLINE,
     NOT_FOR_CLINICAL_USE,
     ci_text,
+    has_negative_class,
+    headline,
     operating_point_text,
 )
 from medlens.evaluate.model_card import fmt_value as _fmt
+from medlens.evaluate.operating_point import ARGMAX_NOTE
 from medlens.io.atomic import atomic_write_text
 
 SECTIONS = (
@@ -131,7 +133,7 @@ def _summary(metrics: dict[str, Any]) -> str:
     """Headline numbers, all at the one operating point, which is stated with its threshold."""
     ci = metrics.get("ci") or {}
     cards = []
-    for key, label in HEADLINE:
+    for key, label in headline(metrics):
         v, c = _with_ci(metrics, key, ci)
         cards.append((label, v, c))
     html_cards = "".join(
@@ -152,7 +154,13 @@ def _summary(metrics: dict[str, Any]) -> str:
         "is at this one operating point; other thresholds appear only under "
         "\u201cAlternative operating points\u201d.",
     ]
-    und = metrics.get("undefined") or {}
+    if not has_negative_class(metrics):
+        per = ", ".join(f"{c} {_fmt(m)}" for c, m in zip(metrics.get("classes") or [], counts.get("per_class") or []))
+        notes[0] = f"Test images: {_fmt(counts.get('n'))} ({per}); {ARGMAX_NOTE}."
+        notes[2] = ("Every accuracy, confusion count and per-class number in this report is at this one call "
+                    "(the most probable class); per-class recall and specificity are one-vs-rest.")
+    und = {k: v for k, v in (metrics.get("undefined") or {}).items()
+           if has_negative_class(metrics) or not str(v).startswith("no negative class")}  # argmax: said above
     if und:
         notes.append("Undefined: " + "; ".join(f"{k}: {v}" for k, v in und.items()))
     statement = f'<p id="operating-point"><strong>{_e(operating_point_text(metrics))}</strong></p>'
@@ -164,6 +172,9 @@ def _summary(metrics: dict[str, Any]) -> str:
 
 
 def _roc_section(metrics: dict[str, Any]) -> str:
+    if not has_negative_class(metrics):  # no disease side: no disease ROC, no 2×2
+        return _at_op(f"No disease-vs-negative ROC curve or 2×2 table: {ARGMAX_NOTE}. The macro one-vs-rest "
+                      "ROC AUC is in the summary; see the K×K confusion matrix and the per-class table.")
     op = metrics.get("operating_point")
     # a point on the curve only for one threshold (per-fold thresholds or argmax: no single point)
     marked = op if op and op.get("threshold") is not None else None
@@ -196,6 +207,8 @@ def _alternatives_section(metrics: dict[str, Any]) -> str:
     """The only place other thresholds appear: labelled as alternatives, not what is used."""
     alt = metrics.get("alternative_operating_points") or {}
     rows = alt.get("rows") or []
+    if not has_negative_class(metrics):
+        return _at_op(f"None: an argmax run has no threshold to move ({ARGMAX_NOTE}).")
     if not rows:
         return '<p class="muted">Not available for this run.</p>'
     table = [
@@ -214,6 +227,19 @@ def _alternatives_section(metrics: dict[str, Any]) -> str:
     ]
     note = alt.get("note") or ""
     return f"<p><strong>{_e(note)}</strong></p>" + _table(table)
+
+
+def _confusion_section(metrics: dict[str, Any]) -> str:
+    """The K×K confusion matrix at the operating point; its counts as a table too for an
+    argmax run, where it is the only confusion matrix the report has."""
+    cm = metrics.get("confusion_matrix") or {}
+    if not cm.get("matrix"):
+        return '<p class="muted">Not available.</p>'
+    body = _at_op(_AT_OP) + _img(figures.confusion_png(cm["matrix"], cm["labels"]), "Confusion matrix")
+    if not has_negative_class(metrics):
+        rows = [{"true \\ predicted": t, **dict(zip(cm["labels"], row))} for t, row in zip(cm["labels"], cm["matrix"])]
+        body += _table(rows, ["true \\ predicted", *cm["labels"]])
+    return body
 
 
 def _calibration_section(metrics: dict[str, Any]) -> str:
@@ -277,11 +303,11 @@ def _model_card_html(card: dict[str, Any], metrics: dict[str, Any]) -> str:
         else:
             body = f"<p>{_e(value)}</p>"
         parts.append(f"<h3>{_e(label)}</h3>{body}")
-    headline = {label: metrics.get(key) for key, label in HEADLINE}
+    numbers = {label: metrics.get(key) for key, label in headline(metrics)}
     parts.append(
         "<h3>Metrics (test set, at the operating point)</h3>"
         + f"<p>{_e(operating_point_text(metrics))}</p>"
-        + _kv_table(headline)
+        + _kv_table(numbers)
     )
     return "".join(parts)
 
@@ -308,7 +334,6 @@ def write_report(
     target = Path(run_dir_or_path)
     if target.suffix.lower() not in (".html", ".htm"):
         target = target / "report.html"
-    cm = metrics.get("confusion_matrix") or {}
     per_class_cols = ["class", "support", "precision", "recall", "specificity", "f1", "roc_auc"]
     bodies = [
         _summary(metrics),
@@ -324,10 +349,7 @@ def write_report(
         ),
         _roc_section(metrics),
         _alternatives_section(metrics),
-        _at_op(_AT_OP)
-        + _img(figures.confusion_png(cm["matrix"], cm["labels"]), "Confusion matrix")
-        if cm.get("matrix")
-        else '<p class="muted">Not available.</p>',
+        _confusion_section(metrics),
         _calibration_section(metrics),
         _at_op(_AT_OP) + _table(metrics.get("per_class") or [], per_class_cols),
         _patient_section(patient_table, metrics),

@@ -35,8 +35,12 @@ def class_probabilities(row: dict[str, Any], classes: list[str]) -> dict[str, An
     return {f"p_{c}": (row.get("probabilities") or {}).get(c, "") for c in classes}
 
 
-def write_predictions(rows: list[dict[str, Any]], out: str | Path, classes: list[str]) -> Path:
-    cols = ["file", "predicted", "disease_score", "decision", "threshold"] + [f"p_{c}" for c in classes]
+def write_predictions(rows: list[dict[str, Any]], out: str | Path, classes: list[str], *,
+                      disease_score: bool = True) -> Path:
+    """Prediction rows as CSV/JSON. ``disease_score=False`` (an argmax package, no negative
+    class) leaves out the disease_score, decision and threshold columns: they would be empty."""
+    head = ["disease_score", "decision", "threshold"] if disease_score else []
+    cols = ["file", "predicted", *head] + [f"p_{c}" for c in classes]
     cols += ["ood", "ood_score", "ood_reasons", "error"]  # ood*: the out-of-distribution guard
     if any("tta" in r for r in rows):  # test-time augmentation used (predict --tta)
         cols.append("tta")

@@ -97,11 +97,15 @@ class ClassifyPredictor:
             except ImageReadError as e:
                 results[i] = {"file": name, "error": e.reason}
         probs = pkg.predict_proba(images, batch_size=batch_size)
-        neg = pkg.negative_class
+        neg = _negative_class(pkg)
         for (i, name), p, c in zip(names, probs, pkg.call(probs)):
-            score = float(1.0 - p[neg])
-            row: dict[str, Any] = {"file": name, "predicted": pkg.classes[int(c)], "disease_score": score,
+            row: dict[str, Any] = {"file": name, "predicted": pkg.classes[int(c)],
                                    "probabilities": {k: float(v) for k, v in zip(pkg.classes, p)}}
+            if neg is None:  # argmax package: 1 - p(first class) would mean nothing
+                results[i] = row
+                continue
+            score = float(1.0 - p[neg])
+            row["disease_score"] = score
             if pkg.threshold is not None:
                 row["decision"] = "positive" if score >= pkg.threshold else "negative"
                 row["threshold"] = float(pkg.threshold)
@@ -109,6 +113,13 @@ class ClassifyPredictor:
         for i, verdict in oods.items():
             results[i].update(verdict)
         return [results[i] for i in range(len(items))]
+
+
+def _negative_class(pkg: Any) -> int | None:
+    """The package's negative class; ``None`` for an argmax package (no disease score then)."""
+    from medlens.pipelines.evaluation import package_negative_class
+
+    return package_negative_class(pkg)
 
 
 def _detect(data: Path, layout: str | None) -> bool:
@@ -139,20 +150,20 @@ def _predict_files(pkg: Any, inputs: Sequence[Path], out: Path | None, *, batch_
         raise BadInputError("no images found in the given inputs")
     guard_rows(pkg, rows, strict=strict)  # out-of-distribution inputs: warn, or refuse before writing
     if out:
-        write_predictions(rows, out, pkg.classes)
+        write_predictions(rows, out, pkg.classes, disease_score=_negative_class(pkg) is not None)
     return rows
 
 
 def _summary(metrics: dict[str, Any]) -> Summary:
     """The test metrics, every thresholded one at the run's single operating point (stated)."""
-    from medlens.evaluate.model_card import HEADLINE, ci_text, operating_point_text
+    from medlens.evaluate.model_card import ci_text, headline, operating_point_text
 
     op = metrics.get("operating_point") or {}
     at = f"at threshold {op['threshold']:.3f}" if op.get("threshold") is not None else \
         ("at each fold's threshold" if op.get("threshold_range") else "argmax call, no threshold")
     rows = []
     cis = metrics.get("ci") or {}
-    for k, label in (*HEADLINE, ("f1", "F1")):
+    for k, label in (*headline(metrics), ("f1", "F1")):
         v = metrics.get(k)
         if v is None:
             continue
@@ -170,6 +181,11 @@ def _summary(metrics: dict[str, Any]) -> Summary:
 def _predict_table(pkg: Any, rows: list[dict[str, Any]]) -> Summary:
     from medlens.pipelines.ood_guard import ood_cell
 
+    if _negative_class(pkg) is None:  # argmax: the most probable class and its probability
+        cols = ["file", "predicted", "p(predicted)", "ood"]
+        out = [[r["file"], "[red]unreadable[/red]", r["error"], ""] if "error" in r else
+               [r["file"], r["predicted"], f"{r['probabilities'][r['predicted']]:.3f}", ood_cell(r)] for r in rows]
+        return Summary(title="", columns=cols, rows=out, notes=[_predict_caption(pkg)])
     out = []
     for r in rows:
         if "error" in r:
@@ -182,6 +198,10 @@ def _predict_table(pkg: Any, rows: list[dict[str, Any]]) -> Summary:
 
 def _predict_caption(pkg: Any) -> str:
     """Which call ``predicted`` and ``decision`` follow (the package's operating point)."""
+    if _negative_class(pkg) is None:
+        from medlens.evaluate.operating_point import ARGMAX_NOTE
+
+        return f"predicted: the most probable class; no disease score ({ARGMAX_NOTE})"
     if pkg.threshold is None:
         return "predicted: the most probable class (this model has no threshold)"
     op = pkg.metadata.get("operating_point") or {}
