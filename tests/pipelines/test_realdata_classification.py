@@ -53,3 +53,21 @@ def test_idc_patient_grouped_with_patient_results(shared_data, tmp_path):
     assert {row["patient"] for row in pl["table"]} == test_patients
     audit = json.loads((out / "audit_quick.json").read_text())
     assert any("4 of 17 patients" in w for w in audit["warnings"] + audit["blocking"])
+
+
+def test_pbc_cell_types_get_an_argmax_operating_point(shared_data, tmp_path):
+    """The PBC sample (8 cell types × 60, no healthy class, no patient ids): read with no flags,
+    an image-level split, and decisions by the most probable type — no threshold on
+    "not basophil" (the first class), which the old fallback applied."""
+    data = shared_data / "blood_cells_pbc"
+    if not data.exists():
+        pytest.skip(f"{data} not found")
+    out = tmp_path / "run"
+    _train([str(data), "--out", str(out), "--epochs", "1", "--max-steps", "4", "--model", "test_cnn",
+            "--size", "32", "--no-audit"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert len(m["classes"]) == 8 and "basophil" in m["classes"]
+    op = m["operating_point"]
+    assert op["threshold"] is None and "argmax" in op["note"] and m["sensitivity"] is None
+    meta = json.loads((out / "model" / "metadata.json").read_text())
+    assert meta["threshold"] is None
