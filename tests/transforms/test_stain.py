@@ -69,7 +69,7 @@ def test_blank_patch_passes_through_unchanged_with_a_reason(patches):
     assert failures == ["too little tissue"] and np.array_equal(x, white.transpose(2, 0, 1))
     flat = np.full((20, 20, 3), (150, 60, 140), np.uint8)  # tissue of one colour: Reinhard's SD is 0
     out, why = normalize_stain(flat, fit_reference({"a": patches[sorted(patches)[0]]}, "reinhard"))
-    assert out is flat and why.startswith("reinhard failed: FloatingPointError")
+    assert out is flat and why.startswith("reinhard failed") and "one colour" in why
 
 
 def test_stain_normalisation_needs_rgb_and_a_reference():

@@ -84,6 +84,10 @@ def normalize_stain(img: np.ndarray, ref: StainReference) -> tuple[np.ndarray, s
         return img, f"not an RGB image (shape {img.shape})"
     if not _enough_tissue(img):
         return img, "too little tissue"
+    if ref.method == "reinhard" and float(img.reshape(-1, 3).std(0).max()) < 0.5:
+        # Reinhard divides by the patch's SD: whether float rounding leaves it at 0 (an error)
+        # or a few 1e-7 (an absurd colour) depends on the numpy build, so refuse it here
+        return img, "reinhard failed: the patch has one colour (SD 0), nothing to standardise"
     nz = _backend()
     try:
         with np.errstate(divide="raise", invalid="raise", over="ignore", under="ignore"):
