@@ -19,10 +19,16 @@ def _train(args):
     assert res.exit_code == 0, res.output + repr(res.exception)
 
 
-def test_pneumoniamnist_official_splits_short_run(shared_data, tmp_path):
-    data = shared_data / "pneumoniamnist" / "pneumoniamnist.npz"
+def _real(shared_data, name: str):
+    """``../shared/data/<name>``, or skip the test when that set is absent."""
+    data = shared_data / name
     if not data.exists():
         pytest.skip(f"{data} not found")
+    return data
+
+
+def test_pneumoniamnist_official_splits_short_run(shared_data, tmp_path):
+    data = _real(shared_data, "pneumoniamnist/pneumoniamnist.npz")
     out = tmp_path / "run"
     _train([str(data), "--out", str(out), "--epochs", "2", "--max-steps", "12", "--model", "test_cnn",
             "--batch-size", "64"])
@@ -35,9 +41,7 @@ def test_pneumoniamnist_official_splits_short_run(shared_data, tmp_path):
 
 
 def test_idc_patient_grouped_with_patient_results(shared_data, tmp_path):
-    data = shared_data / "idc_breast_histopathology"
-    if not data.exists():
-        pytest.skip(f"{data} not found")
+    data = _real(shared_data, "idc_breast_histopathology")
     out = tmp_path / "run"
     _train([str(data), "--out", str(out), "--epochs", "1", "--max-steps", "10", "--model", "test_cnn",
             "--size", "32", "--ignore-audit"])
@@ -59,9 +63,7 @@ def test_pbc_cell_types_get_an_argmax_operating_point(shared_data, tmp_path):
     """The PBC sample (8 cell types × 60, no healthy class, no patient ids): read with no flags,
     an image-level split, and decisions by the most probable type — no threshold on
     "not basophil" (the first class), which the old fallback applied."""
-    data = shared_data / "blood_cells_pbc"
-    if not data.exists():
-        pytest.skip(f"{data} not found")
+    data = _real(shared_data, "blood_cells_pbc")
     out = tmp_path / "run"
     _train([str(data), "--out", str(out), "--epochs", "1", "--max-steps", "4", "--model", "test_cnn",
             "--size", "32", "--no-audit"])
