@@ -1,4 +1,6 @@
-"""The bad-input and fault corpus, run through the installed ``medlens`` console script.
+"""The bad-input and fault corpus, run through the CLI's entry point (``run``, what the
+installed ``medlens`` console script calls) and, for one case of each kind, through the
+console script itself.
 
 Each case asserts what a shell script sees: the exit code (1 the job failed, 2 a usage
 error), one ``error:`` line on stderr naming the file or flag, no traceback and no
@@ -110,22 +112,66 @@ CASES: list[tuple[str, list[str], int, list[str]]] = [
 ]
 
 
+# run through the installed console script as well: one case per kind of failure (usage
+# error from click, from a config/validation error, a missing path, an unwritable output, a
+# corrupt package), so the in-process runs below are shown to match what a shell sees
+SCRIPT_CASES = ["no-data-argument", "train-lr-nan", "config-unknown-key", "inspect-missing-path",
+                "train-out-is-a-file", "predict-truncated-weights", "audit-blocking-finding"]
+
+
+def _in_process(args: list[str], cwd: Path) -> Result:
+    """``medlens ARGS…`` through :func:`medlens.cli.main.run` (what the console script calls),
+    in ``cwd``, with stdout/stderr captured: the same code path without a fresh Python start
+    (most of a subprocess case's time is importing torch)."""
+    import contextlib
+    import io
+
+    import torch
+
+    from medlens.cli.main import run
+
+    out, err, here, threads = io.StringIO(), io.StringIO(), Path.cwd(), torch.get_num_threads()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = run(args)
+            except BaseException as e:  # noqa: BLE001 - a leak past the boundary is the failure
+                import traceback
+
+                err.write("Traceback (escaped the error boundary)\n" + traceback.format_exc())
+                rc = getattr(e, "code", 99) if isinstance(e, SystemExit) else 99
+    finally:
+        os.chdir(here)
+        torch.set_num_threads(threads)
+    return Result(rc, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture(scope="module")
-def outcomes(medlens, inputs: Path, tmp_path_factory) -> dict[str, tuple[Result, bool]]:
-    """Every case run once, two at a time (each is a fresh Python start that imports torch,
-    so most of a case's time is start-up, which overlaps well): id → (result, inputs unchanged)."""
+def outcomes(medlens, inputs: Path, tmp_path_factory, monkeypatch_module) -> dict[str, tuple[Result, bool]]:
+    """Every case run once in-process (id → (result, inputs unchanged)); the SCRIPT_CASES also
+    through the installed console script, two at a time, stored under "script:<id>"."""
+    monkeypatch_module.delenv("MEDLENS_DEBUG", raising=False)
+    monkeypatch_module.setenv("COLUMNS", "200")
+    monkeypatch_module.setenv("NO_COLOR", "1")
     before = tree_hash(inputs)
+    args = {c[0]: [a.replace("{in}", str(inputs)) for a in c[1]] for c in CASES}
+    results = {k: _in_process(a, tmp_path_factory.mktemp(k)) for k, a in args.items()}
 
-    def one(case: tuple[str, list[str], int, list[str]]) -> tuple[str, Result]:
-        cwd = tmp_path_factory.mktemp(case[0])
-        return case[0], medlens([a.replace("{in}", str(inputs)) for a in case[1]], cwd=cwd)
+    def one(case: str) -> tuple[str, Result]:
+        return f"script:{case}", medlens(args[case], cwd=tmp_path_factory.mktemp(f"script-{case}"))
 
-    with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 2))) as pool:
-        results = dict(pool.map(one, CASES))
-    # cases run together, so "nothing modified" is checked over the whole corpus run, and
-    # again per case below (a case that wrote into its inputs would show in the shared tree)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results.update(pool.map(one, SCRIPT_CASES))
+    # "nothing modified" is checked over the whole corpus run, and reported per case below
     unchanged = tree_hash(inputs) == before
     return {k: (r, unchanged) for k, r in results.items()}
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
 
 
 @pytest.mark.parametrize(("case", "code", "words"), [pytest.param(i, c, w, id=i) for i, _, c, w in CASES])
@@ -141,5 +187,19 @@ def test_fault_case(outcomes, case: str, code: int, words: list[str]):
     assert unchanged, "an input file was modified during the corpus run"
 
 
+@pytest.mark.parametrize("case", SCRIPT_CASES)
+def test_console_script_matches_the_in_process_run(outcomes, case: str):
+    script, unchanged = outcomes[f"script:{case}"]
+    direct, _ = outcomes[case]
+    both = script.stdout + script.stderr
+    assert "Traceback" not in both and "internal error" not in both, both
+    assert script.rc == direct.rc, f"script exit {script.rc}, in-process {direct.rc}\n{both}"
+    script_err = [ln for ln in script.stderr.splitlines() if ln.startswith("error: ")]
+    direct_err = [ln for ln in direct.stderr.splitlines() if ln.startswith("error: ")]
+    assert script_err == direct_err
+    assert unchanged
+
+
 def test_corpus_size():
     assert len(CASES) >= 40 and len({c[0] for c in CASES}) == len(CASES)
+    assert set(SCRIPT_CASES) <= {c[0] for c in CASES}

@@ -23,10 +23,7 @@ def _train(data, out, *extra):
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
 def test_sigkill_then_resume_matches_uninterrupted(idc_small, tmp_path):
-    full = _train(idc_small, tmp_path / "full")
-    out_full, _ = full.communicate(timeout=300)
-    assert full.returncode == 0, out_full.decode()[-2000:]
-
+    full = _train(idc_small, tmp_path / "full")  # runs beside the victim: one thread each
     victim = _train(idc_small, tmp_path / "killed")
     ckpt = tmp_path / "killed" / "checkpoints" / "last.pt"
     deadline = time.time() + 240
@@ -36,6 +33,8 @@ def test_sigkill_then_resume_matches_uninterrupted(idc_small, tmp_path):
     victim.wait(timeout=30)
     assert victim.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert not (tmp_path / "killed" / "metrics.json").exists()
+    out_full, _ = full.communicate(timeout=300)
+    assert full.returncode == 0, out_full.decode()[-2000:]
 
     resumed = _train(idc_small, tmp_path / "killed", "--resume")
     out_res, _ = resumed.communicate(timeout=300)

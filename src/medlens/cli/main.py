@@ -84,7 +84,8 @@ def run(args: list[str] | None = None) -> int:
 
     app = register_all()
     try:
-        rc = app(args=args, standalone_mode=False)  # returns the code of a typer.Exit
+        # one program name in every message, whether started as `medlens`, `python -m medlens` or in-process
+        rc = app(args=args, prog_name="medlens", standalone_mode=False)  # returns the code of a typer.Exit
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
