@@ -125,11 +125,13 @@ def test_head_warm_up_then_lower_backbone_learning_rate(tmp_path):
     data = {"image": rng.integers(0, 255, (8, 3, 32, 32), dtype=np.uint8), "label": rng.integers(0, 2, 8)}
     model = create_model("efficientnet_lite0", num_classes=2, pretrained="imagenet")
     stem0, head0 = model._conv_stem.weight.detach().clone(), model._fc.weight.detach().clone()
+    bn0 = model._bn0.running_mean.detach().clone()
     cfg = TrainConfig(epochs=1, batch_size=4, lr=1e-2, freeze_backbone_epochs=1, backbone_lr_mult=0.1,
                       head="_fc", progress=False, patience=5, scheduler="none")
     fit(model, Task(), BatchLoader(data, batch_size=4, shuffle=True, seed=0),
         BatchLoader(data, batch_size=4, shuffle=False), cfg, tmp_path / "r1")
     assert torch.equal(model._conv_stem.weight, stem0)  # frozen in the warm-up epoch
+    assert torch.equal(model._bn0.running_mean, bn0)  # … and run as at inference: BatchNorm statistics kept
     assert not torch.equal(model._fc.weight, head0)
     state = torch.load(tmp_path / "r1" / "checkpoints" / "last.pt", weights_only=True)
     lrs = sorted(g["lr"] for g in state["optimizer"]["param_groups"])

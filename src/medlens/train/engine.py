@@ -234,6 +234,11 @@ def _make_ema(model: nn.Module, decay: float | None) -> torch.optim.swa_utils.Av
 
 def _train_epoch(model, task, loader, opt, scaler, device, cfg, use_amp, show, epoch, ema=None):  # noqa: ANN001, ANN202
     model.train()
+    if cfg.head and epoch < cfg.freeze_backbone_epochs:
+        # a frozen backbone runs as at inference (BatchNorm keeps its pretrained statistics,
+        # dropout off): its features stay the ones the head is fitted to; only the head trains
+        model.eval()
+        model.get_submodule(cfg.head).train()
     total, count, n_items = 0.0, 0, 0
     n_batches = len(loader) if hasattr(loader, "__len__") else None
     if cfg.max_steps_per_epoch and n_batches:

@@ -1,0 +1,61 @@
+"""The recipe for a small set of colour photos: a linear head on frozen ImageNet features,
+picked only when no model was asked for, only for photos (not tiny patches, not greyscale
+scans, not large sets), and only when the weights are installed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medlens.pipelines import recipes
+from medlens.pipelines.recipes import apply_recipe
+
+
+def _folder(root: Path, *, n: int = 12, size: int = 128, mode: str = "RGB") -> Path:
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        d = root / ("benign" if k % 2 else "malignant")
+        d.mkdir(parents=True, exist_ok=True)
+        shape = (size, size + 20, 3) if mode == "RGB" else (size, size + 20)
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(d / f"{k}.png")
+    return root
+
+
+def test_small_colour_photos_get_the_linear_probe(tmp_path):
+    cfg = apply_recipe({"data": {"path": str(_folder(tmp_path / "photos"))}})
+    assert cfg.model.name == "efficientnet_lite0" and cfg.model.pretrained == "imagenet"
+    assert cfg.preprocess.resize == "stretch" and cfg.preprocess.size == 224
+    assert cfg.train.freeze_backbone_epochs == cfg.train.epochs  # frozen for the whole run
+    mine = apply_recipe({"data": {"path": str(tmp_path / "photos")}, "train": {"epochs": 5}})
+    assert mine.train.epochs == 5 and mine.train.freeze_backbone_epochs == 5
+
+
+def test_a_chosen_model_tiny_patches_greyscale_and_large_sets_keep_the_layout_recipe(tmp_path, monkeypatch):
+    photos = _folder(tmp_path / "photos")
+    chosen = apply_recipe({"data": {"path": str(photos)}, "model": {"name": "cancernet"}})
+    assert chosen.model.name == "cancernet" and chosen.train.freeze_backbone_epochs == 0
+    tiny = apply_recipe({"data": {"path": str(_folder(tmp_path / "tiny", size=48))}})
+    assert tiny.model.name == "cancernet" and tiny.preprocess.size == 64  # the imagefolder recipe
+    grey = apply_recipe({"data": {"path": str(_folder(tmp_path / "grey", mode="L"))}})
+    assert grey.model.name == "cancernet"
+    monkeypatch.setattr(recipes, "SMALL_SET", 10)
+    assert apply_recipe({"data": {"path": str(photos)}}).model.name == "cancernet"
+
+
+def test_without_the_imagenet_weights_the_layout_recipe_is_used(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(recipes, "_imagenet_installed", lambda: False)
+    with caplog.at_level("INFO"):
+        cfg = apply_recipe({"data": {"path": str(_folder(tmp_path / "photos"))}})
+    assert cfg.model.name == "cancernet" and cfg.model.pretrained is None
+    assert "medlens[imagenet]" in caplog.text
+
+
+@pytest.mark.parametrize("size,expected", [(128, True), (64, False)])
+def test_small_photo_set_reads_only_the_headers(tmp_path, size, expected):
+    from medlens.data.layouts import load_dataset
+
+    index = load_dataset(str(_folder(tmp_path / "p", size=size)))
+    assert recipes.small_photo_set(index) is expected
