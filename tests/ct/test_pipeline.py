@@ -58,6 +58,11 @@ def test_training_writes_package_metrics_and_outputs(trained) -> None:
     assert 0 < meta["ct"]["nodule_threshold"] < 1 and meta["ct"]["crop"]["shape"] == [8, 12, 12]
     m = json.loads((run / "metrics.json").read_text())
     assert m["val_scans"] == 1 and m["train_scans"] == 3 and np.isfinite(m["cpm"])
+    # the ranker: fitted on the training scans' candidates, stored as a stage, used by detection
+    assert m["ranker"]["used"] and m["ranker"]["train_candidates_on_nodules"] >= 2
+    assert meta["stages"]["ranker"]["input"]["features"][0] == "mean_hu_r2mm"
+    assert meta["stages"]["ranker"]["model"]["kwargs"]["inputs"] == "image"
+    assert Detector.from_package(load_model(run / "model")).ranker is not None
     assert m["operating_point"]["n_scans"] == 1 and len(m["diagnosis"]) == 1
     with open(run / "nodules.csv", newline="") as f:
         assert tuple(next(csv.reader(f))) == NODULE_COLUMNS

@@ -8,7 +8,9 @@
    components, **in union with** classical Hessian blobs (:mod:`medlens.ct.blobs`), so that
    candidate recall does not hang on the U-Net transferring from its training scans;
 3. 3D crops around each candidate (mm-sized boxes, :mod:`medlens.ct.crops`) scored by the
-   nodule network (false-positive reduction) and the malignancy network;
+   nodule network (false-positive reduction); then, in packages that hold one, the ranker
+   (:mod:`medlens.ct.ranker`: shape/intensity descriptors + the network's logit) gives the
+   nodule probability; the malignancy network rates the findings at the threshold;
 4. the patient's diagnosis (:func:`diagnose`): the highest malignancy probability among the
    findings at or above the operating nodule threshold (the package records this rule).
 """
@@ -28,14 +30,16 @@ from medlens.ct.blobs import BlobParams, detect_blobs, merge_candidates
 from medlens.ct.candidates import group_candidates, predict_probability
 from medlens.ct.classifier import score_crops
 from medlens.ct.crops import CropSpec, extract_crops
+from medlens.ct.features import FEATURE_NAMES, candidate_features
 from medlens.ct.findings import Finding
 from medlens.ct.lungs import LungMask, lung_mask
+from medlens.ct.ranker import rank, ranker_inputs
 from medlens.errors import BadInputError
 from medlens.io.atomic import atomic_write_text
 from medlens.io.volumes import Volume
 from medlens.transforms.intensity import FixedWindow
 
-STAGES = ("candidates", "nodule", "malignancy")
+STAGES = ("candidates", "nodule", "ranker", "malignancy")
 DIAGNOSIS_RULE = ("patient malignancy probability = the highest malignancy probability among the findings "
                   "whose nodule probability reaches the operating threshold; no such finding: no nodule found")
 DIAGNOSIS_COLUMNS = ("seriesuid", "nodules", "max_nodule_prob", "largest_nodule_mm", "malignancy_prob",
@@ -59,6 +63,7 @@ class DetectParams:
     slice_batch: int = 8
     crop_batch: int = 32
     blobs: BlobParams = field(default_factory=BlobParams)  # classical candidates in union with the U-Net's
+    min_lung_air: float = 0.0  # with a ranker: candidates with less lung (< -700 HU) in their box are dropped
 
     @property
     def window(self) -> FixedWindow:
@@ -104,6 +109,8 @@ class Detector:
     malignancy_model: nn.Module | None
     params: DetectParams
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    ranker: nn.Module | None = None  # packages written before the ranker existed: the crop network decides
+    ranker_features: tuple[str, ...] | None = None  # the ranker's input names (None: its own input set)
 
     @classmethod
     def from_package(cls, pkg: Any) -> Detector:
@@ -115,7 +122,12 @@ class Detector:
             raise BadInputError(f"{pkg.path}: not a lung-CT package (task {pkg.metadata.get('task')!r}); "
                                 "train one with `medlens ct train`")
         mal = pkg.stage("malignancy") if "malignancy" in pkg.stage_names else None
-        return cls(pkg.stage("candidates"), pkg.stage("nodule"), mal, DetectParams.from_dict(meta), pkg.device)
+        ranker, names = None, None
+        if "ranker" in pkg.stage_names:
+            ranker = pkg.stage("ranker")
+            names = tuple(pkg.metadata["stages"]["ranker"].get("input", {}).get("features") or ()) or None
+        return cls(pkg.stage("candidates"), pkg.stage("nodule"), mal, DetectParams.from_dict(meta), pkg.device,
+                   ranker, names)
 
     def lungs(self, volume: Volume) -> LungMask:
         return lung_mask(volume.array, volume.geometry.array_spacing)
@@ -146,6 +158,11 @@ class Detector:
         centres = np.array([f.center_irc for f in candidates], dtype=np.float64)
         crops = extract_crops(volume.array, volume.geometry.array_spacing, centres, p.crop)
         nod = score_crops(self.nodule_model, crops, batch_size=p.crop_batch, device=self.device)
+        if self.ranker is not None:
+            feats = candidate_features(volume, candidates)
+            names = self.ranker_features or self.ranker.inputs
+            nod = rank(self.ranker, ranker_inputs(feats, nod, names))
+            nod[feats[:, FEATURE_NAMES.index("box_air")] < p.min_lung_air] = 0.0  # not in the lung
         keep = np.flatnonzero(nod >= p.min_prob)
         # malignancy only where it matters (the reported nodules): the crop network is the costly part
         rate = keep[nod[keep] >= (p.nodule_threshold if p.malignancy_from is None else p.malignancy_from)]

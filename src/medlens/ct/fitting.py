@@ -211,7 +211,8 @@ def _train_pipeline(cfg: CtConfig, run_dir: Path, *, resume: bool) -> dict[str, 
     timings["candidates_train_s"] = time.perf_counter() - t
     params = DetectParams(context=cfg.context, hu_window=cfg.hu_window, candidate_threshold=cfg.candidate_threshold,
                           min_voxels=cfg.min_voxels, max_candidates=cfg.max_candidates, divisor=divisor(cand_model),
-                          crop=cfg.crop, blobs=cfg.blobs, min_prob=cfg.min_prob, malignancy_from=cfg.min_prob)
+                          crop=cfg.crop, blobs=cfg.blobs, min_prob=cfg.min_prob, malignancy_from=cfg.min_prob,
+                          min_lung_air=cfg.min_lung_air if cfg.ranker else 0.0)
     det = Detector(cand_model.eval(), nn.Identity(), None, params, device)
     t = time.perf_counter()
     with torch.inference_mode():
@@ -240,6 +241,12 @@ def _train_pipeline(cfg: CtConfig, run_dir: Path, *, resume: bool) -> dict[str, 
                       ncfg, run_dir / "nodule", resume=resume)
     timings["nodule_train_s"] = time.perf_counter() - t
 
+    # 2b. the ranker: descriptors + the network's logit, fitted on the training scans' candidates
+    t = time.perf_counter()
+    ranker, ranker_info = (_fit_ranker(train, cands, nod_model.eval(), cfg, device) if cfg.ranker
+                           else (None, {"used": False, "why": "off in the config"}))
+    timings["ranker_fit_s"] = time.perf_counter() - t
+
     # 3. malignancy (only when the annotations rate malignancy)
     t = time.perf_counter()
     mtr, mytr = _malignancy_crops(train, cfg.crop, crops_dir / "malignancy_train.npy")
@@ -261,7 +268,8 @@ def _train_pipeline(cfg: CtConfig, run_dir: Path, *, resume: bool) -> dict[str, 
     timings["malignancy_train_s"] = time.perf_counter() - t
 
     # 4. validation: detection, FROC, the operating threshold
-    det = Detector(cand_model.eval(), nod_model.eval(), None if mal_model is None else mal_model.eval(), params, device)
+    det = Detector(cand_model.eval(), nod_model.eval(), None if mal_model is None else mal_model.eval(), params, device,
+                   ranker)
     eval_scans = val or train
     t = time.perf_counter()
     with torch.inference_mode():
@@ -284,7 +292,7 @@ def _train_pipeline(cfg: CtConfig, run_dir: Path, *, resume: bool) -> dict[str, 
                         "malignancy": None if res_m is None else res_m.best_epoch},
         "val_scores": {"candidates_dice": res_c.best_score, "nodule": res_n.best_score,
                        "malignancy": None if res_m is None else res_m.best_score},
-        "problems": problems, "diagnosis_rule": DIAGNOSIS_RULE, **timings,
+        "ranker": ranker_info, "problems": problems, "diagnosis_rule": DIAGNOSIS_RULE, **timings,
     }
     if froc is not None:
         metrics["froc"] = froc.to_dict()
@@ -292,7 +300,7 @@ def _train_pipeline(cfg: CtConfig, run_dir: Path, *, resume: bool) -> dict[str, 
         metrics["operating_point"] = froc.at_threshold(thr)
     metrics["diagnosis"] = [det.diagnose(findings[s.seriesuid], seriesuid=s.seriesuid) for s in eval_scans]
     metrics["train_seconds"] = time.perf_counter() - t0
-    _save_package(run_dir / "model", cfg, det, metrics, cand_model, nod_model, mal_model)
+    _save_package(run_dir / "model", cfg, det, metrics, cand_model, nod_model, mal_model, ranker)
     atomic_write_json(run_dir / "metrics.json", metrics)
     from medlens.ct.outputs import write_nodules_csv
 
@@ -302,6 +310,39 @@ def _train_pipeline(cfg: CtConfig, run_dir: Path, *, resume: bool) -> dict[str, 
             froc, thr, model_card(metrics, cfg), title=f"Lung-CT nodules: {Path(cfg.data).name} "
                                                          f"({metrics['split']} scans)")
     return metrics
+
+
+def _fit_ranker(scans: Sequence[TrainScan], cands: dict[str, list[Finding]], nod_model: nn.Module, cfg: CtConfig,
+                device: torch.device) -> tuple[nn.Module | None, dict[str, Any]]:
+    """The ranker (:mod:`medlens.ct.ranker`) fitted on every candidate of ``scans``: those
+    within a nodule's radius are the positives. ``None`` (and why) when they hold no nodule."""
+    from medlens.ct.classifier import score_crops
+    from medlens.ct.features import candidate_features
+    from medlens.ct.ranker import fit_ranker, ranker_inputs, strongest_inputs
+
+    xs, ys = [], []
+    for s in scans:
+        found = cands.get(s.seriesuid, [])
+        if not found:
+            continue
+        centres = np.array([f.center_irc for f in found], dtype=np.float64)
+        with torch.inference_mode():
+            p = score_crops(nod_model, extract_crops(s.volume.array, s.volume.geometry.array_spacing, centres, cfg.crop),
+                            batch_size=cfg.train_nodule.batch_size, device=device)
+        xs.append(ranker_inputs(candidate_features(s.volume, found), p, cfg.ranker_inputs))
+        ys.append(_hits(np.array([f.center_xyz for f in found], dtype=np.float64), s))
+    y = np.concatenate(ys) if ys else np.zeros(0, dtype=bool)
+    info: dict[str, Any] = {"used": False, "train_candidates": int(len(y)), "train_candidates_on_nodules": int(y.sum())}
+    if y.sum() < 2 or (~y).sum() < 2:
+        log.warning("no ranker: the training scans' candidates hold %d on nodules and %d elsewhere; the nodule "
+                    "network's probability decides", int(y.sum()), int((~y).sum()))
+        return None, {**info, "why": "too few candidates on nodules or elsewhere"}
+    model = fit_ranker(np.concatenate(xs), y, inputs=cfg.ranker_inputs, c=cfg.ranker_c, seed=cfg.seed).to(device)
+    strongest = strongest_inputs(model)
+    log.info("ranker: fitted on %d candidates (%d on nodules); strongest inputs %s", len(y), int(y.sum()),
+             ", ".join(f"{n} {w:+.2f}" for n, w in strongest[:5]))
+    return model, {**info, "used": True, "inputs": cfg.ranker_inputs, "c": cfg.ranker_c,
+                   "strongest_inputs": strongest}
 
 
 def _candidate_recall(scans: Sequence[TrainScan], cands: dict[str, list[Finding]]) -> float:
@@ -322,11 +363,17 @@ def model_card(metrics: dict[str, Any], cfg: CtConfig | None = None) -> str:
              "**Not for clinical use.** Candidates from a 2D U-Net on context slices"
              + (" in union with classical Hessian blobs" if cfg is None or cfg.blob_candidates else "")
              + ", false-positive reduction and malignancy by 3D CNNs on crops (Deep Learning with PyTorch, "
-             "part 2).", "",
+             "part 2)" + (", candidates ranked by a logistic regression on shape/intensity descriptors"
+                          if (metrics.get("ranker") or {}).get("used") else "") + ".", "",
              f"- training data: `{cfg.data if cfg else '?'}` — {metrics.get('train_scans')} training scans, "
              f"{metrics.get('val_scans')} validation scans",
              f"- operating nodule threshold: {metrics.get('nodule_threshold'):.3f} ({metrics.get('threshold_rule')})",
              f"- diagnosis: {DIAGNOSIS_RULE}"]
+    rk = metrics.get("ranker") or {}
+    if rk.get("used"):
+        lines.append(f"- ranker: fitted on {rk['train_candidates']} training candidates ({rk['train_candidates_on_nodules']} "
+                     "on nodules); strongest inputs (standardised weights): "
+                     + ", ".join(f"{n} {w:+.2f}" for n, w in rk.get("strongest_inputs", [])[:5]))
     if "cpm" in metrics:
         lines.append(f"- validation CPM (LUNA16 FROC): {metrics['cpm']:.3f}; at the operating point sensitivity "
                      f"{op.get('sensitivity', float('nan')):.3f}, {op.get('fp_per_scan', float('nan')):.2f} "
@@ -339,7 +386,7 @@ def model_card(metrics: dict[str, Any], cfg: CtConfig | None = None) -> str:
 
 
 def _save_package(out: Path, cfg: CtConfig, det: Detector, metrics: dict[str, Any], cand: nn.Module,
-                  nod: nn.Module, mal: nn.Module | None) -> Path:
+                  nod: nn.Module, mal: nn.Module | None, ranker: nn.Module | None = None) -> Path:
     from medlens.package_io import Stage, save_pipeline_package
 
     def kw(m: nn.Module) -> dict[str, Any]:
@@ -354,6 +401,15 @@ def _save_package(out: Path, cfg: CtConfig, det: Detector, metrics: dict[str, An
         "nodule": Stage(nod, nod.medlens_name, kw(nod), {
             "role": "false-positive reduction", "description": "3D CNN: nodule vs not, on mm-sized crops",
             "input": crop_input, "classes": ["not nodule", "nodule"], "threshold": p.nodule_threshold})}
+    if ranker is not None:
+        from medlens.ct.ranker import INPUT_SETS
+
+        names = list(INPUT_SETS[ranker.inputs])
+        stages["ranker"] = Stage(ranker, ranker.medlens_name, kw(ranker), {
+            "role": "candidate ranking", "description": f"logistic regression on {ranker.inputs!r} descriptors of "
+            "each candidate (medlens.ct.ranker); its probability is the nodule probability",
+            "input": {"channels": len(names), "spatial_dims": 3, "features": names},
+            "threshold": p.nodule_threshold})
     if mal is not None:
         stages["malignancy"] = Stage(mal, mal.medlens_name, kw(mal), {
             "role": "malignancy", "description": "3D CNN: malignant (≥ 2 readers rated 4 or 5) vs benign",

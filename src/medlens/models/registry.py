@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 TIMM_PREFIX = "timm/"
 _BUILTIN_MODULES = ("medlens.models.cnn", "medlens.models.backbones", "medlens.models.ensemble",
                     "medlens.models.efficientnet_lite")
-_OPTIONAL_MODULES = ("medlens.segment.models", "medlens.ct.classifier", "medlens.mil.model")
+_OPTIONAL_MODULES = ("medlens.segment.models", "medlens.ct.classifier", "medlens.ct.ranker", "medlens.mil.model")
 _TIMM_HINT = (
     'timm is not installed. Install the extra with `pip install "medlens[timm]"`; timm '
     "needs torchvision, and on CPU machines only the pair torch==2.14.1 with "

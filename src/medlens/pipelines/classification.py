@@ -141,7 +141,11 @@ def build_model(cfg: RunConfig, num_classes: int) -> tuple[torch.nn.Module, dict
               "input_size": cfg.preprocess.size, **cfg.model.kwargs}
     model = create_model(cfg.model.name, pretrained=cfg.model.pretrained, **kwargs)
     if getattr(model, "pretrained_report", None):
-        log.info("pretrained weights from %s: %s", cfg.model.pretrained, model.pretrained_report)
+        rep = model.pretrained_report  # counts here (the loader already logged the file); the lists at debug level
+        log.info("pretrained weights from %s: %d tensors loaded, %d adapted, %d skipped (%s)", cfg.model.pretrained,
+                 len(rep.get("loaded", [])), len(rep.get("adapted", [])), len(rep.get("skipped", {})),
+                 ", ".join(list(rep.get("skipped", {}))[:4]) or "none")
+        log.debug("pretrained weights report: %s", rep)
     return model, kwargs
 
 

@@ -1,0 +1,94 @@
+"""Candidate descriptors (shape and intensity of what sits at a candidate) and the ranker
+fitted on them: the curvature is the true Hessian, a ball and a tube get the descriptors that
+tell them apart, the ranker learns a separable signal and survives a weights-only reload."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from medlens.ct.crops import CropSpec
+from medlens.ct.features import FEATURE_CROP, FEATURE_NAMES, crop_features, hessian_at_centre
+from medlens.ct.ranker import INPUT_SETS, fit_ranker, rank, ranker_inputs, strongest_inputs
+from medlens.models import create_model
+
+
+def _mm_grid(spec: CropSpec) -> list[np.ndarray]:
+    axes = [(np.arange(n) - (n - 1) / 2.0) * s for n, s in zip(spec.shape, spec.spacing_mm, strict=True)]
+    return np.meshgrid(*axes, indexing="ij")
+
+
+def test_hessian_at_the_centre_is_the_quadratics_second_derivatives():
+    zz, yy, xx = _mm_grid(FEATURE_CROP)
+    a, b, c, d = 3.0, -2.0, 1.5, 0.8  # f = a z² + b y² + c x² + d z y  (HU, mm)
+    f = a * zz**2 + b * yy**2 + c * xx**2 + d * zz * yy
+    h = hessian_at_centre(np.stack([f, -f]), FEATURE_CROP, 2.5)
+    want = np.array([[2 * a, d, 0], [d, 2 * b, 0], [0, 0, 2 * c]])
+    np.testing.assert_allclose(h[0], want, atol=0.05 * np.abs(want).max())
+    np.testing.assert_allclose(h[1], -want, atol=0.05 * np.abs(want).max())
+
+
+def _window(hu: np.ndarray) -> np.ndarray:
+    lo, hi = FEATURE_CROP.hu_window
+    return (np.clip(hu, lo, hi) - lo) / (hi - lo)
+
+
+def test_a_ball_and_a_vessel_get_the_descriptors_that_tell_them_apart():
+    zz, yy, xx = _mm_grid(FEATURE_CROP)
+    lung, tissue = -850.0, 40.0
+    ball = np.where(zz**2 + yy**2 + xx**2 <= 5.0**2, tissue, lung)  # a 10 mm nodule
+    tube = np.where(zz**2 + xx**2 <= 2.5**2, tissue, lung)  # a 5 mm vessel along R, through the box
+    f = dict(zip(FEATURE_NAMES, crop_features(_window(np.stack([ball, tube]))).T, strict=False))
+    assert f["lump_elongation_600hu"][0] < 1.2 < 3.0 < f["lump_elongation_600hu"][1]
+    assert f["lump_surface_share_600hu"][0] == 0 < f["lump_surface_share_600hu"][1]
+    assert f["lump_ball_exits_600hu"][0] == 0 and f["lump_ball_exits_600hu"][1] == 2
+    assert f["shell_air_6_11mm"][0] == 1.0 > f["shell_air_6_11mm"][1]
+    # a ball curves down along all three axes at its centre (even its weakest curvature is
+    # strong); a tube curves down across its axis only (its weakest curvature is about zero)
+    assert f["curv_max_s2.5mm"][1] > 100 and f["curv_min_s2.5mm"][0] > 100
+    assert abs(f["curv_min_s2.5mm"][1]) < 0.1 * f["curv_min_s2.5mm"][0]
+    assert f["blob_ratio_s2.5mm"][0] > 0.5 > f["blob_ratio_s2.5mm"][1]
+    assert f["contrast_4_8mm"][0] > f["contrast_4_8mm"][1] > 0
+    assert f["mean_hu_r2mm"][0] == pytest.approx(tissue, abs=1)
+    # lung around it: nearly the whole box for both; none for a lump inside soft tissue
+    solid = np.where(zz**2 + yy**2 + xx**2 <= 5.0**2, 60.0, tissue)
+    air = dict(zip(FEATURE_NAMES, crop_features(_window(np.stack([ball, solid]))).T, strict=False))["box_air"]
+    assert air[0] > 0.9 and air[1] == 0
+
+
+def test_the_ranker_learns_a_separable_signal_and_reloads_from_its_weights():
+    rng = np.random.default_rng(0)
+    n = 400
+    y = rng.random(n) < 0.1
+    feats = rng.normal(size=(n, len(FEATURE_NAMES)))
+    k = FEATURE_NAMES.index("lump_elongation_600hu")
+    feats[:, k] -= 4.0 * y  # nodules are rounder
+    crop_p = np.clip(0.5 + 0.05 * rng.normal(size=n), 0.01, 0.99)  # an uninformative network
+    x = ranker_inputs(feats, crop_p, "image")
+    assert x.shape[1] == len(INPUT_SETS["image"]) == len(FEATURE_NAMES) - 5  # no generator, gate or network
+    assert ranker_inputs(feats, crop_p, "all").shape[1] == len(FEATURE_NAMES)  # + network − gate
+    model = fit_ranker(x[:300], y[:300], inputs="image")
+    p = rank(model, x[300:])
+    assert roc_auc_score(y[300:], p) > 0.9
+    assert strongest_inputs(model, 1)[0][0] == "lump_elongation_600hu"
+    assert strongest_inputs(model, 1)[0][1] < 0
+    again = create_model("ct_candidate_ranker", **{k: v for k, v in model.medlens_config.items() if k != "name"})
+    again.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})
+    np.testing.assert_allclose(rank(again.eval(), x[300:]), p, rtol=1e-6)
+    assert all(v.dtype == torch.float32 for v in model.state_dict().values())  # plain tensors: weights-only
+
+
+def test_the_lung_gate_is_off_in_packages_written_before_it():
+    from medlens.ct.detect import DetectParams
+
+    d = DetectParams(min_lung_air=0.1).to_dict()
+    assert DetectParams.from_dict(d).min_lung_air == 0.1
+    d.pop("min_lung_air")
+    assert DetectParams.from_dict(d).min_lung_air == 0.0
+
+
+def test_the_ranker_needs_both_kinds_of_candidate():
+    with pytest.raises(ValueError, match="nodules and non-nodules"):
+        fit_ranker(np.zeros((5, len(INPUT_SETS["all"]))), np.zeros(5))
