@@ -13,7 +13,8 @@ as ``.mhd/.raw`` in a child process (its ~1.5 GB build peak must not count) and 
 
 The stages are those of :class:`medlens.ct.detect.Detector` (``candidates`` = lung mask →
 U-Net on the lung box → grouping, in union with Hessian blobs; ``score`` = crops → nodule
-network → malignancy network),
+network → ranker (candidate descriptors + logistic regression; without a trained package the
+descriptors alone, on the scored points) → malignancy network),
 called one by one so each can be timed, then the report (:func:`medlens.ct.report.write_ct_report`
 and ``nodules.csv``). Networks: a trained package with ``--model``; by default untrained
 weights of the default architectures (``unet`` 8-16-32-64 with one residual unit on 7 context
@@ -209,6 +210,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from medlens.ct.candidates import group_candidates, predict_probability
     from medlens.ct.classifier import score_crops
     from medlens.ct.crops import extract_crops
+    from medlens.ct.features import candidate_features
     from medlens.ct.findings import Finding
     from medlens.ct.outputs import write_nodules_csv
     from medlens.ct.report import write_ct_report
@@ -270,6 +272,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return crops, score_crops(det.nodule_model, crops, batch_size=p.crop_batch, device=det.device)
 
     crops, nod = clock("crop classification (crops + nodule CNN)", classify)
+    if det.ranker is not None or not trained:  # untrained: the descriptors' cost on the worst-case points
+        nod = clock("ranker (descriptors + logistic regression)", lambda: det.rank(vol, cands, nod)
+                    if det.ranker is not None else (candidate_features(vol, cands), nod)[1])
     keep = np.flatnonzero(nod >= p.min_prob)
     has_mal = det.malignancy_model is not None
     mal = clock("malignancy CNN", lambda: score_crops(det.malignancy_model, crops[keep], batch_size=p.crop_batch,

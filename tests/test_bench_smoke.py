@@ -69,7 +69,7 @@ def test_bench_ct_quick_prints_stage_table(tmp_path, capsys):
     res = bench.main(["--quick", "--threads", "1", "--baselines", "per-slice", "--json",
                       str(tmp_path / "ct.json"), "--keep", str(tmp_path / "report")])
     text = capsys.readouterr().out
-    for stage in ("read", "lung mask", "candidate model", "grouping", "crop classification",
+    for stage in ("read", "lung mask", "candidate model", "grouping", "crop classification", "ranker",
                   "malignancy", "report", "**total**", "peak RSS", "naive per-slice loop"):
         assert stage in text, stage
     assert res["total_s"] == sum(res["stages"].values()) > 0 and res["candidates_scored"] == 16

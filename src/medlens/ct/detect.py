@@ -157,12 +157,8 @@ class Detector:
         p = self.params
         centres = np.array([f.center_irc for f in candidates], dtype=np.float64)
         crops = extract_crops(volume.array, volume.geometry.array_spacing, centres, p.crop)
-        nod = score_crops(self.nodule_model, crops, batch_size=p.crop_batch, device=self.device)
-        if self.ranker is not None:
-            feats = candidate_features(volume, candidates)
-            names = self.ranker_features or self.ranker.inputs
-            nod = rank(self.ranker, ranker_inputs(feats, nod, names))
-            nod[feats[:, FEATURE_NAMES.index("box_air")] < p.min_lung_air] = 0.0  # not in the lung
+        nod = self.rank(volume, candidates, score_crops(self.nodule_model, crops, batch_size=p.crop_batch,
+                                                        device=self.device))
         keep = np.flatnonzero(nod >= p.min_prob)
         # malignancy only where it matters (the reported nodules): the crop network is the costly part
         rate = keep[nod[keep] >= (p.nodule_threshold if p.malignancy_from is None else p.malignancy_from)]
@@ -175,6 +171,16 @@ class Detector:
             out.append(Finding(c.seriesuid, c.center_xyz, c.center_irc, c.diameter_mm, float(nod[k]),
                                mal.get(int(k)), c.voxels))
         return sorted(out, key=lambda f: -f.nodule_prob)
+
+    def rank(self, volume: Volume, candidates: Sequence[Finding], crop_prob: np.ndarray) -> np.ndarray:
+        """The nodule probability of each candidate: the ranker's (0 for a candidate with no lung
+        around it, ``params.min_lung_air``), or the crop network's ``crop_prob`` without a ranker."""
+        if self.ranker is None or not len(candidates):
+            return crop_prob
+        feats = candidate_features(volume, candidates)
+        prob = rank(self.ranker, ranker_inputs(feats, crop_prob, self.ranker_features or self.ranker.inputs))
+        prob[feats[:, FEATURE_NAMES.index("box_air")] < self.params.min_lung_air] = 0.0  # not in the lung
+        return prob
 
     def detect(self, volume: Volume, *, seriesuid: str | None = None) -> list[Finding]:
         """Every finding of ``volume`` with ``nodule_prob >= min_prob``, most probable first."""
