@@ -65,7 +65,10 @@ def test_training_writes_package_metrics_and_outputs(trained) -> None:
     assert Detector.from_package(load_model(run / "model")).ranker is not None
     assert m["operating_point"]["n_scans"] == 1 and len(m["diagnosis"]) == 1
     with open(run / "nodules.csv", newline="") as f:
-        assert tuple(next(csv.reader(f))) == NODULE_COLUMNS
+        rows = list(csv.reader(f))
+    assert tuple(rows[0]) == NODULE_COLUMNS and rows[0][-1] == "why"
+    # each finding says which descriptors moved the ranker most (name=value (±term))
+    assert rows[1:] and all(r[-1].count("=") == 3 and "(" in r[-1] for r in rows[1:])
     assert (run / "report.html").is_file() and (run / "run.log").is_file()
     from medlens.tasks.config import load_run_config
 

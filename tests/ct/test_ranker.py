@@ -92,3 +92,20 @@ def test_the_lung_gate_is_off_in_packages_written_before_it():
 def test_the_ranker_needs_both_kinds_of_candidate():
     with pytest.raises(ValueError, match="nodules and non-nodules"):
         fit_ranker(np.zeros((5, len(INPUT_SETS["all"]))), np.zeros(5))
+
+
+def test_reasons_are_the_exact_terms_of_the_logit():
+    from medlens.ct.ranker import reasons
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, len(INPUT_SETS["image"])))
+    y = x[:, 3] > 0.5
+    model = fit_ranker(x, y, inputs="image", c=1.0)
+    why = reasons(model, x[:5], k=len(INPUT_SETS["image"]))
+    w = model.linear.weight.detach().double().numpy()[0]
+    z = (x[:5] - model.mean.double().numpy()) / model.scale.double().numpy()
+    logit = z @ w + float(model.linear.bias.detach())
+    for i, text in enumerate(why):
+        parts = [float(t.rsplit("(", 1)[1].rstrip(")")) for t in text.split("; ")]
+        assert sum(parts) + float(model.linear.bias.detach()) == pytest.approx(logit[i], abs=0.01 * len(parts))
+    assert reasons(model, x[:2], k=1)[0].startswith(INPUT_SETS["image"][3])

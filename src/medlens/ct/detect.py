@@ -33,7 +33,7 @@ from medlens.ct.crops import CropSpec, extract_crops
 from medlens.ct.features import FEATURE_NAMES, candidate_features
 from medlens.ct.findings import Finding
 from medlens.ct.lungs import LungMask, lung_mask
-from medlens.ct.ranker import rank, ranker_inputs
+from medlens.ct.ranker import rank, ranker_inputs, reasons
 from medlens.errors import BadInputError
 from medlens.io.atomic import atomic_write_text
 from medlens.io.volumes import Volume
@@ -157,8 +157,8 @@ class Detector:
         p = self.params
         centres = np.array([f.center_irc for f in candidates], dtype=np.float64)
         crops = extract_crops(volume.array, volume.geometry.array_spacing, centres, p.crop)
-        nod = self.rank(volume, candidates, score_crops(self.nodule_model, crops, batch_size=p.crop_batch,
-                                                        device=self.device))
+        nod, why = self._ranked(volume, candidates, score_crops(self.nodule_model, crops, batch_size=p.crop_batch,
+                                                                device=self.device))
         keep = np.flatnonzero(nod >= p.min_prob)
         # malignancy only where it matters (the reported nodules): the crop network is the costly part
         rate = keep[nod[keep] >= (p.nodule_threshold if p.malignancy_from is None else p.malignancy_from)]
@@ -169,18 +169,28 @@ class Detector:
         for k in keep:
             c = candidates[k]
             out.append(Finding(c.seriesuid, c.center_xyz, c.center_irc, c.diameter_mm, float(nod[k]),
-                               mal.get(int(k)), c.voxels))
+                               mal.get(int(k)), c.voxels, None if why is None else why[k]))
         return sorted(out, key=lambda f: -f.nodule_prob)
 
     def rank(self, volume: Volume, candidates: Sequence[Finding], crop_prob: np.ndarray) -> np.ndarray:
         """The nodule probability of each candidate: the ranker's (0 for a candidate with no lung
         around it, ``params.min_lung_air``), or the crop network's ``crop_prob`` without a ranker."""
+        return self._ranked(volume, candidates, crop_prob)[0]
+
+    def _ranked(self, volume: Volume, candidates: Sequence[Finding], crop_prob: np.ndarray
+                ) -> tuple[np.ndarray, list[str] | None]:
+        """:meth:`rank` and, with a ranker, each candidate's reasons (:func:`medlens.ct.ranker.reasons`)."""
         if self.ranker is None or not len(candidates):
-            return crop_prob
+            return crop_prob, None
         feats = candidate_features(volume, candidates)
-        prob = rank(self.ranker, ranker_inputs(feats, crop_prob, self.ranker_features or self.ranker.inputs))
-        prob[feats[:, FEATURE_NAMES.index("box_air")] < self.params.min_lung_air] = 0.0  # not in the lung
-        return prob
+        x = ranker_inputs(feats, crop_prob, self.ranker_features or self.ranker.inputs)
+        prob = rank(self.ranker, x)
+        why = reasons(self.ranker, x, self.ranker_features)
+        outside = feats[:, FEATURE_NAMES.index("box_air")] < self.params.min_lung_air
+        prob[outside] = 0.0
+        for k in np.flatnonzero(outside):
+            why[k] = f"not in the lung: box_air={feats[k, FEATURE_NAMES.index('box_air')]:.2f}"
+        return prob, why
 
     def detect(self, volume: Volume, *, seriesuid: str | None = None) -> list[Finding]:
         """Every finding of ``volume`` with ``nodule_prob >= min_prob``, most probable first."""

@@ -14,7 +14,7 @@ import numpy as np
 
 #: The columns of ``nodules.csv``, in order (:meth:`Finding.to_row`).
 NODULE_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "index_i", "index_r", "index_c",
-                  "diameter_mm", "nodule_prob", "malignancy_prob")
+                  "diameter_mm", "nodule_prob", "malignancy_prob", "why")
 
 
 @dataclass
@@ -29,6 +29,8 @@ class Finding:
         nodule_prob: probability that it is a nodule (the false-positive reduction model).
         malignancy_prob: probability that it is malignant (``None``: not scored).
         voxels: voxels of the candidate region (0 when unknown).
+        why: what moved the ranker's logit most for this finding (descriptor, its value and
+            its exact share of the logit), ``None`` without a ranker.
     """
 
     seriesuid: str
@@ -38,6 +40,7 @@ class Finding:
     nodule_prob: float
     malignancy_prob: float | None = None
     voxels: int = 0
+    why: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         """The ``nodules.csv`` row (:data:`NODULE_COLUMNS`), plain Python numbers."""
@@ -46,7 +49,8 @@ class Finding:
         return {"seriesuid": self.seriesuid, "coordX": x, "coordY": y, "coordZ": z,
                 "index_i": i, "index_r": r, "index_c": c, "diameter_mm": float(self.diameter_mm),
                 "nodule_prob": float(self.nodule_prob),
-                "malignancy_prob": None if self.malignancy_prob is None else float(self.malignancy_prob)}
+                "malignancy_prob": None if self.malignancy_prob is None else float(self.malignancy_prob),
+                "why": self.why}
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Finding:
@@ -57,4 +61,4 @@ class Finding:
                    center_irc=(float(row["index_i"]), float(row["index_r"]), float(row["index_c"])),
                    diameter_mm=float(row["diameter_mm"]), nodule_prob=float(row["nodule_prob"]),
                    malignancy_prob=None if mal in (None, "") or (isinstance(mal, float) and np.isnan(mal))
-                   else float(mal))
+                   else float(mal), why=row.get("why") or None)

@@ -56,7 +56,7 @@ def read_nodules_csv(path: str | os.PathLike[str]) -> list[Finding]:
     except OSError as e:
         raise BadInputError(f"{path}: cannot read the nodules file ({e.strerror or e})") from e
     reader = csv.DictReader(io.StringIO(text))
-    required = [c for c in NODULE_COLUMNS if c != "malignancy_prob"]
+    required = [c for c in NODULE_COLUMNS if c not in ("malignancy_prob", "why")]
     missing = [c for c in required if c not in (reader.fieldnames or [])]
     if missing:
         raise BadInputError(f"{path}: missing column(s) {', '.join(missing)}; expected "

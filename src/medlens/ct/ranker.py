@@ -123,6 +123,21 @@ def rank(model: nn.Module, x: np.ndarray) -> np.ndarray:
     return torch.sigmoid(model(t)[:, 0]).double().cpu().numpy()
 
 
+def reasons(model: CandidateRanker, x: np.ndarray, names: Sequence[str] | None = None, k: int = 3) -> list[str]:
+    """Per candidate, the ``k`` inputs that moved its logit most: ``name=value (±share)``, where
+    share is the input's exact additive part of the logit (weight × standardised value; a
+    linear model's explanation needs no approximation)."""
+    if not len(x):
+        return []
+    names = tuple(names) if names is not None else INPUT_SETS[model.inputs]
+    w = model.linear.weight.detach().cpu().double().numpy()[0]
+    mean, scale = (t.detach().cpu().double().numpy() for t in (model.mean, model.scale))
+    x = np.nan_to_num(np.asarray(x, dtype=np.float64))
+    part = w * (x - mean) / scale
+    top = np.argsort(-np.abs(part), axis=1)[:, :k]
+    return ["; ".join(f"{names[j]}={x[i, j]:.3g} ({part[i, j]:+.2f})" for j in row) for i, row in enumerate(top)]
+
+
 def strongest_inputs(model: CandidateRanker, k: int = 8, names: Sequence[str] | None = None
                      ) -> list[tuple[str, float]]:
     """The ``k`` inputs with the largest standardised weights (name, weight): what the ranker

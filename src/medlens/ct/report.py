@@ -266,7 +266,8 @@ def write_ct_report(out_dir: str | os.PathLike[str], scans: Sequence[ScanEntry],
                 "reference nodule": f"R{hit + 1}" if hit is not None else "",
                 "centre x, y, z (mm)": _fmt_xyz(f.center_xyz), "centre i, r, c": _fmt_xyz(f.center_irc),
                 "diameter (mm)": float(f.diameter_mm), "nodule probability": float(f.nodule_prob),
-                "malignancy probability": f.malignancy_prob})
+                "malignancy probability": f.malignancy_prob,
+                **({"why (the ranker's largest terms)": f.why} if f.why else {})})
         for j in missed:
             n = list(ref or [])[j]
             irc = tuple(float(v) for v in vol.geometry.world_to_index(np.asarray(n.center_xyz, float)))
