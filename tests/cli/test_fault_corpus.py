@@ -69,6 +69,8 @@ CASES: list[tuple[str, list[str], int, list[str]]] = [
     ("resume-without-out", ["train", "{in}/folder", "--resume"], 2, ["--resume"]),
     ("audit-bad-threshold", ["audit", "{in}/folder", "--near-threshold", "99"], 2, ["--near-threshold"]),
     ("explain-unknown-method", ["explain", PKG, IMG, "--method", "gradcamm"], 2, ["gradcamm"]),
+    ("ct-calibrate-scans-0", ["ct", "calibrate", PKG, "{in}/folder", "--calibration-scans", "0"], 2,
+     ["--calibration-scans"]),
     # --- the job failed: exit 1 ---------------------------------------------------------
     ("inspect-missing-path", ["inspect", "{in}/nope"], 1, ["nope", "no such file"]),
     ("audit-missing-path", ["audit", "{in}/nope"], 1, ["nope"]),
@@ -109,6 +111,8 @@ CASES: list[tuple[str, list[str], int, list[str]]] = [
     ("predict-garbage-weights", ["predict", "{in}/pkg_garbage_weights", IMG], 1, ["weights.pt"]),
     ("evaluate-truncated-weights", ["evaluate", "{in}/pkg_truncated_weights", "{in}/idc"], 1, ["weights.pt"]),
     ("explain-garbage-metadata", ["explain", "{in}/pkg_garbage_metadata", IMG], 1, ["metadata.json"]),
+    ("ct-calibrate-not-a-ct-package", ["ct", "calibrate", PKG, "{in}/folder", "--out", "{in}/../ct_cal"], 1,
+     ["not a lung-CT package"]),
 ]
 
 

@@ -167,3 +167,37 @@ def test_task_recognises_a_luna16_layout(trained, tmp_path: Path) -> None:
     assert get_task("ct").detect(data, None) and detect_task(data).name == "ct"
     (tmp_path / "annotations.csv").write_text("image,label\na.png,1\n")
     assert not get_task("ct").detect(tmp_path, None)
+
+
+def test_calibrate_refits_the_threshold_on_some_local_scans_and_judges_it_on_the_others(trained, tmp_path) -> None:
+    from medlens.ct.calibrate import calibrate_ct
+
+    data, run, _ = trained
+    before = _tree_hash(run / "model")
+    pkg = load_model(run / "model")
+    m = calibrate_ct(pkg, data, tmp_path / "cal", calibration_scans=2, target_fp_per_scan=1.0, seed=1)
+    p = m["calibrated_from"]
+    assert len(p["calibration_scans"]) == 2 and len(p["evaluation_scans"]) == 2
+    assert not set(p["calibration_scans"]) & set(p["evaluation_scans"])
+    assert m["calibration"]["after"]["fp_per_scan"] <= 1.0  # the rule holds where it was chosen
+    new = load_model(tmp_path / "cal" / "model")
+    det = Detector.from_package(new)
+    assert det.params.nodule_threshold == pytest.approx(p["threshold"]["after"]) == new.metadata["threshold"]
+    assert new.metadata["stages"]["nodule"]["threshold"] == pytest.approx(p["threshold"]["after"])
+    assert det.ranker is not None and set(new.stage_names) == set(pkg.stage_names)
+    assert new.metadata["calibrated_from"]["package"] == str(pkg.path)
+    assert "Local recalibration" in (tmp_path / "cal" / "model" / "model_card.md").read_text()
+    assert _tree_hash(run / "model") == before  # the original package is not touched
+
+
+def test_calibration_split_needs_a_scan_on_each_side() -> None:
+    from medlens.ct.calibrate import split_scans_for_calibration
+    from medlens.errors import BadInputError, ConfigError
+
+    cal, ev = split_scans_for_calibration(["a", "b", "c", "d", "e"], None, 0)
+    assert len(cal) == 2 and len(ev) == 3 and sorted(cal + ev) == ["a", "b", "c", "d", "e"]
+    assert split_scans_for_calibration(["a", "b", "c"], 1, 5) == split_scans_for_calibration(["c", "b", "a"], 1, 5)
+    with pytest.raises(BadInputError, match="at least 2"):
+        split_scans_for_calibration(["a"], None, 0)
+    with pytest.raises(ConfigError, match="--calibration-scans"):
+        split_scans_for_calibration(["a", "b"], 2, 0)

@@ -107,3 +107,44 @@ def ct_evaluate(
     with folder_lock(out):
         metrics = evaluate_package(pkg, data, out)
     print_summary({**metrics, "split": "evaluated"}, out, TASK)
+
+
+@ct_app.command("calibrate")
+def ct_calibrate(
+    model: Path = typer.Argument(..., help="run directory or model package of `medlens ct train`"),
+    data: Path = typer.Argument(..., help="local annotated scans: LUNA16 layout with annotations.csv, or DICOM "
+                                "series with their LIDC XML reads"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="folder for the new package (model/) and metrics.json",
+                                    show_default="<run>/calibrations/<data>-<time>"),
+    calibration_scans: int | None = typer.Option(None, "--calibration-scans", min=1, help="scans that choose the "
+                                                 "threshold; the others judge it", show_default="half"),
+    target_fp_per_scan: float | None = typer.Option(None, "--target-fp-per-scan", help="most false positives per "
+                                                    "scan the new threshold allows on the calibration scans",
+                                                    show_default="the package's rule (2)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the calibration/evaluation split"),
+    device: str = device_option(),
+) -> None:
+    """Refit the operating threshold on local annotated scans; judge it on other local scans;
+    write a new package (the original is not touched)."""
+    from medlens.ct.calibrate import calibrate_ct
+    from medlens.io.lock import folder_lock
+    from medlens.options import resolve_device
+    from medlens.package import load_model
+
+    out_must_be_folder(out)
+    pkg = load_model(model, device=resolve_device(check_device(device)))
+    if out is None:
+        run = pkg.path.parent if pkg.path.name == "model" else pkg.path
+        out = run / "calibrations" / f"{Path(data).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with folder_lock(out):
+        m = calibrate_ct(pkg, data, out, calibration_scans=calibration_scans, target_fp_per_scan=target_fp_per_scan,
+                         seed=seed)
+    p, ev = m["calibrated_from"], m["evaluation"]
+    console = make_console()
+    console.print(f"threshold {p['threshold']['before']:.3f} → {p['threshold']['after']:.3f} (at most "
+                  f"{p['target_fp_per_scan']:g} false positives per scan on {len(p['calibration_scans'])} calibration "
+                  "scans)", soft_wrap=True)
+    console.print(f"on {len(p['evaluation_scans'])} other local scans: sensitivity {ev['before']['sensitivity']:.3f} → "
+                  f"{ev['after']['sensitivity']:.3f}, false positives per scan {ev['before']['fp_per_scan']:.2f} → "
+                  f"{ev['after']['fp_per_scan']:.2f}", soft_wrap=True)
+    console.print(f"new package: {out / 'model'}  (metrics: {out / 'metrics.json'})", soft_wrap=True)

@@ -116,25 +116,21 @@ def _reference_of(ref: Any, vol: Volume, ct: CtData) -> tuple[list[Any] | None, 
     return keep, [n for n in nodules if n not in keep]
 
 
-def evaluate_package(pkg: Any, data: str | Path, out_dir: str | Path, *, max_report_scans: int = 24
-                     ) -> dict[str, Any]:
-    """``medlens ct evaluate``: detection on every scan of a LUNA16-style folder against its
-    ``annotations.csv`` (or, without one, each DICOM series against the LIDC XML read in its
-    folder): FROC/CPM, the operating point, per-nodule table, per-scan diagnosis,
-    ``nodules.csv`` and the report in ``out_dir``. Unreadable scans are listed and skipped."""
-    from medlens.ct.outputs import write_nodules_csv
+def detect_referenced(det: Detector, data: str | Path, *, keep_volumes: int = 0
+                      ) -> tuple[dict[str, list[Finding]], dict[str, list[Any]], dict[str, list[Any]], list[str],
+                                 list[tuple[Volume, list[Finding], list[Any]]]]:
+    """Detection on every scan of ``data`` that has a reference (``annotations.csv``, or the LIDC
+    XML read beside a DICOM series): (findings, reference, excluded, problems, the first
+    ``keep_volumes`` scans with their findings for a report). Unreadable scans and scans
+    without a reference are listed in problems and skipped."""
     from medlens.ct.scan import read_ct
 
-    det = Detector.from_package(pkg)
     ct = load_ct_data(data, need_annotations=False)
-    out_dir = Path(out_dir)
     findings: dict[str, list[Finding]] = {}
     reference: dict[str, list[Any]] = {}
     excluded: dict[str, list[Any]] = {}
     problems: list[str] = []
     shown: list[tuple[Volume, list[Finding], list[Any]]] = []
-    diag = []
-    t0 = time.perf_counter()
     for ref in ct.refs:
         try:
             vol = read_ct(ref.path)
@@ -149,12 +145,27 @@ def evaluate_package(pkg: Any, data: str | Path, out_dir: str | Path, *, max_rep
             continue
         reference[ref.seriesuid], excluded[ref.seriesuid] = ref_nodules, exc
         findings[ref.seriesuid] = det.detect(vol, seriesuid=ref.seriesuid)
-        diag.append(det.diagnose(findings[ref.seriesuid], seriesuid=ref.seriesuid))
-        if len(shown) < max_report_scans:
+        if len(shown) < keep_volumes:
             shown.append((vol, findings[ref.seriesuid], ref_nodules))
     if not findings:
         raise BadInputError(f"{data}: none of the {len(ct.refs)} scans could be evaluated "
                             f"({problems[0] if problems else 'no reference'})")
+    return findings, reference, excluded, problems, shown
+
+
+def evaluate_package(pkg: Any, data: str | Path, out_dir: str | Path, *, max_report_scans: int = 24
+                     ) -> dict[str, Any]:
+    """``medlens ct evaluate``: detection on every scan of a LUNA16-style folder against its
+    ``annotations.csv`` (or, without one, each DICOM series against the LIDC XML read in its
+    folder): FROC/CPM, the operating point, per-nodule table, per-scan diagnosis,
+    ``nodules.csv`` and the report in ``out_dir``. Unreadable scans are listed and skipped."""
+    from medlens.ct.outputs import write_nodules_csv
+
+    det = Detector.from_package(pkg)
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    findings, reference, excluded, problems, shown = detect_referenced(det, data, keep_volumes=max_report_scans)
+    diag = [det.diagnose(fs, seriesuid=uid) for uid, fs in findings.items()]
     froc = froc_of(findings, reference, excluded)
     thr = det.params.nodule_threshold
     metrics = {"data": str(data), "scans": list(findings), "n_scans": len(findings), "problems": problems,
