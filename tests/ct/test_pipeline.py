@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from medlens.ct.findings import NODULE_COLUMNS
 from medlens.ct.pipeline import DIAGNOSIS_COLUMNS, Detector, detect_files, diagnose, train_pipeline
@@ -62,7 +63,17 @@ def test_training_writes_package_metrics_and_outputs(trained) -> None:
     assert m["ranker"]["used"] and m["ranker"]["train_candidates_on_nodules"] >= 2
     assert meta["stages"]["ranker"]["input"]["features"][0] == "mean_hu_r2mm"
     assert meta["stages"]["ranker"]["model"]["kwargs"]["inputs"] == "image"
-    assert Detector.from_package(load_model(run / "model")).ranker is not None
+    det = Detector.from_package(load_model(run / "model"))
+    assert det.ranker is not None
+
+    class NotCalled(torch.nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            raise AssertionError("the image-only ranker must not run the crop network")
+
+    det.nodule_model = NotCalled()  # the default ranker takes no network logit: detection skips it
+    from medlens.ct.scan import find_scans, read_ct
+
+    det.detect(read_ct(find_scans(data)[0].path))
     assert m["operating_point"]["n_scans"] == 1 and len(m["diagnosis"]) == 1
     with open(run / "nodules.csv", newline="") as f:
         rows = list(csv.reader(f))

@@ -109,3 +109,10 @@ def test_reasons_are_the_exact_terms_of_the_logit():
         parts = [float(t.rsplit("(", 1)[1].rstrip(")")) for t in text.split("; ")]
         assert sum(parts) + float(model.linear.bias.detach()) == pytest.approx(logit[i], abs=0.01 * len(parts))
     assert reasons(model, x[:2], k=1)[0].startswith(INPUT_SETS["image"][3])
+
+
+def test_only_the_all_input_set_needs_the_crop_network():
+    from medlens.ct.ranker import needs_network
+
+    assert not needs_network("image") and needs_network("all")
+    assert needs_network(["mean_hu_r2mm", "crop_network_logit"]) and not needs_network(["mean_hu_r2mm"])

@@ -20,7 +20,8 @@ import numpy as np
 
 from medlens.ct.detect import Detector
 from medlens.ct.evaluation import detect_referenced, froc_of
-from medlens.ct.fitting import choose_threshold
+from medlens.ct.froc import choose_threshold
+from medlens.ct.packaging import save_recalibrated
 from medlens.errors import BadInputError, ConfigError
 from medlens.io.atomic import atomic_write_json
 
@@ -55,8 +56,6 @@ def calibrate_ct(pkg: Any, data: str | Path, out_dir: str | Path, *, calibration
     Returns the metrics: the split, old and new threshold, and the operating point of both on
     the evaluation scans (sensitivity, false positives per scan) with the CPM there.
     """
-    from medlens.package_io import save_pipeline_package
-
     det = Detector.from_package(pkg)
     rule = pkg.metadata.get("config", {}).get("target_fp_per_scan", 2.0)
     target = float(rule if target_fp_per_scan is None else target_fp_per_scan)
@@ -83,29 +82,13 @@ def calibrate_ct(pkg: Any, data: str | Path, out_dir: str | Path, *, calibration
                "calibration": {"before": froc_cal.at_threshold(old), "after": froc_cal.at_threshold(new)},
                "evaluation": {"before": froc_ev.at_threshold(old), "after": froc_ev.at_threshold(new),
                               "cpm": froc_ev.cpm if froc_ev.n_nodules else None}}
-    meta = {k: v for k, v in pkg.metadata.items()
-            if k not in ("stages", "format", "format_version", "created", "versions")}
-    meta["threshold"] = new
-    meta["ct"] = {**meta.get("ct", {}), "nodule_threshold": new}
-    meta["calibrated_from"] = provenance
-    from medlens.package_io import Stage
-
-    stages = {}
-    for name in pkg.stage_names:
-        entry = dict(pkg.metadata["stages"][name])
-        model = entry.pop("model")
-        entry.pop("weights", None)
-        if name in ("nodule", "ranker"):
-            entry["threshold"] = new
-        stages[name] = Stage(pkg.stage(name).cpu(), model["name"], model.get("kwargs") or {}, entry)
-    card = (pkg.path / "model_card.md").read_text(encoding="utf-8") if (pkg.path / "model_card.md").is_file() else ""
-    card += (f"\n## Local recalibration\n\nOperating threshold {old:.3f} → {new:.3f} (at most {target:g} false "
-             f"positives per scan on {len(cal)} local calibration scans of `{data}`); judged on {len(ev)} other "
-             f"local scans: sensitivity {metrics['evaluation']['before']['sensitivity']:.3f} → "
-             f"{metrics['evaluation']['after']['sensitivity']:.3f}, false positives per scan "
-             f"{metrics['evaluation']['before']['fp_per_scan']:.2f} → {metrics['evaluation']['after']['fp_per_scan']:.2f}.\n")
+    ev_before, ev_after = metrics["evaluation"]["before"], metrics["evaluation"]["after"]
+    note = (f"\n## Local recalibration\n\nOperating threshold {old:.3f} → {new:.3f} (at most {target:g} false "
+            f"positives per scan on {len(cal)} local calibration scans of `{data}`); judged on {len(ev)} other local "
+            f"scans: sensitivity {ev_before['sensitivity']:.3f} → {ev_after['sensitivity']:.3f}, false positives per "
+            f"scan {ev_before['fp_per_scan']:.2f} → {ev_after['fp_per_scan']:.2f}.\n")
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_pipeline_package(out_dir / "model", stages, metadata=meta, model_card=card)
+    save_recalibrated(pkg, out_dir / "model", new, provenance, note)
     atomic_write_json(out_dir / "metrics.json", metrics)
     log.info("threshold %.3f → %.3f on %d calibration scans; evaluation scans: %s → %s", old, new, len(cal),
              metrics["evaluation"]["before"], metrics["evaluation"]["after"])

@@ -33,7 +33,7 @@ from medlens.ct.crops import CropSpec, extract_crops
 from medlens.ct.features import FEATURE_NAMES, candidate_features
 from medlens.ct.findings import Finding
 from medlens.ct.lungs import LungMask, lung_mask
-from medlens.ct.ranker import rank, ranker_inputs, reasons
+from medlens.ct.ranker import needs_network, rank, ranker_inputs, reasons
 from medlens.errors import BadInputError
 from medlens.io.atomic import atomic_write_text
 from medlens.io.volumes import Volume
@@ -157,8 +157,11 @@ class Detector:
         p = self.params
         centres = np.array([f.center_irc for f in candidates], dtype=np.float64)
         crops = extract_crops(volume.array, volume.geometry.array_spacing, centres, p.crop)
-        nod, why = self._ranked(volume, candidates, score_crops(self.nodule_model, crops, batch_size=p.crop_batch,
-                                                                device=self.device))
+        if self.ranker is not None and not needs_network(self.ranker_features or self.ranker.inputs):
+            crop_prob = np.full(len(candidates), 0.5)  # the ranker does not take the network's opinion
+        else:
+            crop_prob = score_crops(self.nodule_model, crops, batch_size=p.crop_batch, device=self.device)
+        nod, why = self._ranked(volume, candidates, crop_prob)
         keep = np.flatnonzero(nod >= p.min_prob)
         # malignancy only where it matters (the reported nodules): the crop network is the costly part
         rate = keep[nod[keep] >= (p.nodule_threshold if p.malignancy_from is None else p.malignancy_from)]

@@ -28,7 +28,9 @@ from medlens.ct.dataset import CtData, load_ct_data, split_scans
 from medlens.ct.detect import DIAGNOSIS_RULE, Detector, DetectParams, write_diagnosis_csv
 from medlens.ct.evaluation import froc_of, write_report
 from medlens.ct.findings import Finding
+from medlens.ct.froc import choose_threshold
 from medlens.ct.lungs import lung_mask
+from medlens.ct.packaging import model_card, save_ct_package
 from medlens.ct.train import CropLoader, CropTask, CtConfig, PatchLoader, TrainScan, fit_stage
 from medlens.errors import BadInputError, ConfigError
 from medlens.io.atomic import atomic_write_json
@@ -141,16 +143,6 @@ def _malignancy_crops(scans: Sequence[TrainScan], spec: CropSpec, store: Path) -
         points.append(s.nodules_xyz[known].reshape(-1, 3))
         labels += [int(bool(s.malignant[k])) for k in known]
     return _crop_set(scans, points, spec, store), np.asarray(labels, dtype=np.int64)
-
-
-def choose_threshold(froc: Any, target_fp_per_scan: float) -> float:
-    """The lowest nodule-probability threshold whose FP per scan stays ≤ the target on the
-    validation scans (0.5 when they give nothing to choose from)."""
-    thr, fps = np.asarray(froc.thresholds, float), np.asarray(froc.fp_per_scan, float)
-    ok = np.isfinite(thr) & (fps <= target_fp_per_scan)
-    if froc.n_nodules == 0 or not ok.any():
-        return 0.5
-    return float(np.clip(thr[ok].min(), 0.01, 0.99))
 
 
 # --------------------------------------------------------------------------- training
@@ -300,7 +292,7 @@ def _train_pipeline(cfg: CtConfig, run_dir: Path, *, resume: bool) -> dict[str, 
         metrics["operating_point"] = froc.at_threshold(thr)
     metrics["diagnosis"] = [det.diagnose(findings[s.seriesuid], seriesuid=s.seriesuid) for s in eval_scans]
     metrics["train_seconds"] = time.perf_counter() - t0
-    _save_package(run_dir / "model", cfg, det, metrics, cand_model, nod_model, mal_model, ranker)
+    save_ct_package(run_dir / "model", cfg, det, metrics, cand_model, nod_model, mal_model, ranker)
     atomic_write_json(run_dir / "metrics.json", metrics)
     from medlens.ct.outputs import write_nodules_csv
 
@@ -318,17 +310,19 @@ def _fit_ranker(scans: Sequence[TrainScan], cands: dict[str, list[Finding]], nod
     within a nodule's radius are the positives. ``None`` (and why) when they hold no nodule."""
     from medlens.ct.classifier import score_crops
     from medlens.ct.features import candidate_features
-    from medlens.ct.ranker import fit_ranker, ranker_inputs, strongest_inputs
+    from medlens.ct.ranker import fit_ranker, needs_network, ranker_inputs, strongest_inputs
 
     xs, ys = [], []
     for s in scans:
         found = cands.get(s.seriesuid, [])
         if not found:
             continue
-        centres = np.array([f.center_irc for f in found], dtype=np.float64)
-        with torch.inference_mode():
-            p = score_crops(nod_model, extract_crops(s.volume.array, s.volume.geometry.array_spacing, centres, cfg.crop),
-                            batch_size=cfg.train_nodule.batch_size, device=device)
+        p = np.full(len(found), 0.5)  # the network's opinion, only where the input set takes it
+        if needs_network(cfg.ranker_inputs):
+            centres = np.array([f.center_irc for f in found], dtype=np.float64)
+            with torch.inference_mode():
+                p = score_crops(nod_model, extract_crops(s.volume.array, s.volume.geometry.array_spacing, centres,
+                                                         cfg.crop), batch_size=cfg.train_nodule.batch_size, device=device)
         xs.append(ranker_inputs(candidate_features(s.volume, found), p, cfg.ranker_inputs))
         ys.append(_hits(np.array([f.center_xyz for f in found], dtype=np.float64), s))
     y = np.concatenate(ys) if ys else np.zeros(0, dtype=bool)
@@ -354,69 +348,3 @@ def _candidate_recall(scans: Sequence[TrainScan], cands: dict[str, list[Finding]
             total += 1
             hit += bool(len(pts)) and bool(np.any(np.linalg.norm(pts - c, axis=1) < max(d / 2, 1.5)))
     return hit / total if total else float("nan")
-
-
-def model_card(metrics: dict[str, Any], cfg: CtConfig | None = None) -> str:
-    """The package's model card (Markdown)."""
-    op = metrics.get("operating_point") or {}
-    lines = ["# Lung-CT nodule pipeline", "",
-             "**Not for clinical use.** Candidates from a 2D U-Net on context slices"
-             + (" in union with classical Hessian blobs" if cfg is None or cfg.blob_candidates else "")
-             + ", false-positive reduction and malignancy by 3D CNNs on crops (Deep Learning with PyTorch, "
-             "part 2)" + (", candidates ranked by a logistic regression on shape/intensity descriptors"
-                          if (metrics.get("ranker") or {}).get("used") else "") + ".", "",
-             f"- training data: `{cfg.data if cfg else '?'}` — {metrics.get('train_scans')} training scans, "
-             f"{metrics.get('val_scans')} validation scans",
-             f"- operating nodule threshold: {metrics.get('nodule_threshold'):.3f} ({metrics.get('threshold_rule')})",
-             f"- diagnosis: {DIAGNOSIS_RULE}"]
-    rk = metrics.get("ranker") or {}
-    if rk.get("used"):
-        lines.append(f"- ranker: fitted on {rk['train_candidates']} training candidates ({rk['train_candidates_on_nodules']} "
-                     "on nodules); strongest inputs (standardised weights): "
-                     + ", ".join(f"{n} {w:+.2f}" for n, w in rk.get("strongest_inputs", [])[:5]))
-    if "cpm" in metrics:
-        lines.append(f"- validation CPM (LUNA16 FROC): {metrics['cpm']:.3f}; at the operating point sensitivity "
-                     f"{op.get('sensitivity', float('nan')):.3f}, {op.get('fp_per_scan', float('nan')):.2f} "
-                     "false positives per scan")
-    lines += ["", "Limits: a model trained on the synthetic phantoms has never seen real lung texture, real "
-              "vessels or real scanners (the phantoms imitate some of it: parenchyma texture, thin vessels, "
-              "lobulated/spiculated nodules, blur, correlated noise, varied spacing; training augments HU offset, "
-              "contrast, blur and noise); its numbers on phantoms say little about real CT."]
-    return "\n".join(lines) + "\n"
-
-
-def _save_package(out: Path, cfg: CtConfig, det: Detector, metrics: dict[str, Any], cand: nn.Module,
-                  nod: nn.Module, mal: nn.Module | None, ranker: nn.Module | None = None) -> Path:
-    from medlens.package_io import Stage, save_pipeline_package
-
-    def kw(m: nn.Module) -> dict[str, Any]:
-        return {k: v for k, v in m.medlens_config.items() if k != "name"}
-
-    p = det.params
-    crop_input = {"size": list(p.crop.shape), "channels": 1, "spatial_dims": 3, "spacing_mm": list(p.crop.spacing_mm)}
-    stages = {"candidates": Stage(cand, cand.medlens_name, kw(cand), {
-        "role": "candidate segmentation", "description": f"2D U-Net on the focus slice ± {p.context} context slices",
-        "input": {"channels": 2 * p.context + 1, "spatial_dims": 2, "patch": [cfg.patch, cfg.patch],
-                  "divisor": p.divisor}, "threshold": p.candidate_threshold}),
-        "nodule": Stage(nod, nod.medlens_name, kw(nod), {
-            "role": "false-positive reduction", "description": "3D CNN: nodule vs not, on mm-sized crops",
-            "input": crop_input, "classes": ["not nodule", "nodule"], "threshold": p.nodule_threshold})}
-    if ranker is not None:
-        from medlens.ct.ranker import INPUT_SETS
-
-        names = list(INPUT_SETS[ranker.inputs])
-        stages["ranker"] = Stage(ranker, ranker.medlens_name, kw(ranker), {
-            "role": "candidate ranking", "description": f"logistic regression on {ranker.inputs!r} descriptors of "
-            "each candidate (medlens.ct.ranker); its probability is the nodule probability",
-            "input": {"channels": len(names), "spatial_dims": 3, "features": names},
-            "threshold": p.nodule_threshold})
-    if mal is not None:
-        stages["malignancy"] = Stage(mal, mal.medlens_name, kw(mal), {
-            "role": "malignancy", "description": "3D CNN: malignant (≥ 2 readers rated 4 or 5) vs benign",
-            "input": crop_input, "classes": ["benign", "malignant"], "threshold": 0.5})
-    meta = {"task": "ct", "classes": ["no nodule", "nodule"], "input": {"channels": 1, "spatial_dims": 3},
-            "threshold": p.nodule_threshold, "ct": p.to_dict(), "diagnosis_rule": DIAGNOSIS_RULE,
-            "intensity": p.window.model_dump(), "config": cfg.model_dump(mode="json"),
-            "metrics": {k: metrics.get(k) for k in ("cpm", "operating_point", "candidate_recall_train",
-                                                    "candidates_per_scan", "nodule_threshold")}}
-    return save_pipeline_package(out, stages, metadata=meta, model_card=model_card(metrics, cfg))

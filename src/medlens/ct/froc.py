@@ -315,3 +315,13 @@ def _bootstrap_cpm(matches: Mapping[str, ScanMatch], scores: np.ndarray, is_tp: 
     alpha = (1.0 - level) / 2
     lo, hi = np.quantile(cpms, [alpha, 1 - alpha])
     return float(lo), float(hi)
+
+
+def choose_threshold(froc: FrocResult, target_fp_per_scan: float) -> float:
+    """The lowest nodule-probability threshold whose FP per scan stays ≤ the target on the
+    validation scans (0.5 when they give nothing to choose from)."""
+    thr, fps = np.asarray(froc.thresholds, float), np.asarray(froc.fp_per_scan, float)
+    ok = np.isfinite(thr) & (fps <= target_fp_per_scan)
+    if froc.n_nodules == 0 or not ok.any():
+        return 0.5
+    return float(np.clip(thr[ok].min(), 0.01, 0.99))

@@ -5,7 +5,8 @@ The pieces live in cohesive modules; this module gathers their public names so c
 
 * :mod:`medlens.ct.detect` — :class:`Detector` (one scan → findings), :func:`diagnose`;
 * :mod:`medlens.ct.dataset` — a LUNA16-style folder (:func:`load_ct_data`, :func:`split_scans`);
-* :mod:`medlens.ct.fitting` — :func:`train_pipeline` (three networks, threshold, package);
+* :mod:`medlens.ct.fitting` — :func:`train_pipeline` (the networks, ranker, threshold);
+* :mod:`medlens.ct.packaging` — the package and its model card (also after recalibration);
 * :mod:`medlens.ct.evaluation` — :func:`detect_files` and :func:`evaluate_package` on files.
 """
 
@@ -31,7 +32,9 @@ from medlens.ct.evaluation import (
     froc_of,
     write_report,
 )
-from medlens.ct.fitting import choose_threshold, model_card, train_pipeline
+from medlens.ct.fitting import train_pipeline
+from medlens.ct.froc import choose_threshold
+from medlens.ct.packaging import model_card
 
 __all__ = ["DIAGNOSIS_COLUMNS", "DIAGNOSIS_RULE", "STAGES", "CtData", "DetectParams", "Detector", "choose_threshold",
            "detect", "detect_files", "diagnose", "evaluate_package", "expand_scan_inputs", "froc_of",

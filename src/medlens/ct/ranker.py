@@ -63,6 +63,12 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(q / (1 - q))
 
 
+def needs_network(inputs: str | Sequence[str]) -> bool:
+    """Whether the input set (or list of names) takes the crop network's logit: when it does
+    not, detection and fitting skip running the network on every candidate."""
+    return "crop_network_logit" in (INPUT_SETS[inputs] if isinstance(inputs, str) else tuple(inputs))
+
+
 def ranker_inputs(features: np.ndarray, crop_prob: np.ndarray, inputs: str | Sequence[str] = "all") -> np.ndarray:
     """The ranker's input matrix from the candidates' descriptors
     (:func:`medlens.ct.features.candidate_features`) and the crop network's probabilities:
