@@ -30,6 +30,7 @@ from medlens.pipelines.stain_reference import STAIN_MAX_PATIENTS as STAIN_MAX_PA
 from medlens.pipelines.stain_reference import fit_stain
 from medlens.train.classify import ClassificationTask, class_weights
 from medlens.train.engine import FitResult, fit, resolve_device, seed_everything
+from medlens.train.head_features import fit_head
 from medlens.train.loader import BatchLoader
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,11 @@ def fit_classifier(cfg: RunConfig, images: np.ndarray, labels: np.ndarray, train
     seed_everything(cfg.train.seed)  # the initial weights depend on the seed alone
     model, model_kwargs = build_model(cfg, k)
     train_cfg = cfg.train.model_copy(update={"channels_last": cl, "head": cfg.train.head or _head(cfg)})
-    result = fit(model, task, train_loader, val_loader, train_cfg, run_dir, resume=resume)
+    result = fit_head(model, task, {"image": images[train_m], "label": labels[train_m]},
+                      {"image": images[val_m], "label": labels[val_m]}, train_cfg, run_dir,
+                      sampler_weights=sampler_w, resume=resume)
+    if result is None:  # the backbone trains (or its features cannot be cached)
+        result = fit(model, task, train_loader, val_loader, train_cfg, run_dir, resume=resume)
     return Fitted(model, task, result, model_kwargs, mean, std)
 
 

@@ -85,12 +85,16 @@ class ClassificationTask:
 
     def validate(self, model: nn.Module, loader, device: torch.device) -> dict[str, float]:  # noqa: ANN001
         labels = torch.cat([b["label"] for b in loader]).numpy()
-        logits = self.logits(model, loader, device)
-        probs = torch.softmax(logits, 1).numpy()
-        pred = probs.argmax(1)
-        return {
-            "val_loss": float(F.cross_entropy(logits, torch.as_tensor(labels))),
-            "val_acc": float((pred == labels).mean()),
-            "val_balanced_acc": float(balanced_accuracy_score(labels, pred)),
-            "val_auc": auc_medmnist(labels, probs),
-        }
+        return classification_scores(labels, self.logits(model, loader, device))
+
+
+def classification_scores(labels: np.ndarray, logits: torch.Tensor) -> dict[str, float]:
+    """Validation loss, accuracy, balanced accuracy and AUC of ``logits`` ``(N, K)`` against ``labels``."""
+    probs = torch.softmax(logits, 1).numpy()
+    pred = probs.argmax(1)
+    return {
+        "val_loss": float(F.cross_entropy(logits, torch.as_tensor(labels))),
+        "val_acc": float((pred == labels).mean()),
+        "val_balanced_acc": float(balanced_accuracy_score(labels, pred)),
+        "val_auc": auc_medmnist(labels, probs),
+    }
