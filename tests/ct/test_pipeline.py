@@ -158,6 +158,27 @@ def test_diagnosis_is_the_highest_malignancy_among_reported_nodules() -> None:
     assert diagnose(fs, nodule_threshold=0.95, seriesuid="s")["diagnosis"] == "no nodule found"
 
 
+def test_the_reading_budget_reports_the_most_probable_findings_and_bounds_false_positives() -> None:
+    from medlens.ct.annotations import Nodule
+    from medlens.ct.findings import Finding
+    from medlens.ct.pipeline import operating_point, reported
+
+    # one nodule at (0, 0, 0) ranked second among seven findings over the threshold, one under it
+    probs = [0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.1]
+    fs = [Finding("s", (40.0 * k, 0, 0), (0, 0, 0), 6.0, p, 0.5) for k, p in enumerate(probs)]
+    fs[1].center_xyz = (0.0, 0.0, 0.0)
+    fs[0].center_xyz = (400.0, 0.0, 0.0)
+    ref = {"s": [Nodule("s", (0.0, 0.0, 0.0), 8.0)]}
+    assert [f.nodule_prob for f in reported(fs, threshold=0.5, max_findings=4)] == [0.95, 0.9, 0.85, 0.8]
+    assert len(reported(fs, threshold=0.5)) == 7 and reported(fs, threshold=0.99, max_findings=4) == []
+    unbudgeted = operating_point({"s": fs}, ref, {}, threshold=0.5, max_findings=None)
+    budget = operating_point({"s": fs}, ref, {}, threshold=0.5, max_findings=4)
+    assert (unbudgeted["true_positives"], unbudgeted["false_positives"]) == (1, 6)
+    assert (budget["true_positives"], budget["false_positives"]) == (1, 3) and budget["max_findings_per_scan"] == 4
+    assert operating_point({"s": fs}, ref, {}, threshold=0.5, max_findings=1)["true_positives"] == 0
+    assert diagnose(fs, nodule_threshold=0.5, seriesuid="s", max_findings=2)["nodules"] == 2
+
+
 def test_evaluate_scores_every_scan_against_annotations(trained, tmp_path: Path) -> None:
     from medlens.cli.main import run as cli
 
@@ -199,6 +220,12 @@ def test_calibrate_refits_the_threshold_on_some_local_scans_and_judges_it_on_the
     assert new.metadata["calibrated_from"]["package"] == str(pkg.path)
     assert "Local recalibration" in (tmp_path / "cal" / "model" / "model_card.md").read_text()
     assert _tree_hash(run / "model") == before  # the original package is not touched
+    assert Detector.from_package(pkg).params.max_findings == det.params.max_findings == 4  # the training default
+    m2 = calibrate_ct(pkg, data, tmp_path / "cal2", calibration_scans=2, max_findings=1, seed=1)
+    assert m2["calibrated_from"]["max_findings_per_scan"] == {"before": 4, "after": 1}
+    assert Detector.from_package(load_model(tmp_path / "cal2" / "model")).params.max_findings == 1
+    ev = m2["evaluation"]["after"]
+    assert ev["true_positives"] + ev["false_positives"] <= ev["n_scans"]  # one finding per scan at most
 
 
 def test_calibration_split_needs_a_scan_on_each_side() -> None:

@@ -121,6 +121,9 @@ def ct_calibrate(
     target_fp_per_scan: float | None = typer.Option(None, "--target-fp-per-scan", help="most false positives per "
                                                     "scan the new threshold allows on the calibration scans",
                                                     show_default="the package's rule (2)"),
+    max_findings: int | None = typer.Option(None, "--max-findings", min=1, help="new reading budget: at most this "
+                                            "many findings per scan at the operating point",
+                                            show_default="the package's (4)"),
     seed: int = typer.Option(0, "--seed", help="seed of the calibration/evaluation split"),
     device: str = device_option(),
 ) -> None:
@@ -138,12 +141,13 @@ def ct_calibrate(
         out = run / "calibrations" / f"{Path(data).name}-{time.strftime('%Y%m%d-%H%M%S')}"
     with folder_lock(out):
         m = calibrate_ct(pkg, data, out, calibration_scans=calibration_scans, target_fp_per_scan=target_fp_per_scan,
-                         seed=seed)
+                         max_findings=max_findings, seed=seed)
     p, ev = m["calibrated_from"], m["evaluation"]
     console = make_console()
     console.print(f"threshold {p['threshold']['before']:.3f} → {p['threshold']['after']:.3f} (at most "
                   f"{p['target_fp_per_scan']:g} false positives per scan on {len(p['calibration_scans'])} calibration "
-                  "scans)", soft_wrap=True)
+                  "scans; at most "
+                  f"{p['max_findings_per_scan']['after'] or 'any number of'} findings per scan)", soft_wrap=True)
     console.print(f"on {len(p['evaluation_scans'])} other local scans: sensitivity {ev['before']['sensitivity']:.3f} → "
                   f"{ev['after']['sensitivity']:.3f}, false positives per scan {ev['before']['fp_per_scan']:.2f} → "
                   f"{ev['after']['fp_per_scan']:.2f}", soft_wrap=True)

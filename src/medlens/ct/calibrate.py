@@ -6,7 +6,9 @@ scan through on the real LIDC-IDRI-0001 scan, against 2 per scan on phantoms. A 
 a few annotated scans can refit the threshold (at most ``target_fp_per_scan`` false
 positives per scan, the training rule) without retraining. The local scans are split: the
 threshold is chosen on the calibration scans and judged on the others, before and after,
-so the figures are not measured on the scans that chose them. The new package is a copy
+so the figures are not measured on the scans that chose them. The package's reading budget
+(at most N findings per scan, :func:`medlens.ct.detect.reported`) is in force throughout;
+``max_findings`` changes it in the new package. The new package is a copy
 with the new threshold and ``calibrated_from`` provenance; the original is not touched.
 """
 
@@ -18,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from medlens.ct.detect import Detector
-from medlens.ct.evaluation import detect_referenced, froc_of
+from medlens.ct.detect import Detector, top_findings
+from medlens.ct.evaluation import detect_referenced, froc_of, operating_point
 from medlens.ct.froc import choose_threshold
 from medlens.ct.packaging import save_recalibrated
 from medlens.errors import BadInputError, ConfigError
@@ -49,12 +51,14 @@ def split_scans_for_calibration(uids: list[str], n_calibration: int | None, seed
 
 
 def calibrate_ct(pkg: Any, data: str | Path, out_dir: str | Path, *, calibration_scans: int | None = None,
-                 target_fp_per_scan: float | None = None, seed: int = 0) -> dict[str, Any]:
+                 target_fp_per_scan: float | None = None, max_findings: int | None = None,
+                 seed: int = 0) -> dict[str, Any]:
     """Refit the operating threshold of the lung-CT package ``pkg`` on part of the annotated
     local scans ``data``; write ``out_dir/model`` (the new package) and ``metrics.json``.
 
     Returns the metrics: the split, old and new threshold, and the operating point of both on
     the evaluation scans (sensitivity, false positives per scan) with the CPM there.
+    ``max_findings``: a new reading budget per scan (default: the package's).
     """
     det = Detector.from_package(pkg)
     rule = pkg.metadata.get("config", {}).get("target_fp_per_scan", 2.0)
@@ -65,30 +69,40 @@ def calibrate_ct(pkg: Any, data: str | Path, out_dir: str | Path, *, calibration
     findings, reference, excluded, problems, _ = detect_referenced(det, data)
     cal, ev = split_scans_for_calibration(list(findings), calibration_scans, seed)
 
-    def froc(uids: list[str]) -> Any:
-        return froc_of({u: findings[u] for u in uids}, {u: reference[u] for u in uids},
-                       {u: excluded.get(u, []) for u in uids})
+    if max_findings is not None and max_findings < 1:
+        raise ConfigError(f"--max-findings must be at least 1, got {max_findings}")
+    old_budget = det.params.max_findings
+    budget = old_budget if max_findings is None else int(max_findings)
+
+    def parts(uids: list[str]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        return ({u: findings[u] for u in uids}, {u: reference[u] for u in uids},
+                {u: excluded.get(u, []) for u in uids})
+
+    def point(uids: list[str], thr: float, k: int | None) -> dict[str, Any]:
+        return operating_point(*parts(uids), threshold=thr, max_findings=k)
 
     old = float(det.params.nodule_threshold)
-    froc_cal, froc_ev = froc(cal), froc(ev)
-    if froc_cal.n_nodules == 0:
+    cal_f, cal_r, cal_x = parts(cal)
+    if not any(cal_r.values()):
         raise BadInputError(f"{data}: the calibration scans hold no reference nodule; add annotated scans or give "
                             "--calibration-scans so that some with nodules calibrate")
-    new = choose_threshold(froc_cal, target)
+    new = choose_threshold(froc_of(top_findings(cal_f, budget), cal_r, cal_x), target)
+    froc_ev = froc_of(*parts(ev))
     provenance = {"package": str(pkg.path), "local_data": str(data), "calibration_scans": cal,
                   "evaluation_scans": ev, "target_fp_per_scan": target, "threshold": {"before": old, "after": new},
-                  "seed": seed}
+                  "max_findings_per_scan": {"before": old_budget, "after": budget}, "seed": seed}
     metrics = {"calibrated_from": provenance, "problems": problems,
-               "calibration": {"before": froc_cal.at_threshold(old), "after": froc_cal.at_threshold(new)},
-               "evaluation": {"before": froc_ev.at_threshold(old), "after": froc_ev.at_threshold(new),
+               "calibration": {"before": point(cal, old, old_budget), "after": point(cal, new, budget)},
+               "evaluation": {"before": point(ev, old, old_budget), "after": point(ev, new, budget),
                               "cpm": froc_ev.cpm if froc_ev.n_nodules else None}}
     ev_before, ev_after = metrics["evaluation"]["before"], metrics["evaluation"]["after"]
+    budget_text = "" if budget == old_budget else f"; reading budget {old_budget} → {budget} findings per scan"
     note = (f"\n## Local recalibration\n\nOperating threshold {old:.3f} → {new:.3f} (at most {target:g} false "
-            f"positives per scan on {len(cal)} local calibration scans of `{data}`); judged on {len(ev)} other local "
+            f"positives per scan on {len(cal)} local calibration scans of `{data}`{budget_text}); judged on {len(ev)} other local "
             f"scans: sensitivity {ev_before['sensitivity']:.3f} → {ev_after['sensitivity']:.3f}, false positives per "
             f"scan {ev_before['fp_per_scan']:.2f} → {ev_after['fp_per_scan']:.2f}.\n")
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_recalibrated(pkg, out_dir / "model", new, provenance, note)
+    save_recalibrated(pkg, out_dir / "model", new, provenance, note, max_findings=budget)
     atomic_write_json(out_dir / "metrics.json", metrics)
     log.info("threshold %.3f → %.3f on %d calibration scans; evaluation scans: %s → %s", old, new, len(cal),
              metrics["evaluation"]["before"], metrics["evaluation"]["after"])

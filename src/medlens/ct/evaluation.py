@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from medlens.ct.dataset import CtData, load_ct_data
-from medlens.ct.detect import DIAGNOSIS_RULE, Detector, scan_stem, seriesuid_of, write_diagnosis_csv
+from medlens.ct.detect import (
+    DIAGNOSIS_RULE,
+    Detector,
+    DetectParams,
+    reported,
+    scan_stem,
+    seriesuid_of,
+    top_findings,
+    write_diagnosis_csv,
+)
 from medlens.ct.findings import Finding
 from medlens.errors import BadInputError
 from medlens.io.atomic import atomic_write_json
@@ -29,12 +38,21 @@ def froc_of(findings: dict[str, list[Finding]], reference: dict[str, list[Any]],
                          excluded={u: excluded.get(u, []) for u in findings})
 
 
+def operating_point(findings: dict[str, list[Finding]], reference: dict[str, list[Any]],
+                    excluded: dict[str, list[Any]], *, threshold: float, max_findings: int | None) -> dict[str, Any]:
+    """Sensitivity and false positives per scan of the findings at the operating point: the
+    threshold and the per-scan budget (:func:`medlens.ct.detect.reported`)."""
+    op = froc_of(top_findings(findings, max_findings), reference, excluded).at_threshold(threshold)
+    return {**op, "max_findings_per_scan": max_findings}
+
+
 def write_report(out_dir: Path, scans: list[tuple[Volume, list[Finding], list[Any] | None]], froc: Any,
-                 thr: float, card: str, *, title: str, max_scans: int = 24) -> None:
-    """The HTML report of the findings at the operating threshold (at most ``max_scans`` scans drawn)."""
+                 params: DetectParams, card: str, *, title: str, max_scans: int = 24) -> None:
+    """The HTML report of the findings at the operating point (at most ``max_scans`` scans drawn)."""
     from medlens.ct.report import write_ct_report
 
-    shown = [(v, [f for f in fs if f.nodule_prob >= thr], ref) for v, fs, ref in scans[:max_scans]]
+    shown = [(v, reported(fs, threshold=params.nodule_threshold, max_findings=params.max_findings), ref)
+             for v, fs, ref in scans[:max_scans]]
     write_ct_report(out_dir, shown, froc, card, title=title)
 
 
@@ -84,7 +102,7 @@ def detect_files(pkg: Any, inputs: Sequence[str | Path], out: str | Path | None,
         rows.append({"file": str(ref.path), **det.diagnose(findings, seriesuid=uid), "findings": findings,
                      "seconds": time.perf_counter() - t})
         if report and out is not None and len(shown) < max_report_scans:
-            shown.append((vol, [f for f in findings if f.nodule_prob >= det.params.nodule_threshold], None))
+            shown.append((vol, det.reported(findings), None))
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -167,9 +185,10 @@ def evaluate_package(pkg: Any, data: str | Path, out_dir: str | Path, *, max_rep
     findings, reference, excluded, problems, shown = detect_referenced(det, data, keep_volumes=max_report_scans)
     diag = [det.diagnose(fs, seriesuid=uid) for uid, fs in findings.items()]
     froc = froc_of(findings, reference, excluded)
-    thr = det.params.nodule_threshold
+    thr, budget = det.params.nodule_threshold, det.params.max_findings
     metrics = {"data": str(data), "scans": list(findings), "n_scans": len(findings), "problems": problems,
-               "nodule_threshold": thr, "cpm": froc.cpm, "operating_point": froc.at_threshold(thr),
+               "nodule_threshold": thr, "max_findings_per_scan": budget, "cpm": froc.cpm,
+               "operating_point": operating_point(findings, reference, excluded, threshold=thr, max_findings=budget),
                "froc": froc.to_dict(), "diagnosis": diag, "diagnosis_rule": DIAGNOSIS_RULE,
                "seconds": time.perf_counter() - t0}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -177,6 +196,6 @@ def evaluate_package(pkg: Any, data: str | Path, out_dir: str | Path, *, max_rep
     write_nodules_csv([f for fs in findings.values() for f in fs], out_dir / "nodules.csv")
     write_diagnosis_csv(diag, out_dir / "diagnosis.csv")
     card_path = pkg.path / "model_card.md"
-    write_report(out_dir, shown, froc, thr, card_path.read_text(encoding="utf-8") if card_path.is_file() else "",
+    write_report(out_dir, shown, froc, det.params, card_path.read_text(encoding="utf-8") if card_path.is_file() else "",
             title=f"Lung-CT nodules: {Path(data).name}", max_scans=max_report_scans)
     return metrics

@@ -25,8 +25,14 @@ from torch import nn
 
 from medlens.ct.crops import CropSpec, ScanCache, extract_crops
 from medlens.ct.dataset import CtData, load_ct_data, split_scans
-from medlens.ct.detect import DIAGNOSIS_RULE, Detector, DetectParams, write_diagnosis_csv
-from medlens.ct.evaluation import froc_of, write_report
+from medlens.ct.detect import (
+    DIAGNOSIS_RULE,
+    Detector,
+    DetectParams,
+    top_findings,
+    write_diagnosis_csv,
+)
+from medlens.ct.evaluation import froc_of, operating_point, write_report
 from medlens.ct.findings import Finding
 from medlens.ct.froc import choose_threshold
 from medlens.ct.lungs import lung_mask
@@ -204,7 +210,7 @@ def _train_pipeline(cfg: CtConfig, run_dir: Path, *, resume: bool) -> dict[str, 
     params = DetectParams(context=cfg.context, hu_window=cfg.hu_window, candidate_threshold=cfg.candidate_threshold,
                           min_voxels=cfg.min_voxels, max_candidates=cfg.max_candidates, divisor=divisor(cand_model),
                           crop=cfg.crop, blobs=cfg.blobs, min_prob=cfg.min_prob, malignancy_from=cfg.min_prob,
-                          min_lung_air=cfg.min_lung_air if cfg.ranker else 0.0)
+                          min_lung_air=cfg.min_lung_air if cfg.ranker else 0.0, max_findings=cfg.max_findings_per_scan)
     det = Detector(cand_model.eval(), nn.Identity(), None, params, device)
     t = time.perf_counter()
     with torch.inference_mode():
@@ -267,9 +273,12 @@ def _train_pipeline(cfg: CtConfig, run_dir: Path, *, resume: bool) -> dict[str, 
     with torch.inference_mode():
         findings = {s.seriesuid: det.score(s.volume, cands[s.seriesuid]) for s in eval_scans}
     timings["val_detect_s"] = time.perf_counter() - t
-    froc = froc_of(findings, {s.seriesuid: data.annotations.get(s.seriesuid, []) for s in eval_scans}, data.excluded)
+    reference = {s.seriesuid: data.annotations.get(s.seriesuid, []) for s in eval_scans}
+    froc = froc_of(findings, reference, data.excluded)
+    budget = cfg.max_findings_per_scan  # the threshold is chosen with the budget in force, as the package runs
     thr = cfg.nodule_threshold if cfg.nodule_threshold is not None else (
-        choose_threshold(froc, cfg.target_fp_per_scan) if froc is not None else 0.5)
+        choose_threshold(froc_of(top_findings(findings, budget), reference, data.excluded), cfg.target_fp_per_scan)
+        if froc is not None else 0.5)
     params = dataclasses.replace(params, nodule_threshold=thr, malignancy_from=None)  # what the package does
     det.params = params
     metrics: dict[str, Any] = {
@@ -277,7 +286,8 @@ def _train_pipeline(cfg: CtConfig, run_dir: Path, *, resume: bool) -> dict[str, 
         "train_scans": len(train), "val_scans": len(val), "nodule_threshold": thr,
         "threshold_rule": ("given in the config" if cfg.nodule_threshold is not None else
                            f"lowest threshold with at most {cfg.target_fp_per_scan:g} false positives per "
-                           "validation scan"),
+                           "validation scan") + ("" if budget is None else f"; at most {budget} findings per scan"),
+        "max_findings_per_scan": budget,
         "candidate_recall_train": recall,
         "candidates_per_scan": float(np.mean([len(v) for v in cands.values()])),
         "best_epochs": {"candidates": res_c.best_epoch, "nodule": res_n.best_epoch,
@@ -289,7 +299,8 @@ def _train_pipeline(cfg: CtConfig, run_dir: Path, *, resume: bool) -> dict[str, 
     if froc is not None:
         metrics["froc"] = froc.to_dict()
         metrics["cpm"] = froc.cpm
-        metrics["operating_point"] = froc.at_threshold(thr)
+        metrics["operating_point"] = operating_point(findings, reference, data.excluded, threshold=thr,
+                                                     max_findings=budget)
     metrics["diagnosis"] = [det.diagnose(findings[s.seriesuid], seriesuid=s.seriesuid) for s in eval_scans]
     metrics["train_seconds"] = time.perf_counter() - t0
     save_ct_package(run_dir / "model", cfg, det, metrics, cand_model, nod_model, mal_model, ranker)
@@ -299,7 +310,7 @@ def _train_pipeline(cfg: CtConfig, run_dir: Path, *, resume: bool) -> dict[str, 
     write_nodules_csv([f for s in eval_scans for f in findings[s.seriesuid]], run_dir / "nodules.csv")
     write_diagnosis_csv(metrics["diagnosis"], run_dir / "diagnosis.csv")
     write_report(run_dir, [(s.volume, findings[s.seriesuid], data.annotations.get(s.seriesuid, [])) for s in eval_scans],
-            froc, thr, model_card(metrics, cfg), title=f"Lung-CT nodules: {Path(cfg.data).name} "
+            froc, params, model_card(metrics, cfg), title=f"Lung-CT nodules: {Path(cfg.data).name} "
                                                          f"({metrics['split']} scans)")
     return metrics
 

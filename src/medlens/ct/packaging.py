@@ -28,7 +28,7 @@ def model_card(metrics: dict[str, Any], cfg: CtConfig | None = None) -> str:
                           if (metrics.get("ranker") or {}).get("used") else "") + ".", "",
              f"- training data: `{cfg.data if cfg else '?'}` — {metrics.get('train_scans')} training scans, "
              f"{metrics.get('val_scans')} validation scans",
-             f"- operating nodule threshold: {metrics.get('nodule_threshold'):.3f} ({metrics.get('threshold_rule')})",
+             f"- operating point: nodule threshold {metrics.get('nodule_threshold'):.3f} ({metrics.get('threshold_rule')})",
              f"- diagnosis: {DIAGNOSIS_RULE}"]
     rk = metrics.get("ranker") or {}
     if rk.get("used"):
@@ -79,20 +79,23 @@ def save_ct_package(out: Path, cfg: CtConfig, det: Detector, metrics: dict[str, 
             "threshold": p.nodule_threshold, "ct": p.to_dict(), "diagnosis_rule": DIAGNOSIS_RULE,
             "intensity": p.window.model_dump(), "config": cfg.model_dump(mode="json"),
             "metrics": {k: metrics.get(k) for k in ("cpm", "operating_point", "candidate_recall_train",
-                                                    "candidates_per_scan", "nodule_threshold")}}
+                                                    "candidates_per_scan", "nodule_threshold",
+                                                    "max_findings_per_scan")}}
     return save_pipeline_package(out, stages, metadata=meta, model_card=model_card(metrics, cfg))
 
 
-def save_recalibrated(pkg: Any, out: Path, threshold: float, provenance: dict[str, Any], card_note: str) -> Path:
+def save_recalibrated(pkg: Any, out: Path, threshold: float, provenance: dict[str, Any], card_note: str, *,
+                      max_findings: int | None = None) -> Path:
     """A copy of the lung-CT package ``pkg`` at ``out`` with the operating ``threshold`` (package,
-    ``ct`` parameters and :data:`THRESHOLD_STAGES`), ``calibrated_from`` = ``provenance`` and
+    ``ct`` parameters and :data:`THRESHOLD_STAGES`) and reading budget ``max_findings`` (``ct``
+    parameters; None: no limit), ``calibrated_from`` = ``provenance`` and
     ``card_note`` appended to its model card; same networks and weights, written atomically."""
     from medlens.package_io import CARD, Stage, save_pipeline_package
 
     meta = {k: v for k, v in pkg.metadata.items()
             if k not in ("stages", "format", "format_version", "created", "versions")}
     meta["threshold"] = threshold
-    meta["ct"] = {**meta.get("ct", {}), "nodule_threshold": threshold}
+    meta["ct"] = {**meta.get("ct", {}), "nodule_threshold": threshold, "max_findings": max_findings}
     meta["calibrated_from"] = provenance
     stages = {}
     for name in pkg.stage_names:

@@ -21,6 +21,7 @@ from medlens.ct.detect import (
     DetectParams,
     detect,
     diagnose,
+    reported,
     scan_stem,
     seriesuid_of,
     write_diagnosis_csv,
@@ -30,6 +31,7 @@ from medlens.ct.evaluation import (
     evaluate_package,
     expand_scan_inputs,
     froc_of,
+    operating_point,
     write_report,
 )
 from medlens.ct.fitting import train_pipeline
@@ -38,5 +40,5 @@ from medlens.ct.packaging import model_card
 
 __all__ = ["DIAGNOSIS_COLUMNS", "DIAGNOSIS_RULE", "STAGES", "CtData", "DetectParams", "Detector", "choose_threshold",
            "detect", "detect_files", "diagnose", "evaluate_package", "expand_scan_inputs", "froc_of",
-           "load_ct_data", "model_card", "scan_stem", "seriesuid_of", "split_scans", "train_pipeline",
+           "load_ct_data", "model_card", "operating_point", "reported", "scan_stem", "seriesuid_of", "split_scans", "train_pipeline",
            "write_diagnosis_csv", "write_report"]

@@ -231,7 +231,7 @@ def write_ct_report(out_dir: str | os.PathLike[str], scans: Sequence[ScanEntry],
             each finding is a true positive (within a nodule's radius), a false positive, or
             ignored (on an irrelevant nodule of ``froc_result.excluded``); reference nodules
             no finding hit are shown as missed. The findings are shown as given (already
-            at the pipeline's operating threshold).
+            at the pipeline's operating point).
         froc_result: the FROC evaluation over the scans (curve, CPM, per-nodule table).
         model_card: Markdown of the model card.
         max_crops_per_scan: crops drawn per scan (true positives and missed nodules first,

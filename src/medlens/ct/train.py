@@ -100,6 +100,10 @@ class CtConfig(BaseModel):
                                            "probability; None = chosen on the validation scans")
     target_fp_per_scan: float = Field(2.0, gt=0, description="the threshold chosen on validation keeps "
                                       "at most this many false positives per scan")
+    max_findings_per_scan: int | None = Field(4, ge=1, description="reading budget: at most this many findings "
+                                              "per scan at the operating point, the most probable (None: no "
+                                              "limit). Bounds the false positives on scans unlike the training "
+                                              "ones (see medlens.ct.detect)")
     min_prob: float = Field(0.02, ge=0, lt=1, description="findings below this nodule probability are not "
                             "written (the FROC needs the rest)")
 

@@ -151,7 +151,9 @@ def _summary(metrics: dict[str, Any]) -> Summary:
     if metrics.get("cpm") is not None:
         op = metrics.get("operating_point") or {}
         notes.append(f"CPM (LUNA16 FROC) {metrics['cpm']:.3f}; at the operating threshold "
-                     f"{metrics.get('nodule_threshold', float('nan')):.3f}: sensitivity "
+                     f"{metrics.get('nodule_threshold', float('nan')):.3f}"
+                     + (f" (at most {op['max_findings_per_scan']} findings per scan)"
+                        if op.get("max_findings_per_scan") else "") + ": sensitivity "
                      f"{op.get('sensitivity', float('nan')):.3f} ({op.get('true_positives')}/{op.get('n_nodules')} "
                      f"nodules), {op.get('fp_per_scan', float('nan')):.2f} false positives per scan")
     if metrics.get("problems"):
