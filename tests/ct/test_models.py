@@ -54,6 +54,18 @@ def test_lung_mask_keeps_lungs_and_wall_nodules_not_outside_air() -> None:
     assert box[2].start > 5 and box[2].stop < 91 and box[1].start > 10
 
 
+def test_lung_mask_keeps_a_large_juxta_pleural_nodule() -> None:
+    """A 20 mm nodule centred on the lung wall dents the lung deeply; the closing (15 mm) brings
+    it back (a 10 mm closing, the earlier default, left its centre out)."""
+    d, h, w = 30, 200, 200
+    hu, _ = _chest((d, h, w))
+    i, r, c = np.ogrid[:d, :h, :w]
+    ctr = (15.0, 100.0, int(w * 0.3 - w * 0.14) + 2 / 0.8)
+    hu[((i - ctr[0]) * 2.5) ** 2 + ((r - ctr[1]) * 0.8) ** 2 + ((c - ctr[2]) * 0.8) ** 2 <= 10.0**2] = 30.0
+    assert lung_mask(hu, SPACING_IRC).contains(np.array([ctr]))[0]
+    assert not lung_mask(hu, SPACING_IRC, closing_mm=10.0).contains(np.array([ctr]))[0]
+
+
 def test_lung_mask_without_lungs_is_the_whole_volume() -> None:
     hu = np.zeros((8, 32, 32), dtype=np.float32)
     lungs = lung_mask(hu, (1.0, 1.0, 1.0))

@@ -76,14 +76,17 @@ def _disk(radius: int) -> np.ndarray:
 
 
 def lung_mask(hu: np.ndarray, spacing_irc: tuple[float, float, float], *, threshold_hu: float = -400.0,
-              grid_mm: float = 3.0, closing_mm: float = 10.0, margin_mm: float = 5.0,
+              grid_mm: float = 3.0, closing_mm: float = 15.0, margin_mm: float = 5.0,
               min_fraction: float = 0.02) -> LungMask:
     """The lungs of CT ``hu`` (Hounsfield units, (I, R, C)) with voxel size ``spacing_irc`` (mm).
 
     Args:
         threshold_hu: voxels darker than this are air (lung parenchyma is ~-850 HU).
         grid_mm: target voxel size of the coarse grid the mask is computed on.
-        closing_mm: closing radius (brings back vessels and nodules, juxta-pleural ones too).
+        closing_mm: closing radius (brings back vessels and nodules, juxta-pleural ones too: 15 mm
+            keeps the centre of a 20–24 mm nodule sitting on the lung wall, 10 mm did not; of 196
+            phantom nodules 4 fell outside at 10 mm (3 juxta-pleural, 20–27 mm), 1 at 15 mm (a
+            phantom lung touching the skin); LIDC-IDRI-0001's mask grew from 12.1 % to 12.4 %).
         margin_mm: dilation of the final mask (candidates at the lung wall stay inside), beyond
             the one coarse block always added.
         min_fraction: air components smaller than this share of the largest are dropped
