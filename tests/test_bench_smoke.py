@@ -81,3 +81,14 @@ def test_bench_ct_quick_prints_stage_table(tmp_path, capsys):
         assert e.code == 2
     else:  # pragma: no cover - the parser must refuse
         raise AssertionError("unknown baseline accepted")
+
+
+def test_bench_probe_compares_cached_features_with_the_backbone_every_epoch(capsys):
+    spec = importlib.util.spec_from_file_location("bench_probe", BENCH.parent / "bench_probe.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = bench.main(["--epochs", "1", "--threads", "1", "--size", "32"])
+    text = capsys.readouterr().out
+    assert [r["recipe"] for r in rows] == ["backbone every epoch", "cached features"]
+    assert "| recipe |" in text and rows[1]["x_cached"] == 1.0 and rows[0]["x_cached"] > 0
+    assert all(r["epochs"] == 1 for r in rows)
