@@ -58,3 +58,24 @@ def test_augment_disabled_is_identity():
 def test_preprocess_rejects_non_uint8():
     with pytest.raises(TypeError):
         preprocess_image(np.zeros((4, 4, 1), np.float32), PreprocessConfig(size=8))
+
+
+def test_shades_of_gray_makes_one_scene_under_two_lights_look_alike():
+    from medlens.transforms.preprocess import PreprocessConfig, preprocess_image, shades_of_gray
+
+    rng = np.random.default_rng(0)
+    scene = rng.uniform(40, 200, (32, 32, 1)) * np.array([1.0, 0.8, 0.7])  # a skin-like reflectance
+    warm = np.clip(scene * np.array([1.25, 1.0, 0.75]), 0, 255).astype(np.uint8)
+    cold = np.clip(scene * np.array([0.8, 1.0, 1.2]), 0, 255).astype(np.uint8)
+    def chroma(x: np.ndarray) -> np.ndarray:  # colour without brightness
+        x = x.astype(float)
+        return x / np.maximum(x.sum(axis=2, keepdims=True), 1)
+
+    before = np.abs(chroma(warm) - chroma(cold)).mean()
+    after = np.abs(chroma(shades_of_gray(warm)) - chroma(shades_of_gray(cold))).mean()
+    assert after < 0.05 * before  # the light's colour is gone (up to rounding)
+    grey = rng.integers(0, 255, (16, 16, 1), dtype=np.uint8).repeat(3, axis=2)
+    assert np.abs(shades_of_gray(grey).astype(int) - grey).max() <= 1  # a grey image stays as it is
+    on = PreprocessConfig(size=32, colour_constancy="shades_of_gray")
+    assert np.array_equal(preprocess_image(warm, on), shades_of_gray(warm).transpose(2, 0, 1))
+    assert np.array_equal(preprocess_image(warm, PreprocessConfig(size=32)), warm.transpose(2, 0, 1))

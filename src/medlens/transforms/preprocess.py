@@ -34,6 +34,10 @@ class PreprocessConfig(BaseModel):
     stain_normalize: Literal["none", "macenko", "reinhard"] = Field(
         "none", description="H&E stain normalisation (RGB histology) to a reference fitted on the training "
         "split: Macenko (stain vectors) or Reinhard (Lab colour moments); needs the medlens[stain] extra")
+    colour_constancy: Literal["none", "shades_of_gray"] = Field(
+        "none", description="per-image colour constancy (RGB): Shades of Gray (Finlayson & Trezzi 2004, "
+        "Minkowski norm 6) divides each channel by its estimated illuminant, so photos from cameras and "
+        "lights of different colour look alike (used for multi-clinic dermoscopy, Barata et al. 2015)")
     stain_reference: StainReference | None = Field(
         None, description="the fitted reference (filled in by training and stored in the package; "
         "give one only to reuse another run's)")
@@ -68,7 +72,20 @@ def preprocess_image(img: np.ndarray, cfg: PreprocessConfig, *,
     img = _resize(img, cfg.size, cfg.resize)
     if img.ndim == 2:
         img = img[..., None]
+    if cfg.colour_constancy == "shades_of_gray" and img.shape[2] == 3:
+        img = shades_of_gray(img)
     return np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
+def shades_of_gray(img: np.ndarray, p: float = 6.0) -> np.ndarray:
+    """``(H, W, 3)`` uint8 with the illuminant of Shades of Gray (the per-channel Minkowski
+    ``p``-mean; ``p`` = 1 is Grey World, ∞ is White Patch) turned neutral; grey stays grey and the
+    mean brightness is kept."""
+    x = img.astype(np.float32)
+    illum = np.power(np.mean(np.power(x, p), axis=(0, 1)), 1.0 / p)
+    illum = np.maximum(illum, 1e-3)
+    gain = illum.mean() / illum
+    return np.clip(x * gain, 0, 255).astype(np.uint8)
 
 
 def _stain(img: np.ndarray, cfg: PreprocessConfig, failures: list[str] | None) -> np.ndarray:
