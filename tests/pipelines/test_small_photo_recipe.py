@@ -28,6 +28,7 @@ def test_small_colour_photos_get_the_linear_probe(tmp_path):
     cfg = apply_recipe({"data": {"path": str(_folder(tmp_path / "photos"))}})
     assert cfg.model.name == "efficientnet_lite0" and cfg.model.pretrained == "imagenet"
     assert cfg.preprocess.resize == "stretch" and cfg.preprocess.size == 224
+    assert cfg.preprocess.colour_constancy == "shades_of_gray"  # each photo's colour cast removed
     assert cfg.train.freeze_backbone_epochs == cfg.train.epochs  # frozen for the whole run
     mine = apply_recipe({"data": {"path": str(tmp_path / "photos")}, "train": {"epochs": 5}})
     assert mine.train.epochs == 5 and mine.train.freeze_backbone_epochs == 5
@@ -37,6 +38,7 @@ def test_a_chosen_model_tiny_patches_greyscale_and_large_sets_keep_the_layout_re
     photos = _folder(tmp_path / "photos")
     chosen = apply_recipe({"data": {"path": str(photos)}, "model": {"name": "cancernet"}})
     assert chosen.model.name == "cancernet" and chosen.train.freeze_backbone_epochs == 0
+    assert chosen.preprocess.colour_constancy == "none"
     tiny = apply_recipe({"data": {"path": str(_folder(tmp_path / "tiny", size=48))}})
     assert tiny.model.name == "cancernet" and tiny.preprocess.size == 64  # the imagefolder recipe
     grey = apply_recipe({"data": {"path": str(_folder(tmp_path / "grey", mode="L"))}})
@@ -59,3 +61,14 @@ def test_small_photo_set_reads_only_the_headers(tmp_path, size, expected):
 
     index = load_dataset(str(_folder(tmp_path / "p", size=size)))
     assert recipes.small_photo_set(index) is expected
+
+
+def test_colour_constancy_flag_reaches_the_config_and_a_wrong_value_is_refused(tmp_path):
+    from medlens.errors import ConfigError
+    from medlens.pipelines.classification import config_from_options
+
+    photos = _folder(tmp_path / "photos")
+    off = config_from_options(photos, {"colour_constancy": "none"})
+    assert off.preprocess.colour_constancy == "none" and off.model.name == "efficientnet_lite0"
+    with pytest.raises((ConfigError, ValueError)):
+        config_from_options(photos, {"colour_constancy": "purple"})

@@ -18,6 +18,7 @@ from medlens.cli.options import (
     by_layout,
     check_device,
     check_model,
+    colour_constancy_option,
     column_option,
     device_option,
     layout_option,
@@ -134,6 +135,7 @@ def train_cmd(
                                         help="segment: models from seeds seed, seed+1, …, probabilities averaged",
                                         show_default="1"),
     stain_normalize: str | None = stain_option(),
+    colour_constancy: str | None = colour_constancy_option(),
     activation: str | None = typer.Option(None, "--activation", help="relu, elu, selu, gelu or silu "
                                           "(medlens' own CNNs; classify only)", show_default="relu"),
 ) -> None:

@@ -19,6 +19,7 @@ from medlens.cli.options import (
     by_layout,
     check_device,
     check_model,
+    colour_constancy_option,
     column_option,
     device_option,
     group_by_option,
@@ -94,6 +95,7 @@ def cv_cmd(
                                         "seed+1, …, probabilities averaged", show_default="1"),
     group_by: str | None = group_by_option(),
     stain_normalize: str | None = stain_option(),
+    colour_constancy: str | None = colour_constancy_option(),
     resume: bool = typer.Option(
         False, "--resume", help="continue the cross-validation in --out with its saved settings (other flags "
         "are ignored): finished folds are read back, an interrupted one continues from its checkpoints"

@@ -107,6 +107,13 @@ def stain_option() -> Any:
     return typer.Option(None, "--stain-normalize", help=STAIN_HELP, show_default="none")
 
 
+def colour_constancy_option() -> Any:
+    """``--colour-constancy``: ``preprocess.colour_constancy`` (the small-photo recipe turns it on)."""
+    return typer.Option(None, "--colour-constancy", help="classify, RGB photos: none or shades_of_gray (each "
+                        "image's colour cast removed; applied at prediction too)",
+                        show_default="shades_of_gray for small photo sets, else none")
+
+
 def device_option(default: str | None = "auto") -> Any:
     """``--device`` (no short flag). ``None`` as default: a config file's value wins."""
     return typer.Option(default, "--device", help=DEVICE_HELP,

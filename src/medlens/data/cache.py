@@ -128,8 +128,9 @@ def _log_stain(cfg: PreprocessConfig, unchanged: int, total: int, reasons: dict[
 
 def _cache_key(index: DatasetIndex, records: list[Record], cfg: PreprocessConfig) -> str:
     h = hashlib.sha256()
-    # without stain normalisation the key is the one caches had before those fields existed
-    exclude = {"stain_normalize", "stain_reference"} if cfg.stain_normalize == "none" else None
+    # fields left at "none" stay out: the key is the one caches had before those fields existed
+    exclude = ({"stain_normalize", "stain_reference"} if cfg.stain_normalize == "none" else set()) | (
+        {"colour_constancy"} if cfg.colour_constancy == "none" else set())
     h.update(cfg.model_dump_json(exclude=exclude).encode())
     for r in records:
         h.update(r.path.encode())

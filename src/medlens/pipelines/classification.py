@@ -342,7 +342,7 @@ def explanation_sections(model: torch.nn.Module, task: ClassificationTask, cache
 _FLAT_FLAGS = ("layout", "label_column", "path_column", "patient_column", "patient_table", "val_fraction",
                "test_fraction", "size", "channels", "equalize", "epochs", "batch_size", "lr", "patience",
                "scheduler", "seed", "device", "target_sensitivity", "negative_class", "patient_aggregate",
-               "stain_normalize", "group_by")
+               "stain_normalize", "colour_constancy", "group_by")
 
 
 def config_from_options(data: str | Path, options: dict[str, Any], config_file: str | Path | None = None

@@ -43,10 +43,12 @@ FINETUNE: dict[str, dict[str, Any]] = {
 #: (EfficientNet-Lite0, the whole field of view stretched to 224 px). Chosen by holding out
 #: whole cameras of the 150 ISIC photos (examples/isic_camera_manifest.py, `cv --group-by
 #: camera`): the from-scratch CNN and fine-tuning both fell to chance-like AUC on unseen
-#: cameras; see README "New patients and new sites" for the figures.
+#: cameras; see README "New patients and new sites" for the figures. Each photo's colour cast
+#: is removed first (Shades of Gray colour constancy): camera-held-out AUC 0.699 → 0.752 over
+#: three seeds, better in each.
 LINEAR_PROBE: dict[str, dict[str, Any]] = {
     "model": {"name": "efficientnet_lite0", "pretrained": "imagenet"},
-    "preprocess": {"size": 224, "resize": "stretch"},
+    "preprocess": {"size": 224, "resize": "stretch", "colour_constancy": "shades_of_gray"},
     "train": {"epochs": 30, "batch_size": 16, "lr": 3e-3, "patience": 8},
 }
 #: ... for folders and manifests of at most this many images (layouts csv / imagefolder) …

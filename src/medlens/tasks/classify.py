@@ -256,6 +256,6 @@ TASK = TaskSpec(
     config_model=RunConfig,
     options=frozenset({"--channels", "--equalize", "--balance", "--target-sensitivity", "--negative-class",
                        "--patient-aggregate", "--label-column", "--path-column", "--patient-column",
-                       "--patient-table", "--stain-normalize", "--group-by", "--activation"}),
+                       "--patient-table", "--stain-normalize", "--colour-constancy", "--group-by", "--activation"}),
     priority=0,
 )
