@@ -28,7 +28,7 @@ def test_small_colour_photos_get_the_linear_probe(tmp_path):
     cfg = apply_recipe({"data": {"path": str(_folder(tmp_path / "photos"))}})
     assert cfg.model.name == "efficientnet_lite0" and cfg.model.pretrained == "imagenet"
     assert cfg.preprocess.resize == "stretch" and cfg.preprocess.size == 224
-    assert cfg.preprocess.colour_constancy == "shades_of_gray"  # each photo's colour cast removed
+    assert cfg.preprocess.colour_constancy == "none"  # one light (noise photos): colours kept
     assert cfg.train.freeze_backbone_epochs == cfg.train.epochs  # frozen for the whole run
     mine = apply_recipe({"data": {"path": str(tmp_path / "photos")}, "train": {"epochs": 5}})
     assert mine.train.epochs == 5 and mine.train.freeze_backbone_epochs == 5
@@ -72,3 +72,21 @@ def test_colour_constancy_flag_reaches_the_config_and_a_wrong_value_is_refused(t
     assert off.preprocess.colour_constancy == "none" and off.model.name == "efficientnet_lite0"
     with pytest.raises((ConfigError, ValueError)):
         config_from_options(photos, {"colour_constancy": "purple"})
+
+
+def test_photos_under_lights_of_different_colour_get_colour_constancy(tmp_path):
+    rng = np.random.default_rng(1)
+    tints = [(1.3, 1.0, 0.6), (0.7, 1.0, 1.3), (1.0, 1.2, 0.8), (1.1, 0.8, 1.2)]
+    for k in range(12):
+        d = tmp_path / "clinics" / ("benign" if k % 2 else "malignant")
+        d.mkdir(parents=True, exist_ok=True)
+        x = rng.uniform(60, 160, (120, 140, 1)) * np.array(tints[k % 4])
+        Image.fromarray(np.clip(x, 0, 255).astype(np.uint8)).save(d / f"{k}.png")
+    from medlens.data.layouts import load_dataset
+
+    assert recipes.colour_cast_spread(load_dataset(str(tmp_path / "clinics"))) > recipes.CAST_SPREAD
+    assert recipes.colour_cast_spread(load_dataset(str(_folder(tmp_path / "one")))) < recipes.CAST_SPREAD
+    cfg = apply_recipe({"data": {"path": str(tmp_path / "clinics")}})
+    assert cfg.preprocess.colour_constancy == "shades_of_gray"
+    mine = apply_recipe({"data": {"path": str(tmp_path / "clinics")}, "preprocess": {"colour_constancy": "none"}})
+    assert mine.preprocess.colour_constancy == "none"  # the user's choice wins

@@ -77,13 +77,19 @@ def preprocess_image(img: np.ndarray, cfg: PreprocessConfig, *,
     return np.ascontiguousarray(img.transpose(2, 0, 1))
 
 
+def illuminant(img: np.ndarray, p: float = 6.0) -> np.ndarray:
+    """The Shades of Gray estimate of the light's colour in ``(H, W, 3)``: the per-channel
+    Minkowski ``p``-mean, ``(3,)``."""
+    x = np.asarray(img, dtype=np.float32)
+    return np.power(np.mean(np.power(x, p), axis=(0, 1)), 1.0 / p)
+
+
 def shades_of_gray(img: np.ndarray, p: float = 6.0) -> np.ndarray:
     """``(H, W, 3)`` uint8 with the illuminant of Shades of Gray (the per-channel Minkowski
     ``p``-mean; ``p`` = 1 is Grey World, ∞ is White Patch) turned neutral; grey stays grey and the
     mean brightness is kept."""
     x = img.astype(np.float32)
-    illum = np.power(np.mean(np.power(x, p), axis=(0, 1)), 1.0 / p)
-    illum = np.maximum(illum, 1e-3)
+    illum = np.maximum(illuminant(x, p), 1e-3)
     gain = illum.mean() / illum
     return np.clip(x * gain, 0, 255).astype(np.uint8)
 
