@@ -66,6 +66,13 @@ def test_merge_keeps_first_and_adds_only_new_points() -> None:
     merged = merge_candidates(first, [f(3.0), f(20.0), f(52.0)])
     assert [m.center_xyz[0] for m in merged] == [0.0, 50.0, 20.0]
     assert merge_candidates([], [f(1.0)])[0].center_xyz[0] == 1.0
+    # a blob 7 mm from the centre of a 20 mm U-Net component (a nodule joined to a vessel): kept by
+    # centre distance, swallowed by the component's radius
+    big = [f(0.0, 20.0)]
+    assert len(merge_candidates(big, [f(7.0)])) == 2 and len(merge_candidates(big, [f(7.0)], by="radius")) == 1
+    blobs = DetectParams().to_dict()["blobs"]
+    assert BlobParams.from_dict(blobs).merge_by == "centre"
+    assert BlobParams.from_dict({k: v for k, v in blobs.items() if k != "merge_by"}).merge_by == "radius"
 
 
 def test_detect_params_keep_blob_settings_and_old_packages_have_none() -> None:

@@ -47,6 +47,7 @@ class BlobParams:
     min_hu: float = -700.0
     min_blobness: float = 40.0
     max_blobs: int = 40
+    merge_by: str = "centre"  # a blob joins the U-Net's candidates unless near one's centre ("radius": or inside it)
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
@@ -57,6 +58,7 @@ class BlobParams:
         if not d:
             return cls(enabled=False)  # packages written before blob candidates existed
         known = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known.setdefault("merge_by", "radius")  # packages written before 2026-12-02 late merged by radius
         return cls(**known)  # type: ignore[arg-type]
 
 
@@ -148,13 +150,21 @@ def detect_blobs(hu: np.ndarray, geometry: Geometry, lungs: LungMask, *, seriesu
             for j, k in enumerate(kept)]
 
 
-def merge_candidates(first: list[Finding], second: list[Finding], *, min_distance_mm: float = 4.0) -> list[Finding]:
-    """``first`` plus those of ``second`` farther than ``min_distance_mm`` (and than the
-    radius of each) from every candidate of ``first``: the union of two generators."""
+def merge_candidates(first: list[Finding], second: list[Finding], *, min_distance_mm: float = 4.0,
+                     by: str = "centre") -> list[Finding]:
+    """``first`` plus those of ``second`` farther than ``min_distance_mm`` from every candidate
+    of ``first`` (``by="radius"``: and outside each one's radius): the union of two generators.
+
+    Why by centre: a U-Net component that joins a nodule to a vessel has its centre several mm
+    off the nodule, and its radius swallowed the blob sitting on the nodule's centre. Retrained
+    demos (seeds 0, 1): nodules among the candidates 42 → 43–44 of 51 and 38–39 → 38–41 of 47
+    on fresh phantoms; CPM 0.389/0.459 → 0.424/0.487 (S = 99), 0.228/0.248 → 0.208/0.266
+    (S = 123); LIDC-IDRI-0001's nodule still first.
+    """
     if not first or not second:
         return list(first) + list(second)
     a = np.array([f.center_xyz for f in first], dtype=np.float64)
-    ra = np.array([f.diameter_mm / 2 for f in first])
+    ra = np.array([f.diameter_mm / 2 for f in first]) if by == "radius" else np.zeros(len(first))
     out = list(first)
     for f in second:
         d = np.linalg.norm(a - np.asarray(f.center_xyz), axis=1)

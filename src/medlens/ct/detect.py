@@ -157,7 +157,7 @@ class Detector:
         if not p.blobs.enabled:
             return found
         return merge_candidates(found, detect_blobs(volume.array, volume.geometry, lungs, seriesuid=uid,
-                                                    params=p.blobs))
+                                                    params=p.blobs), by=p.blobs.merge_by)
 
     def score(self, volume: Volume, candidates: Sequence[Finding]) -> list[Finding]:
         """Step 3: nodule probability of ``candidates`` (those under ``min_prob`` dropped, the
