@@ -65,12 +65,12 @@ def calibrate_ct(pkg: Any, data: str | Path, out_dir: str | Path, *, calibration
     target = float(rule if target_fp_per_scan is None else target_fp_per_scan)
     if not target > 0:
         raise ConfigError(f"--target-fp-per-scan must be > 0, got {target}")
+    if max_findings is not None and max_findings < 1:
+        raise ConfigError(f"--max-findings must be at least 1, got {max_findings}")
     out_dir = Path(out_dir)
     findings, reference, excluded, problems, _ = detect_referenced(det, data)
     cal, ev = split_scans_for_calibration(list(findings), calibration_scans, seed)
 
-    if max_findings is not None and max_findings < 1:
-        raise ConfigError(f"--max-findings must be at least 1, got {max_findings}")
     old_budget = det.params.max_findings
     budget = old_budget if max_findings is None else int(max_findings)
 
