@@ -12,15 +12,11 @@ from medlens.train.classify import ClassificationTask, auc_medmnist, class_weigh
 from medlens.train.config import TrainConfig
 from medlens.train.engine import fit
 from medlens.train.loader import BatchLoader
+from tests.train.images import bright_centre
 
 
 def _data(n: int = 160, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Class 1 images are brighter in the centre: learnable in a few epochs."""
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n)
-    x = rng.integers(0, 120, (n, 1, 12, 12)).astype(np.uint8)
-    x[y == 1, :, 4:8, 4:8] += 100
-    return x, y
+    return bright_centre(n, seed)
 
 
 def _net() -> nn.Module:

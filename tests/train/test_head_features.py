@@ -13,6 +13,7 @@ from medlens.train import head_features
 from medlens.train.classify import ClassificationTask, class_weights
 from medlens.train.config import TrainConfig
 from medlens.train.head_features import HeadMismatch, fit_head, head_inputs, whole_run_frozen
+from tests.train.images import bright_centre
 
 
 class _Net(nn.Module):
@@ -29,11 +30,7 @@ class _Net(nn.Module):
 
 
 def _data(n: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, n)
-    x = rng.integers(0, 120, (n, 1, 12, 12)).astype(np.uint8)
-    x[y == 1, :, 4:8, 4:8] += 100
-    return x, y
+    return bright_centre(n, seed)
 
 
 def _task(y: np.ndarray, augment: bool = True) -> ClassificationTask:
