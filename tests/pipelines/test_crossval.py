@@ -111,6 +111,35 @@ def test_cv_metrics_per_fold_pooled_and_cis(cv_run):
     assert "mean ± sd" in output and "pooled out-of-fold AUC" in output
 
 
+def test_other_operating_rules_pooled_from_each_folds_own_validation(cv_run):
+    """``pooled_alternatives``: every held-out image called at its own fold's threshold for the
+    rule, that threshold chosen on the fold's validation logits (saved beside the held-out ones)."""
+    from scipy.special import softmax
+
+    from medlens.evaluate.operating_point import choose_threshold
+
+    _, out, output = cv_run
+    cv = json.loads((out / "cv_metrics.json").read_text())
+    rows = {r["name"]: r for r in cv["pooled_alternatives"]["rows"]}
+    assert {"sensitivity >= 0.90", "sensitivity >= 0.99", "0.5 call"} <= set(rows)
+    called, pos = [], []
+    for i in range(3):
+        with np.load(out / f"fold_{i}" / "oof.npz") as z:
+            t = float(z["temperature"])
+            thr = choose_threshold(z["val_labels"], softmax(z["val_logits"] / t, axis=1), negative_class=0,
+                                   target_sensitivity=0.90)["threshold"]
+            assert np.allclose(softmax(z["logits"] / t, axis=1), z["probs"])
+            called += (z["probs"][:, 1] >= thr).tolist()
+            pos += (z["labels"] != 0).tolist()
+    called, pos = np.array(called), np.array(pos)
+    row = rows["sensitivity >= 0.90"]
+    assert row["sensitivity"] == pytest.approx(called[pos].mean())
+    assert row["specificity"] == pytest.approx((~called[~pos]).mean())
+    assert row["balanced_accuracy"] == pytest.approx((row["sensitivity"] + row["specificity"]) / 2)
+    assert "Other operating rules" in (out / "cv_report.html").read_text()
+    assert "other rules, pooled" in output.replace("\n", " ")
+
+
 def test_resume_after_completion_does_not_retrain(cv_run, monkeypatch, tmp_path):
     _, out, _ = cv_run
     monkeypatch.setenv("MEDLENS_CACHE_DIR", str(tmp_path / "cache"))

@@ -343,18 +343,22 @@ def _run_fold(
     test_paths = np.array([r.path for r, m in zip(usable.records, test_m, strict=True) if m])
     atomic_write(
         fold_dir / "oof.npz",
-        lambda fh: np.savez(fh, paths=test_paths, probs=probs, logits=z, labels=y),
+        # the validation logits too, so another operating rule can be judged on the same folds
+        lambda fh: np.savez(fh, paths=test_paths, probs=probs, logits=z, labels=y,
+                            val_logits=z_val, val_labels=y_val, temperature=temperature),
     )
     atomic_write_json(
         fold_dir / "result.json", {"row": row, "history": fit_res.history}
     )  # marks the fold done
-    return FoldResult(np.flatnonzero(test_m), probs, op["threshold"], row, fit_res.history)
+    return FoldResult(np.flatnonzero(test_m), probs, op["threshold"], row, fit_res.history,
+                      _alternative_thresholds(metrics))
 
 
 def _load_fold(fold_dir: Path, usable: DatasetIndex) -> FoldResult:
     import json
 
     res = json.loads((fold_dir / "result.json").read_text(encoding="utf-8"))
+    metrics = fold_dir / "metrics.json"
     with np.load(fold_dir / "oof.npz", allow_pickle=False) as z:
         paths, probs = z["paths"].tolist(), z["probs"]
     pos = {r.path: j for j, r in enumerate(usable.records)}
@@ -370,4 +374,11 @@ def _load_fold(fold_dir: Path, usable: DatasetIndex) -> FoldResult:
         res["row"]["threshold"],  # None: the fold's call was argmax
         res["row"],
         res["history"],
+        _alternative_thresholds(json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else {}),
     )
+
+
+def _alternative_thresholds(metrics: dict[str, Any]) -> dict[str, float]:
+    """name → threshold of the rules a fold did not use, as its ``metrics.json`` lists them."""
+    rows = (metrics.get("alternative_operating_points") or {}).get("rows") or []
+    return {r["name"]: float(r["threshold"]) for r in rows if r.get("threshold") is not None}

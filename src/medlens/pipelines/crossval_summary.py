@@ -39,6 +39,9 @@ class FoldResult:
     threshold: float | None  # None: argmax call (no negative class)
     row: dict[str, Any]
     history: list[dict[str, Any]]
+    # the thresholds this fold did NOT use, chosen on its validation split by the other rules
+    # (``alternative_thresholds``: name → threshold); empty for argmax folds
+    alternatives: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def fold_t_interval(values: list[float], level: float = 0.95) -> dict[str, Any] | None:
@@ -115,6 +118,7 @@ def summarise(
         pooled_op = {"rule": "each image called with its own fold's validation threshold",
                      **{k: rates[k] for k in ("sensitivity", "specificity", "ppv", "npv")}}
     rows = [r.row for r in results]
+    pooled_alt = None if neg is None else pooled_alternatives(results, y != neg, disease_score(probs, neg))
     summary = {}
     for key in FOLD_KEYS:
         v = [x[key] for x in rows if x.get(key) is not None]
@@ -145,9 +149,33 @@ def summarise(
             },
             "pooled": pooled,
             "pooled_operating_point": pooled_op,  # the same call as every thresholded number of "pooled"
+            "pooled_alternatives": pooled_alt,
             "config": cfg.model_dump(),
         }
     )
+
+
+def pooled_alternatives(results: list[FoldResult], is_pos: np.ndarray, score: np.ndarray) -> dict[str, Any] | None:
+    """Every out-of-fold image called at its own fold's threshold under each *other* rule (each
+    threshold chosen on that fold's validation split as the real one is): the rules compared on
+    the same folds, so changing a recipe's operating rule is judged on held-out patients, not on
+    the data that chose the threshold. ``None`` when a fold lacks a rule (folds from before)."""
+    from medlens.evaluate.operating_point import binary_rates
+
+    names = [n for n in (results[0].alternatives if results else {}) if all(n in r.alternatives for r in results)]
+    if not names:
+        return None
+    rows = []
+    for name in names:
+        thr = np.empty(len(score))
+        for r in results:
+            thr[r.test_idx] = r.alternatives[name]
+        rates = binary_rates(is_pos, score >= thr)
+        sens, spec = rates["sensitivity"], rates["specificity"]
+        rows.append({"name": name, **{k: rates[k] for k in ("sensitivity", "specificity", "ppv", "npv")},
+                     "balanced_accuracy": None if sens is None or spec is None else (sens + spec) / 2})
+    return {"note": "each image called at its own fold's threshold for the rule, chosen on that fold's "
+                    "validation split; not the package's operating point", "rows": rows}
 
 
 def binary_cv_table(cv: dict[str, Any], *, threshold_note: str, pooled: str = "pooled out-of-fold AUC",
@@ -174,6 +202,11 @@ def binary_cv_table(cv: dict[str, Any], *, threshold_note: str, pooled: str = "p
              f"AUC {f(auc.get('mean'))} ± {f(auc.get('std'))} over folds, 95% CI (t over folds) "
              f"{f(ci_t.get('low'))}–{f(ci_t.get('high'))}",
              f"{pooled} {f(auc.get('pooled_oof'))}, 95% CI ({bootstrap}) {f(ci_b.get('low'))}–{f(ci_b.get('high'))}"]
+    alt = (cv.get("pooled_alternatives") or {}).get("rows") or []
+    if alt and not argmax:
+        notes.append("other rules, pooled, each fold's own threshold (not used): " + "; ".join(
+            f"{r['name']}: sens {f(r['sensitivity'])} spec {f(r['specificity'])} "
+            f"balanced acc {f(r['balanced_accuracy'])}" for r in alt))
     if argmax:
         acc, ci_a = cv["pooled"].get("accuracy"), (cv["pooled"].get("ci") or {}).get("accuracy") or {}
         notes.append(f"pooled out-of-fold accuracy (argmax) {f(acc)}, 95% CI ({bootstrap}) "
