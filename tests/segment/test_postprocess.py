@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from medlens.segment.config import SegmentConfig
 from medlens.segment.postprocess import (
@@ -81,6 +82,11 @@ def test_training_records_the_choice_in_metrics_and_package(kaggle_set, tmp_path
     fixed = cfg.model_copy(update={"postprocess": "largest_component"})
     m2 = train_segmentation(fixed, tmp_path / "run2")
     assert m2["postprocess"] == {"rule": "largest_component", "chosen_by": "config"}
+    # every held-out patient also says what each rule would have given; the rule used is one of them
+    for run in (m, m2):
+        rows = run["per_patient"].values()
+        assert rows and all(r["dice"] == pytest.approx(r[f"dice_if_{run['postprocess']['rule']}"]) for r in rows)
+        assert all(0 <= r["dice_if_none"] <= 1 and 0 <= r["dice_if_largest_component"] <= 1 for r in rows)
 
 
 class _TwoBlobs(__import__("torch").nn.Module):

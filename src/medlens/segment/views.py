@@ -100,16 +100,21 @@ class ViewSteps:
         """Full per-patient metrics (Dice, IoU, HD95 in mm, volume error, lesion detection)
         of ``part`` after the post-processing rule (removed voxels get probability 0), and
         the report's slices with their probabilities."""
-        from medlens.segment.metrics import per_patient
-        from medlens.segment.postprocess import postprocess_probs
+        from medlens.segment.metrics import dice, per_patient
+        from medlens.segment.postprocess import POSTPROCESS, apply_postprocess, postprocess_probs
 
         spacing = self.parts[part].spacing
         rows: Rows = {}
         probs: dict[str, np.ndarray] = {}
         for pid, prob, truth in self.predict(model, part, device=device):
+            # what every post-processing rule would have given: the rule is chosen on validation
+            # patients, so a cross-validation can judge that choice on the held-out ones
+            dice_if = {f"dice_if_{rule}": dice(apply_postprocess(prob >= threshold, rule), truth.astype(bool))
+                       for rule in POSTPROCESS}
             probs[pid] = prob = postprocess_probs(prob, threshold, postprocess)
             rows.update(per_patient(prob >= threshold, truth.astype(bool), np.full(len(truth), pid),
                                     spacing=spacing.get(pid)))
+            rows[pid].update(dice_if)
         slices, stacked = self.report(part, probs)
         return rows, slices, stacked
 
