@@ -90,3 +90,15 @@ def test_photos_under_lights_of_different_colour_get_colour_constancy(tmp_path):
     assert cfg.preprocess.colour_constancy == "shades_of_gray"
     mine = apply_recipe({"data": {"path": str(tmp_path / "clinics")}, "preprocess": {"colour_constancy": "none"}})
     assert mine.preprocess.colour_constancy == "none"  # the user's choice wins
+
+
+def test_idc_patches_are_called_at_sensitivity_090_unless_asked_otherwise(tmp_path):
+    """The IDC recipe's operating point (README "IDC operating point"); a user's target wins."""
+    from medlens.data.synthetic import make_idc_like
+
+    data = make_idc_like(tmp_path / "idc", patients=4, patches_per_patient=6, seed=0)
+    assert apply_recipe({"data": {"path": str(data)}}).eval.target_sensitivity == 0.90
+    mine = apply_recipe({"data": {"path": str(data)}, "eval": {"target_sensitivity": 0.97}})
+    assert mine.eval.target_sensitivity == 0.97
+    photos = apply_recipe({"data": {"path": str(_folder(tmp_path / "photos"))}})
+    assert photos.eval.target_sensitivity == 0.95  # every other layout keeps the general rule
