@@ -136,8 +136,10 @@ def test_other_operating_rules_pooled_from_each_folds_own_validation(cv_run):
     assert row["sensitivity"] == pytest.approx(called[pos].mean())
     assert row["specificity"] == pytest.approx((~called[~pos]).mean())
     assert row["balanced_accuracy"] == pytest.approx((row["sensitivity"] + row["specificity"]) / 2)
-    assert "Other operating rules" in (out / "cv_report.html").read_text()
-    assert "other rules, pooled" in output.replace("\n", " ")
+    assert rows["sensitivity >= 0.95"]["same_as_operating_point"] is True  # the package rule
+    assert rows["sensitivity >= 0.95"]["balanced_accuracy"] == pytest.approx(cv["pooled"]["balanced_accuracy"])
+    assert "Operating rules side by side" in (out / "cv_report.html").read_text()
+    assert "operating rules, pooled" in output.replace("\n", " ")
 
 
 def test_resume_after_completion_does_not_retrain(cv_run, monkeypatch, tmp_path):

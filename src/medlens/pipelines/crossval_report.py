@@ -123,9 +123,10 @@ def _alternatives_html(cv: dict[str, Any]) -> str:
     if not alt.get("rows"):
         return ""
     keys = ("sensitivity", "specificity", "balanced_accuracy", "ppv", "npv")
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("rule (not used)", *keys))
-    body = "".join("<tr>" + f"<td>{html.escape(r['name'])}</td>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("rule", *keys))
+    body = "".join("<tr>" + f"<td>{html.escape(r['name'])}"
+                   + (" (the operating point)" if r.get("same_as_operating_point") else "") + "</td>"
                    + "".join("<td>–</td>" if r.get(k) is None else f"<td>{r[k]:.3f}</td>" for k in keys)
                    + "</tr>" for r in alt["rows"])
-    return (f"<h3>Other operating rules, pooled out of fold</h3><p>{html.escape(alt['note'])}.</p>"
+    return (f"<h3>Operating rules side by side, pooled out of fold</h3><p>{html.escape(alt['note'])}.</p>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")

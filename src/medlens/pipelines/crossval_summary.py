@@ -173,9 +173,11 @@ def pooled_alternatives(results: list[FoldResult], is_pos: np.ndarray, score: np
         rates = binary_rates(is_pos, score >= thr)
         sens, spec = rates["sensitivity"], rates["specificity"]
         rows.append({"name": name, **{k: rates[k] for k in ("sensitivity", "specificity", "ppv", "npv")},
-                     "balanced_accuracy": None if sens is None or spec is None else (sens + spec) / 2})
+                     "balanced_accuracy": None if sens is None or spec is None else (sens + spec) / 2,
+                     "same_as_operating_point": all(r.threshold is not None and abs(r.alternatives[name] - r.threshold)
+                                                    < 1e-12 for r in results)})
     return {"note": "each image called at its own fold's threshold for the rule, chosen on that fold's "
-                    "validation split; not the package's operating point", "rows": rows}
+                    "validation split; the row marked as the operating point is the call used above", "rows": rows}
 
 
 def binary_cv_table(cv: dict[str, Any], *, threshold_note: str, pooled: str = "pooled out-of-fold AUC",
@@ -204,9 +206,9 @@ def binary_cv_table(cv: dict[str, Any], *, threshold_note: str, pooled: str = "p
              f"{pooled} {f(auc.get('pooled_oof'))}, 95% CI ({bootstrap}) {f(ci_b.get('low'))}–{f(ci_b.get('high'))}"]
     alt = (cv.get("pooled_alternatives") or {}).get("rows") or []
     if alt and not argmax:
-        notes.append("other rules, pooled, each fold's own threshold (not used): " + "; ".join(
-            f"{r['name']}: sens {f(r['sensitivity'])} spec {f(r['specificity'])} "
-            f"balanced acc {f(r['balanced_accuracy'])}" for r in alt))
+        notes.append("operating rules, pooled, each fold's own threshold: " + "; ".join(
+            f"{r['name']}{' (used)' if r.get('same_as_operating_point') else ''}: sens {f(r['sensitivity'])} "
+            f"spec {f(r['specificity'])} balanced acc {f(r['balanced_accuracy'])}" for r in alt))
     if argmax:
         acc, ci_a = cv["pooled"].get("accuracy"), (cv["pooled"].get("ci") or {}).get("accuracy") or {}
         notes.append(f"pooled out-of-fold accuracy (argmax) {f(acc)}, 95% CI ({bootstrap}) "
