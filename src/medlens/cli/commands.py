@@ -113,7 +113,7 @@ def train_cmd(
                                                f"{SEGMENT['test_fraction']}; official splits kept"),
     target_sensitivity: float | None = typer.Option(None, "--target-sensitivity",
                                                     help="the operating point is chosen on validation for it",
-                                                    show_default=str(CLASSIFY["target_sensitivity"])),
+                                                    show_default=f"{CLASSIFY['target_sensitivity']}; IDC patches: 0.9"),
     negative_class: str | None = typer.Option(None, "--negative-class", help="the healthy/normal/benign class",
                                               show_default="guessed from the class names"),
     patient_aggregate: str | None = typer.Option(None, "--patient-aggregate", help="mean, max or topk",
