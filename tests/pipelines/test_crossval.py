@@ -112,7 +112,7 @@ def test_cv_metrics_per_fold_pooled_and_cis(cv_run):
 
 
 def test_other_operating_rules_pooled_from_each_folds_own_validation(cv_run):
-    """``pooled_alternatives``: every held-out image called at its own fold's threshold for the
+    """The pooled alternatives: every held-out image called at its own fold's threshold for the
     rule, that threshold chosen on the fold's validation logits (saved beside the held-out ones)."""
     from scipy.special import softmax
 
@@ -120,7 +120,7 @@ def test_other_operating_rules_pooled_from_each_folds_own_validation(cv_run):
 
     _, out, output = cv_run
     cv = json.loads((out / "cv_metrics.json").read_text())
-    rows = {r["name"]: r for r in cv["pooled_alternatives"]["rows"]}
+    rows = {r["name"]: r for r in cv["pooled"]["alternative_operating_points"]["rows"]}
     assert {"sensitivity >= 0.90", "sensitivity >= 0.99", "0.5 call"} <= set(rows)
     called, pos = [], []
     for i in range(3):
@@ -133,12 +133,13 @@ def test_other_operating_rules_pooled_from_each_folds_own_validation(cv_run):
             pos += (z["labels"] != 0).tolist()
     called, pos = np.array(called), np.array(pos)
     row = rows["sensitivity >= 0.90"]
+    assert row["threshold"] is None and row["chosen_on"].startswith("val")  # one threshold per fold
     assert row["sensitivity"] == pytest.approx(called[pos].mean())
     assert row["specificity"] == pytest.approx((~called[~pos]).mean())
     assert row["balanced_accuracy"] == pytest.approx((row["sensitivity"] + row["specificity"]) / 2)
     assert rows["sensitivity >= 0.95"]["same_as_operating_point"] is True  # the package rule
     assert rows["sensitivity >= 0.95"]["balanced_accuracy"] == pytest.approx(cv["pooled"]["balanced_accuracy"])
-    assert "Operating rules side by side" in (out / "cv_report.html").read_text()
+    assert "val (each fold&#x27;s own threshold)" in (out / "cv_report.html").read_text()
     assert "operating rules, pooled" in output.replace("\n", " ")
 
 

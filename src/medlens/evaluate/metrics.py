@@ -206,7 +206,7 @@ def classification_metrics(
             ``operating_point["selection"]``.
         alternatives: rows from :func:`medlens.evaluate.operating_point.alternative_thresholds`
             → ``alternative_operating_points`` with test metrics at each (default: the 0.5
-            call only).
+            call only); a row's threshold may be one per image (pooled cross-validation).
         patients: N patient ids (``None`` allowed) → adds ``patient_level`` and makes the
             bootstrap resample patients.
         n_bootstrap: resamples for CIs (0 disables them).

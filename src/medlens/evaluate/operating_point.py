@@ -341,19 +341,27 @@ def two_by_two(rates: dict[str, Any]) -> dict[str, Any]:
 def alternative_points(
     is_pos: np.ndarray, score: np.ndarray, rows: list[dict[str, Any]] | None, threshold: Any
 ) -> dict[str, Any]:
-    """Test metrics at thresholds the package does not use (see ``ALTERNATIVES_NOTE``)."""
+    """Test metrics at thresholds the package does not use (see ``ALTERNATIVES_NOTE``).
+
+    A row's ``threshold`` (and the operating ``threshold``) is one number, or one per image —
+    pooled cross-validation calls each image at its own fold's threshold; such a row is written
+    back with ``threshold`` ``None`` (the per-fold values are in each fold's ``metrics.json``).
+    """
     rows = rows or [{"name": "0.5 call", "threshold": 0.5, "chosen_on": None,
                      "rule": "fixed at 0.5 (disease score >= 0.5), not chosen on data"}]
-    same = float(threshold) if threshold is not None and np.ndim(threshold) == 0 else None
+    op = None if threshold is None else np.asarray(threshold, dtype=np.float64)
     out = []
     for row in rows:
-        t = float(row["threshold"])
+        t = np.asarray(row["threshold"], dtype=np.float64)
         rates = binary_rates(is_pos, score >= t)
+        sens, spec = rates["sensitivity"], rates["specificity"]
         out.append(
             {
                 **row,
+                "threshold": float(t) if t.ndim == 0 else None,
                 **{key: rates[key] for key in ("sensitivity", "specificity", "ppv", "npv")},
-                "same_as_operating_point": same is not None and abs(t - same) < 1e-12,
+                "balanced_accuracy": None if sens is None or spec is None else (sens + spec) / 2,
+                "same_as_operating_point": op is not None and bool(np.all(np.abs(t - op) < 1e-12)),
             }
         )
     return {"note": ALTERNATIVES_NOTE, "rows": out}

@@ -221,6 +221,7 @@ def _alternatives_section(metrics: dict[str, Any]) -> str:
             "test specificity": r.get("specificity"),
             "test PPV": r.get("ppv"),
             "test NPV": r.get("npv"),
+            "test balanced accuracy": r.get("balanced_accuracy"),
             "note": "= the operating point" if r.get("same_as_operating_point") else "",
         }
         for r in rows

@@ -114,19 +114,4 @@ def _fold_table_html(cv: dict[str, Any]) -> str:
         f"{f(ci_b.get('high'))}.</p><p>sensitivity, specificity, PPV, NPV, balanced accuracy, accuracy: at "
         f"the fold's operating point ({how}), the same call as the pooled numbers above.</p>"
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}{_alternatives_html(cv)}"
-
-
-def _alternatives_html(cv: dict[str, Any]) -> str:
-    """The other operating rules on the same folds (``pooled_alternatives``), labelled as such."""
-    alt = cv.get("pooled_alternatives") or {}
-    if not alt.get("rows"):
-        return ""
-    keys = ("sensitivity", "specificity", "balanced_accuracy", "ppv", "npv")
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("rule", *keys))
-    body = "".join("<tr>" + f"<td>{html.escape(r['name'])}"
-                   + (" (the operating point)" if r.get("same_as_operating_point") else "") + "</td>"
-                   + "".join("<td>–</td>" if r.get(k) is None else f"<td>{r[k]:.3f}</td>" for k in keys)
-                   + "</tr>" for r in alt["rows"])
-    return (f"<h3>Operating rules side by side, pooled out of fold</h3><p>{html.escape(alt['note'])}.</p>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"

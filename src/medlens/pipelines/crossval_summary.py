@@ -39,8 +39,8 @@ class FoldResult:
     threshold: float | None  # None: argmax call (no negative class)
     row: dict[str, Any]
     history: list[dict[str, Any]]
-    # the thresholds this fold did NOT use, chosen on its validation split by the other rules
-    # (``alternative_thresholds``: name → threshold); empty for argmax folds
+    # name → threshold of each rule, chosen on this fold's validation split as its
+    # ``metrics.json`` lists them (``alternative_thresholds``); empty for argmax folds
     alternatives: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
@@ -95,6 +95,7 @@ def summarise(
         classes,
         negative_class=neg,
         threshold=None if neg is None else thr,
+        alternatives=None if neg is None else pooled_alternatives(results, len(idx)),
         selection={"rule": ARGMAX_NOTE + "; every fold's call is argmax", "target_sensitivity": None,
                    "chosen_on": None}
         if neg is None
@@ -118,7 +119,6 @@ def summarise(
         pooled_op = {"rule": "each image called with its own fold's validation threshold",
                      **{k: rates[k] for k in ("sensitivity", "specificity", "ppv", "npv")}}
     rows = [r.row for r in results]
-    pooled_alt = None if neg is None else pooled_alternatives(results, y != neg, disease_score(probs, neg))
     summary = {}
     for key in FOLD_KEYS:
         v = [x[key] for x in rows if x.get(key) is not None]
@@ -149,35 +149,23 @@ def summarise(
             },
             "pooled": pooled,
             "pooled_operating_point": pooled_op,  # the same call as every thresholded number of "pooled"
-            "pooled_alternatives": pooled_alt,
             "config": cfg.model_dump(),
         }
     )
 
 
-def pooled_alternatives(results: list[FoldResult], is_pos: np.ndarray, score: np.ndarray) -> dict[str, Any] | None:
-    """Every out-of-fold image called at its own fold's threshold under each *other* rule (each
-    threshold chosen on that fold's validation split as the real one is): the rules compared on
-    the same folds, so changing a recipe's operating rule is judged on held-out patients, not on
-    the data that chose the threshold. ``None`` when a fold lacks a rule (folds from before)."""
-    from medlens.evaluate.operating_point import binary_rates
-
-    names = [n for n in (results[0].alternatives if results else {}) if all(n in r.alternatives for r in results)]
-    if not names:
-        return None
+def pooled_alternatives(results: list[FoldResult], n: int) -> list[dict[str, Any]] | None:
+    """The rules a fold did not use, pooled: each out-of-fold image at its own fold's threshold for
+    the rule (chosen on that fold's validation split as the real one is), so changing a recipe's
+    operating rule is judged on held-out patients. ``None`` when a fold lacks them (older folds)."""
+    names = [k for k in (results[0].alternatives if results else {}) if all(k in r.alternatives for r in results)]
     rows = []
     for name in names:
-        thr = np.empty(len(score))
+        thr = np.empty(n)
         for r in results:
             thr[r.test_idx] = r.alternatives[name]
-        rates = binary_rates(is_pos, score >= thr)
-        sens, spec = rates["sensitivity"], rates["specificity"]
-        rows.append({"name": name, **{k: rates[k] for k in ("sensitivity", "specificity", "ppv", "npv")},
-                     "balanced_accuracy": None if sens is None or spec is None else (sens + spec) / 2,
-                     "same_as_operating_point": all(r.threshold is not None and abs(r.alternatives[name] - r.threshold)
-                                                    < 1e-12 for r in results)})
-    return {"note": "each image called at its own fold's threshold for the rule, chosen on that fold's "
-                    "validation split; the row marked as the operating point is the call used above", "rows": rows}
+        rows.append({"name": name, "threshold": thr, "chosen_on": "val (each fold's own threshold)"})
+    return rows or None
 
 
 def binary_cv_table(cv: dict[str, Any], *, threshold_note: str, pooled: str = "pooled out-of-fold AUC",
@@ -204,7 +192,7 @@ def binary_cv_table(cv: dict[str, Any], *, threshold_note: str, pooled: str = "p
              f"AUC {f(auc.get('mean'))} ± {f(auc.get('std'))} over folds, 95% CI (t over folds) "
              f"{f(ci_t.get('low'))}–{f(ci_t.get('high'))}",
              f"{pooled} {f(auc.get('pooled_oof'))}, 95% CI ({bootstrap}) {f(ci_b.get('low'))}–{f(ci_b.get('high'))}"]
-    alt = (cv.get("pooled_alternatives") or {}).get("rows") or []
+    alt = ((cv.get("pooled") or {}).get("alternative_operating_points") or {}).get("rows") or []
     if alt and not argmax:
         notes.append("operating rules, pooled, each fold's own threshold: " + "; ".join(
             f"{r['name']}{' (used)' if r.get('same_as_operating_point') else ''}: sens {f(r['sensitivity'])} "

@@ -96,10 +96,12 @@ def decide_postprocess(setting: str, threshold: float, val_volumes: Iterable[tup
             "training_single_lesion": single}
 
 
-def postprocess_probs(prob: np.ndarray, threshold: float, rule: str | None) -> np.ndarray:
+def postprocess_probs(prob: np.ndarray, threshold: float, rule: str | None,
+                      keep: np.ndarray | None = None) -> np.ndarray:
     """``prob`` with the voxels that ``rule`` removes set to 0, so that thresholding the
-    result gives the post-processed mask (reports and overlays show what is scored)."""
+    result gives the post-processed mask (reports and overlays show what is scored);
+    ``keep``: that rule's mask when the caller has it already."""
     if rule in (None, "none"):
         return prob
-    keep = apply_postprocess(prob >= threshold, rule)
+    keep = apply_postprocess(prob >= threshold, rule) if keep is None else keep
     return np.where(keep | (prob < threshold), prob, 0).astype(prob.dtype, copy=False)

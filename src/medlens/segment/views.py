@@ -109,9 +109,9 @@ class ViewSteps:
         for pid, prob, truth in self.predict(model, part, device=device):
             # what every post-processing rule would have given: the rule is chosen on validation
             # patients, so a cross-validation can judge that choice on the held-out ones
-            dice_if = {f"dice_if_{rule}": dice(apply_postprocess(prob >= threshold, rule), truth.astype(bool))
-                       for rule in POSTPROCESS}
-            probs[pid] = prob = postprocess_probs(prob, threshold, postprocess)
+            kept = {rule: apply_postprocess(prob >= threshold, rule) for rule in POSTPROCESS}
+            dice_if = {f"dice_if_{rule}": dice(mask, truth.astype(bool)) for rule, mask in kept.items()}
+            probs[pid] = prob = postprocess_probs(prob, threshold, postprocess, keep=kept.get(postprocess or "none"))
             rows.update(per_patient(prob >= threshold, truth.astype(bool), np.full(len(truth), pid),
                                     spacing=spacing.get(pid)))
             rows[pid].update(dice_if)
