@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -50,3 +51,50 @@ def test_3d_run_with_members(nifti_set, tmp_path):
     assert pkg.metadata["model"]["name"] == "ensemble" and pkg.metadata["input"]["patch"] == [4, 16, 16]
     ev = evaluate_package(pkg, nifti_set, split="test", out_dir=tmp_path / "ev")
     assert ev["mean_dice"] == pytest.approx(metrics["mean_dice"], abs=1e-6)
+
+
+def test_member_splits_rotate_validation_over_the_pool():
+    from medlens.errors import ConfigError
+    from medlens.segment.workflow import member_splits
+
+    splits = {"train": ["a", "b", "c", "d"], "val": ["e"], "test": ["t"]}
+    members = member_splits(splits, 3, seed=0)
+    vals = [m["val"] for m in members]
+    assert sorted(p for v in vals for p in v) == ["a", "b", "c", "d", "e"]  # each pooled patient validated once
+    for m in members:
+        assert set(m["train"]).isdisjoint(m["val"]) and set(m["train"]) | set(m["val"]) == set("abcde")
+        assert m["test"] == ["t"]
+    with pytest.raises(ConfigError, match="at least 6"):
+        member_splits(splits, 6, seed=0)
+
+
+def test_fold_ensemble_run(kaggle_set, tmp_path):
+    """nnU-Net's cross-validation ensemble: members validated on different patients, the
+    post-processing chosen on out-of-fold predictions, the validation patients trained on."""
+    from medlens.data.splits import load_splits
+    from medlens.package import ModelPackage
+    from medlens.segment.config import SegmentConfig
+    from medlens.segment.evaluation import evaluate_package
+    from medlens.segment.workflow import train_segmentation
+
+    train = {"epochs": 1, "batch_size": 8, "lr": 5e-3, "progress": False, "threads": 1, "seed": 0}
+    with pytest.raises(ValueError, match="ensemble ≥ 2"):
+        SegmentConfig(data=str(kaggle_set), ensemble_by="folds")
+    cfg = SegmentConfig(data=str(kaggle_set), size=32, model="test_unet", val_fraction=0.25, test_fraction=0.25,
+                        ensemble=2, ensemble_by="folds", train=train)
+    run = tmp_path / "run"
+    metrics = train_segmentation(cfg, run)
+    vals = [m["val_patients"] for m in metrics["members"]]
+    assert len(vals) == 2 and set(vals[0]).isdisjoint(vals[1])
+    pool = sorted(vals[0] + vals[1])
+    assert len(pool) == 3 and not set(pool) & set(metrics["patient_ids"])  # 4 patients: 1 test, 3 pooled
+    assert metrics["postprocess"]["chosen_by"] == "out-of-fold predictions of 3 patients"
+    where = {Path(k).parent.name: v for k, v in load_splits(run / "splits.csv").items()}
+    assert sorted(p for p, s in where.items() if s == "train") == pool and "val" not in where.values()
+    assert "Cross-validation ensemble" in (run / "model" / "model_card.md").read_text(encoding="utf-8")
+    ev = evaluate_package(ModelPackage(run), kaggle_set, split="test", out_dir=tmp_path / "ev")
+    assert ev["mean_dice"] == pytest.approx(metrics["mean_dice"], abs=1e-6)
+    # without test patients the run reports the out-of-fold predictions of every patient
+    oof = train_segmentation(cfg.model_copy(update={"test_fraction": 0.0}), tmp_path / "oof")
+    assert oof["split"] == "out_of_fold" and sorted(oof["per_patient"]) == sorted(oof["patient_ids"])
+    assert len(oof["patient_ids"]) == 4

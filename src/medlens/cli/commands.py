@@ -134,6 +134,10 @@ def train_cmd(
     ensemble: int | None = typer.Option(None, "--ensemble",
                                         help="segment: models from seeds seed, seed+1, …, probabilities averaged",
                                         show_default="1"),
+    ensemble_by: str | None = typer.Option(None, "--ensemble-by", help="segment, with --ensemble N: seed (members "
+                                           "differ by seed) or folds (nnU-Net's cross-validation ensemble: "
+                                           "member k validated on fold k of the training patients)",
+                                           show_default="seed"),
     stain_normalize: str | None = stain_option(),
     colour_constancy: str | None = colour_constancy_option(),
     activation: str | None = typer.Option(None, "--activation", help="relu, elu, selu, gelu or silu "

@@ -93,6 +93,10 @@ def cv_cmd(
                                      "e.g. 32,64,64", show_default=PATCH_DEFAULT),
     ensemble: int | None = typer.Option(None, "--ensemble", help="segment: models per fold from seeds seed, "
                                         "seed+1, …, probabilities averaged", show_default="1"),
+    ensemble_by: str | None = typer.Option(None, "--ensemble-by", help="segment, with --ensemble N: seed (members "
+                                           "differ by seed) or folds (nnU-Net's cross-validation ensemble: "
+                                           "member k validated on fold k of the training patients)",
+                                           show_default="seed"),
     group_by: str | None = group_by_option(),
     stain_normalize: str | None = stain_option(),
     colour_constancy: str | None = colour_constancy_option(),

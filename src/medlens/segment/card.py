@@ -159,7 +159,10 @@ def model_card(meta: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
         *([f"- Trained on patches of {'×'.join(str(v) for v in inp.get('patch') or [])} voxels (D×H×W); "
            "whole volumes predicted by sliding-window inference."] if dims == 3 else []),
         *([f"- Ensemble of {len(members)} U-Nets (seeds {', '.join(str(m.get('seed')) for m in members)}); "
-           "their probabilities are averaged."] if len(members) > 1 else []),
+           "their probabilities are averaged."
+           + (f" Cross-validation ensemble: the training patients in {len(members)} folds, each member "
+              "validated on one fold and trained on the others." if "val_patients" in members[0] else "")]
+          if len(members) > 1 else []),
         f"- Output: lesion probability per pixel; mask = probability ≥ {meta.get('threshold')}; "
         f"post-processing: {meta.get('postprocess', 'none')}.",
         f"- Loss: {meta.get('loss')}.",

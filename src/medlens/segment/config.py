@@ -38,6 +38,12 @@ class SegmentConfig(BaseModel):
     augment: bool = True
     ensemble: int = Field(1, ge=1, le=10, description="models trained from seeds seed, seed+1, …; "
                                                       "their probabilities averaged (one model answers)")
+    ensemble_by: Literal["seed", "folds"] = Field(
+        "seed", description="with ensemble > 1 — seed: every member trains on the same patients; folds: "
+                            "nnU-Net's cross-validation ensemble, the training and validation patients pooled "
+                            "and split into `ensemble` folds, member k validated on fold k and trained on the "
+                            "rest (every patient trains all but one member; post-processing is chosen on "
+                            "every pooled patient's out-of-fold prediction)")
     threshold: float = Field(0.5, gt=0, lt=1)
     postprocess: Literal["auto", "none", "largest_component"] = Field(
         "auto", description="auto: keep the largest connected component per patient only if that "
@@ -105,6 +111,12 @@ class SegmentConfig(BaseModel):
             raise ConfigError(f"model_kwargs.spatial_dims contradicts spatial_dims={self.spatial_dims}; "
                               "leave it out of model_kwargs")
         return {**kwargs, "spatial_dims": self.spatial_dims}
+
+    @model_validator(mode="after")
+    def _folds_need_members(self) -> SegmentConfig:
+        if self.ensemble_by == "folds" and self.ensemble < 2:
+            raise ValueError("ensemble_by folds needs ensemble ≥ 2 (the number of folds), e.g. --ensemble 3")
+        return self
 
     @model_validator(mode="after")
     def _patch_needs_3d(self) -> SegmentConfig:

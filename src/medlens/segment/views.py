@@ -20,7 +20,7 @@ per-patient metrics and the report's slices are computed once for both
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -68,6 +68,9 @@ class SegmentView(Protocol):
     def predict(self, model: Any, part: str, *, device: Any = "cpu") -> Iterator[tuple[str, np.ndarray, np.ndarray]]: ...
     def truths(self, part: str) -> Iterator[np.ndarray]: ...
     def foreground(self, part: str = "train") -> float: ...
+    def resplit(self, splits: Mapping[str, list[str]]) -> Any: ...
+    def score(self, predictions: Iterable[tuple[str, np.ndarray, np.ndarray]], part: str, *, threshold: float,
+              postprocess: str | None = None) -> tuple[Rows, SliceSet, np.ndarray]: ...
     def evaluate(self, model: Any, part: str, *, threshold: float, device: Any = "cpu",
                  postprocess: str | None = None) -> tuple[Rows, SliceSet, np.ndarray]: ...
     def report(self, part: str, probs: Mapping[str, np.ndarray]) -> tuple[SliceSet, np.ndarray]: ...
@@ -89,6 +92,15 @@ class ViewSteps:
     def report(self, part: str, probs: Mapping[str, np.ndarray]) -> tuple[SliceSet, np.ndarray]:
         raise NotImplementedError
 
+    def resplit(self, splits: Mapping[str, list[str]]) -> Any:
+        """The same decoded data under other splits (an ensemble member's folds): a shallow
+        copy whose parts are selected again, nothing decoded twice."""
+        import copy
+
+        view = copy.copy(self)
+        view.parts = _parts(self.data, splits)
+        return view
+
     def foreground(self, part: str = "train") -> float:
         """Share of lesion voxels in ``part`` (the output-bias prior). Counts are exact in
         float64, so this is the one rounding of count / voxels however the part is held."""
@@ -100,13 +112,21 @@ class ViewSteps:
         """Full per-patient metrics (Dice, IoU, HD95 in mm, volume error, lesion detection)
         of ``part`` after the post-processing rule (removed voxels get probability 0), and
         the report's slices with their probabilities."""
+        return self.score(self.predict(model, part, device=device), part, threshold=threshold,
+                          postprocess=postprocess)
+
+    def score(self, predictions: Iterable[tuple[str, np.ndarray, np.ndarray]], part: str, *, threshold: float,
+              postprocess: str | None = None) -> tuple[Rows, SliceSet, np.ndarray]:
+        """:meth:`evaluate` of given ``(patient, probabilities, truth)`` of ``part``'s patients
+        (a fold ensemble's out-of-fold predictions, each patient by the member that did not
+        train on it)."""
         from medlens.segment.metrics import dice, per_patient
         from medlens.segment.postprocess import POSTPROCESS, apply_postprocess, postprocess_probs
 
         spacing = self.parts[part].spacing
         rows: Rows = {}
         probs: dict[str, np.ndarray] = {}
-        for pid, prob, truth in self.predict(model, part, device=device):
+        for pid, prob, truth in predictions:
             # what every post-processing rule would have given: the rule is chosen on validation
             # patients, so a cross-validation can judge that choice on the held-out ones
             kept = {rule: apply_postprocess(prob >= threshold, rule) for rule in POSTPROCESS}

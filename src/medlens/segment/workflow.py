@@ -91,20 +91,22 @@ def _train_segmentation(cfg: SegmentConfig, run_dir: Path, *, resume: bool = Fal
     if not splits["val"]:
         raise ConfigError("segmentation training needs at least one validation patient "
                           "(set val_fraction > 0 or val_patients)")
-    _save_splits(index, splits, run_dir / "splits.csv")
+    # a fold ensemble trains on every validation patient (all members but one): train in splits.csv
+    pooled = {"train": sorted(splits["train"] + splits["val"]), "val": [], "test": splits["test"]}
+    _save_splits(index, pooled if cfg.ensemble_by == "folds" else splits, run_dir / "splits.csv")
     fitted = fit_segmenter(cfg, index, splits, run_dir, resume=resume, cache_dir=cache_dir)
     from medlens.segment.metrics import summarise
 
     eval_split, rows, model, result = fitted.eval_split, fitted.rows, fitted.model, fitted.result
     single = cfg.ensemble == 1  # an ensemble has no one best epoch: see "members"
-    metrics = {"split": eval_split, "patient_ids": splits[eval_split], **summarise(rows), "per_patient": rows,
+    metrics = {"split": eval_split, "patient_ids": fitted.patients, **summarise(rows), "per_patient": rows,
                "best_epoch": result.best_epoch if single else None,
                "best_val_dice": result.best_score if single else None,
                "train_seconds": time.perf_counter() - t0, "problems": len(fitted.problems), **fitted.counts,
                "postprocess": fitted.postprocess}
     from medlens.segment.metrics import metric_units
 
-    metrics["units"] = metric_units(fitted.report_slices.spacing, splits[eval_split], size=cfg.size,
+    metrics["units"] = metric_units(fitted.report_slices.spacing, fitted.patients, size=cfg.size,
                                     spatial_dims=cfg.spatial_dims)
     atomic_write_json(run_dir / "metrics.json", metrics)
     write_per_patient(run_dir / "per_patient.csv", rows)
@@ -112,7 +114,7 @@ def _train_segmentation(cfg: SegmentConfig, run_dir: Path, *, resume: bool = Fal
     from medlens.data.fingerprint import fingerprint_index
 
     # what the training images looked like: the OOD guard of predict/explain/evaluate
-    train_pats = set(splits["train"])
+    train_pats = set(pooled["train"] if cfg.ensemble_by == "folds" else splits["train"])
     meta["data_fingerprint"] = fingerprint_index(
         index.subset([r for r in index.records if str(r.patient) in train_pats]), split=None,
         max_images=kind.fingerprint_images, seed=cfg.train.seed)
@@ -138,6 +140,7 @@ class Fitted:
     model: Any
     result: Any
     eval_split: str
+    patients: list[str]
     rows: dict[str, dict[str, float]]
     report_slices: Any
     report_probs: np.ndarray
@@ -150,9 +153,11 @@ class Fitted:
 def fit_segmenter(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], run_dir: str | Path,
                   *, resume: bool = False, cache_dir: str | Path | None = None) -> Fitted:
     """Train a U-Net on ``splits["train"]`` (an ensemble with ``cfg.ensemble > 1``),
-    early-stopping on whole-volume validation Dice, choose the post-processing on the
-    validation patients and evaluate the test patients (the validation ones without a test
-    split): the same steps for 2D and 3D, on the data view of ``cfg.spatial_dims``.
+    choose the post-processing on the validation patients and evaluate the test patients
+    (the validation ones without a test split): the same steps for 2D and 3D, on the data
+    view of ``cfg.spatial_dims``. A fold ensemble (``cfg.ensemble_by == "folds"``) trains
+    member k on :func:`member_splits` ``[k]`` and decides on every pooled patient's
+    out-of-fold prediction (and reports those without a test split).
 
     ``cache_dir`` keeps decoded slices (default ``run_dir/cache``).
     """
@@ -169,23 +174,59 @@ def fit_segmenter(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], 
     view = training_view(cfg, index, splits, cache_dir=Path(cache_dir) if cache_dir is not None else run_dir / "cache")
     task = SegmentTask(loss=cfg.loss, threshold=cfg.threshold, augment=SegmentAugment(**cfg.augment_acquisition) if cfg.augment else None,
                        window=view.window)
-    prior = view.foreground("train")
+    folds = member_splits(splits, cfg.ensemble, cfg.train.seed) if cfg.ensemble_by == "folds" else None
+    views = [view.resplit(f) for f in folds] if folds else [view] * cfg.ensemble
 
-    def train_one(mtc: TrainConfig, mdir: Path, mresume: bool) -> tuple[Any, Any]:
+    def train_one(k: int, mtc: TrainConfig, mdir: Path, mresume: bool) -> tuple[Any, Any]:
         seed_everything(mtc.seed)  # the initial weights too: same config, same run
         model = create_model(cfg.model, num_classes=1, in_channels=view.channels, **network)
-        init_output_bias(model, prior)
-        return model, fit(model, task, view.train_loader(mtc), view.val_loader(mtc), mtc, mdir, resume=mresume)
+        init_output_bias(model, views[k].foreground("train"))
+        return model, fit(model, task, views[k].train_loader(mtc), views[k].val_loader(mtc), mtc, mdir, resume=mresume)
 
     model, result, members = fit_members(cfg.ensemble, cfg.train, run_dir, train_one, resume=resume)
     device = resolve_device(cfg.train.device)
-    val = ((prob, truth) for _, prob, truth in view.predict(model, "val", device=device))
-    post = decide_postprocess(cfg.postprocess, cfg.threshold, val, view.truths("train"))
-    eval_split = "test" if len(view.parts["test"]) else "val"
-    rows, slices, probs = view.evaluate(model, eval_split, threshold=cfg.threshold, device=device,
-                                        postprocess=post["rule"])
-    return Fitted(model, result, eval_split, rows, slices, probs, view.problems,
-                  {**view.counts(), "members": members}, view.input_meta(model), post)
+    counts = {**view.counts(), "members": members}
+    if folds:  # each pooled patient predicted by the one member that did not train on it
+        oof = [p for k, v in enumerate(views) for p in v.predict(model.members[k], "val", device=device)]
+        for row, f in zip(members, folds):
+            row["val_patients"] = f["val"]
+        pool = sorted(splits["train"] + splits["val"])
+        post = decide_postprocess(cfg.postprocess, cfg.threshold, ((p, t) for _, p, t in oof),
+                                  view.resplit({"pool": pool}).truths("pool"))
+        post["chosen_by"] = f"out-of-fold predictions of {len(oof)} patients"
+        counts["ensemble_by"] = "folds"
+    else:
+        val = ((prob, truth) for _, prob, truth in view.predict(model, "val", device=device))
+        post = decide_postprocess(cfg.postprocess, cfg.threshold, val, view.truths("train"))
+    if len(view.parts["test"]):
+        eval_split, patients = "test", splits["test"]
+        rows, slices, probs = view.evaluate(model, "test", threshold=cfg.threshold, device=device,
+                                            postprocess=post["rule"])
+    elif folds:
+        eval_split, patients = "out_of_fold", pool
+        rows, slices, probs = view.resplit({eval_split: pool}).score(oof, eval_split, threshold=cfg.threshold,
+                                                                     postprocess=post["rule"])
+    else:
+        eval_split, patients = "val", splits["val"]
+        rows, slices, probs = view.evaluate(model, "val", threshold=cfg.threshold, device=device,
+                                            postprocess=post["rule"])
+    return Fitted(model, result, eval_split, patients, rows, slices, probs, view.problems, counts,
+                  view.input_meta(model), post)
+
+
+def member_splits(splits: dict[str, list[str]], n: int, seed: int) -> list[dict[str, list[str]]]:
+    """A fold ensemble's splits (nnU-Net's five-fold ensemble): the training and validation
+    patients pooled and cut into ``n`` folds (:func:`~medlens.segment.data.patient_folds`
+    with ``seed``); member k validates on fold k and trains on the others. Test patients
+    stay out of every member."""
+    from medlens.segment.data import patient_folds
+
+    pool = sorted(splits["train"] + splits["val"])
+    if len(pool) < n:
+        raise ConfigError(f"an ensemble over {n} folds needs at least {n} training and validation patients, "
+                          f"the run has {len(pool)}; lower --ensemble or use ensemble_by seed")
+    return [{"train": [p for p in pool if p not in fold], "val": sorted(fold), "test": list(splits["test"])}
+            for fold in patient_folds(pool, n, seed=seed)]
 
 
 def package_metadata(cfg: SegmentConfig, input_meta: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
@@ -219,7 +260,7 @@ def config_from_cli(*, data: Path, config: Path | None, options: dict[str, Any])
     base = load_config_file(config) if config else {}
     over: dict[str, Any] = {"data": str(data)}
     for key in ("layout", "mask_pattern", "size", "val_fraction", "test_fraction", "spatial_dims", "ensemble",
-                "loss", "group_by"):
+                "ensemble_by", "loss", "group_by"):
         if options.get(key) is not None:
             over[key] = options[key]
     if options.get("patch"):

@@ -184,6 +184,6 @@ TASK = TaskSpec(
     cross_validate=_cross_validate,
     cv_summary=_cv_summary,
     config_model=SegmentConfig,
-    options=frozenset({"--spatial-dims", "--patch", "--mask-pattern", "--ensemble", "--loss", "--group-by"}),
+    options=frozenset({"--spatial-dims", "--patch", "--mask-pattern", "--ensemble", "--ensemble-by", "--loss", "--group-by"}),
     priority=10,
 )

@@ -17,22 +17,22 @@ from torch import nn
 from medlens.train.config import TrainConfig
 from medlens.train.engine import FitResult
 
-TrainOne = Callable[[TrainConfig, Path, bool], tuple[nn.Module, FitResult]]
+TrainOne = Callable[[int, TrainConfig, Path, bool], tuple[nn.Module, FitResult]]
 
 
 def fit_members(n: int, tc: TrainConfig, run_dir: Path, train_one: TrainOne, *, resume: bool = False
                 ) -> tuple[nn.Module, FitResult, list[dict[str, Any]]]:
-    """``train_one(config, directory, resume)`` ``n`` times; returns the model (a
+    """``train_one(member, config, directory, resume)`` ``n`` times; returns the model (a
     :class:`~medlens.models.ensemble.MeanEnsemble` when ``n > 1``), the first member's
     fit result (its curves go in the report) and one summary row per member."""
     if n == 1:
-        model, result = train_one(tc, run_dir, resume)
+        model, result = train_one(0, tc, run_dir, resume)
         return model, result, [_row(0, tc.seed, result)]
     models, results, rows = [], [], []
     for k in range(n):
         mdir = Path(run_dir) / f"member{k}"
         mtc = tc.model_copy(update={"seed": tc.seed + k})
-        model, result = train_one(mtc, mdir, resume and (mdir / "checkpoints" / "last.pt").exists())
+        model, result = train_one(k, mtc, mdir, resume and (mdir / "checkpoints" / "last.pt").exists())
         models.append(model), results.append(result), rows.append(_row(k, mtc.seed, result))
     from medlens.models.ensemble import make_ensemble
 
