@@ -98,3 +98,26 @@ def test_fold_ensemble_run(kaggle_set, tmp_path):
     oof = train_segmentation(cfg.model_copy(update={"test_fraction": 0.0}), tmp_path / "oof")
     assert oof["split"] == "out_of_fold" and sorted(oof["per_patient"]) == sorted(oof["patient_ids"])
     assert len(oof["patient_ids"]) == 4
+
+
+def test_cv_fold_row_names_out_of_fold_validation():
+    from medlens.segment.crossval import _fold_row
+
+    m = {"mean_dice": 0.5, "members": [{"val_patients": ["a", "b"]}, {"val_patients": ["c"]}]}
+    assert _fold_row(0, ["t"], ["a"], m)["val"] == ["out-of-fold, 2 folds of 3 patients"]
+    assert _fold_row(0, ["t"], ["a"], {"members": [{"seed": 0}]})["val"] == ["a"]
+
+
+def test_fold_ensemble_is_the_default_from_ten_patients(kaggle_set, tmp_path):
+    from medlens.data.synthetic.brain import make_brain_mri_like
+    from medlens.segment.workflow import config_from_cli
+
+    ten = make_brain_mri_like(tmp_path / "ten", patients=10, slices=2, size=16, seed=0)
+    cfg = config_from_cli(data=ten, config=None, options={})
+    assert (cfg.ensemble, cfg.ensemble_by) == (3, "folds")
+    assert config_from_cli(data=ten, config=None, options={"ensemble": 1}).ensemble == 1  # the user's choice wins
+    conf = tmp_path / "c.json"
+    conf.write_text(json.dumps({"ensemble": 2}), encoding="utf-8")
+    assert (config_from_cli(data=ten, config=conf, options={}).ensemble_by,
+            config_from_cli(data=ten, config=conf, options={}).ensemble) == ("seed", 2)
+    assert config_from_cli(data=kaggle_set, config=None, options={}).ensemble == 1  # 4 patients: one network

@@ -142,6 +142,9 @@ class SegmentCV:
 
 
 def _fold_row(k: int, test: list[str], val: list[str], m: dict[str, Any]) -> dict[str, Any]:
+    members = m.get("members") or []
+    if members and "val_patients" in members[0]:  # a fold ensemble validated on every pooled patient
+        val = [f"out-of-fold, {len(members)} folds of {sum(len(r['val_patients']) for r in members)} patients"]
     return {"fold": k, "test": test, "val": val, "mean_dice": m.get("mean_dice"),
             "postprocess": (m.get("postprocess") or {}).get("rule"), "members": m.get("members") or []}
 
