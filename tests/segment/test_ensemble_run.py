@@ -116,6 +116,8 @@ def test_fold_ensemble_is_the_default_from_ten_patients(kaggle_set, tmp_path):
     cfg = config_from_cli(data=ten, config=None, options={})
     assert (cfg.ensemble, cfg.ensemble_by) == (3, "folds")
     assert config_from_cli(data=ten, config=None, options={"ensemble": 1}).ensemble == 1  # the user's choice wins
+    by_seed = config_from_cli(data=ten, config=None, options={"ensemble_by": "seed"})
+    assert (by_seed.ensemble, by_seed.ensemble_by) == (3, "seed")
     conf = tmp_path / "c.json"
     conf.write_text(json.dumps({"ensemble": 2}), encoding="utf-8")
     assert (config_from_cli(data=ten, config=conf, options={}).ensemble_by,

@@ -279,8 +279,9 @@ def config_from_cli(*, data: Path, config: Path | None, options: dict[str, Any])
             train[field] = options[key]
     over["train"] = train
     if options.get("ensemble") is None and "ensemble" not in base:
-        over.update(fold_ensemble_recipe(data, layout=over.get("layout") or base.get("layout"),
-                                         mask_pattern=over.get("mask_pattern") or base.get("mask_pattern")))
+        recipe = fold_ensemble_recipe(data, layout=over.get("layout") or base.get("layout"),
+                                      mask_pattern=over.get("mask_pattern") or base.get("mask_pattern"))
+        over.update({k: v for k, v in recipe.items() if k not in over and k not in base})  # the user's values win
     return make_config(**deep_update(base, over))
 
 
