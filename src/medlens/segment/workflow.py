@@ -18,6 +18,7 @@ validation patients when there is no test split), ``report.html`` and the model 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -192,7 +193,7 @@ def fit_segmenter(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], 
             row["val_patients"] = f["val"]
         pool = sorted(splits["train"] + splits["val"])
         post = decide_postprocess(cfg.postprocess, cfg.threshold, ((p, t) for _, p, t in oof),
-                                  view.resplit({"pool": pool}).truths("pool"))
+                                  itertools.chain(view.truths("train"), view.truths("val")))
         post["chosen_by"] = f"out-of-fold predictions of {len(oof)} patients"
         counts["ensemble_by"] = "folds"
     else:
