@@ -10,7 +10,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from medlens.ct.crops import CropSpec
-from medlens.ct.features import FEATURE_CROP, FEATURE_NAMES, crop_features, hessian_at_centre
+from medlens.ct.features import (
+    FEATURE_CROP,
+    FEATURE_NAMES,
+    FINE_CROP,
+    crop_features,
+    hessian_at_centre,
+)
 from medlens.ct.ranker import INPUT_SETS, fit_ranker, rank, ranker_inputs, strongest_inputs
 from medlens.models import create_model
 
@@ -35,12 +41,25 @@ def _window(hu: np.ndarray) -> np.ndarray:
     return (np.clip(hu, lo, hi) - lo) / (hi - lo)
 
 
+def _features(*shapes) -> dict[str, np.ndarray]:
+    """Descriptors of analytic crops: each shape maps the (z, y, x) mm grid to HU, drawn on both boxes."""
+    crops = [_window(np.stack([shape(*_mm_grid(spec)) for shape in shapes])) for spec in (FEATURE_CROP, FINE_CROP)]
+    return dict(zip(FEATURE_NAMES, crop_features(*crops).T, strict=False))
+
+
+LUNG, TISSUE = -850.0, 40.0
+
+
+def _ball(d_mm: float, inside: float = TISSUE, outside: float = LUNG):
+    return lambda z, y, x: np.where(z**2 + y**2 + x**2 <= (d_mm / 2) ** 2, inside, outside)
+
+
+def _tube(d_mm: float):  # a vessel along R, through the box
+    return lambda z, y, x: np.where(z**2 + x**2 <= (d_mm / 2) ** 2, TISSUE, LUNG)
+
+
 def test_a_ball_and_a_vessel_get_the_descriptors_that_tell_them_apart():
-    zz, yy, xx = _mm_grid(FEATURE_CROP)
-    lung, tissue = -850.0, 40.0
-    ball = np.where(zz**2 + yy**2 + xx**2 <= 5.0**2, tissue, lung)  # a 10 mm nodule
-    tube = np.where(zz**2 + xx**2 <= 2.5**2, tissue, lung)  # a 5 mm vessel along R, through the box
-    f = dict(zip(FEATURE_NAMES, crop_features(_window(np.stack([ball, tube]))).T, strict=False))
+    f = _features(_ball(10.0), _tube(5.0))  # a 10 mm nodule, a 5 mm vessel
     assert f["lump_elongation_600hu"][0] < 1.2 < 3.0 < f["lump_elongation_600hu"][1]
     assert f["lump_surface_share_600hu"][0] == 0 < f["lump_surface_share_600hu"][1]
     assert f["lump_ball_exits_600hu"][0] == 0 and f["lump_ball_exits_600hu"][1] == 2
@@ -51,11 +70,23 @@ def test_a_ball_and_a_vessel_get_the_descriptors_that_tell_them_apart():
     assert abs(f["curv_min_s2.5mm"][1]) < 0.1 * f["curv_min_s2.5mm"][0]
     assert f["blob_ratio_s2.5mm"][0] > 0.5 > f["blob_ratio_s2.5mm"][1]
     assert f["contrast_4_8mm"][0] > f["contrast_4_8mm"][1] > 0
-    assert f["mean_hu_r2mm"][0] == pytest.approx(tissue, abs=1)
+    assert f["mean_hu_r2mm"][0] == pytest.approx(TISSUE, abs=1)
     # lung around it: nearly the whole box for both; none for a lump inside soft tissue
-    solid = np.where(zz**2 + yy**2 + xx**2 <= 5.0**2, 60.0, tissue)
-    air = dict(zip(FEATURE_NAMES, crop_features(_window(np.stack([ball, solid]))).T, strict=False))["box_air"]
+    air = _features(_ball(10.0), _ball(10.0, inside=60.0, outside=TISSUE))["box_air"]
     assert air[0] > 0.9 and air[1] == 0
+
+
+def test_each_lump_is_measured_at_its_own_size():
+    """Scale selection: a 4 mm nodule answers at a fine scale, a 12 mm one at a coarse one, and at
+    its own scale each curves down along all three axes alike; a 2 mm vessel never does."""
+    f = _features(_ball(4.0), _ball(12.0), _tube(2.0))
+    scale = np.exp(f["best_scale_log_mm"])
+    assert scale[0] <= 1.25 and scale[1] >= 2.5  # σ ≈ r/√3: 1.2 mm and 3.5 mm
+    assert f["best_scale_blob_ratio"][0] > 0.5 and f["best_scale_blob_ratio"][1] > 0.5
+    assert f["best_scale_blob_ratio"][2] < 0.2
+    # at the coarse scales alone the small ball is a faint blur: its fine curvature is stronger
+    assert f["curv_min_s0.8mm"][0] > 1.5 * f["curv_min_s2.5mm"][0]
+    assert f["best_scale_curv_min"][0] > 5 * abs(f["best_scale_curv_min"][2])
 
 
 def test_the_ranker_learns_a_separable_signal_and_reloads_from_its_weights():

@@ -5,7 +5,7 @@ poorly (AUC 0.79 among the candidates of fresh phantoms), while the physics that
 nodule from a vessel is simple to measure: a nodule is a compact, roughly spherical lump
 brighter than the lung around it; a vessel is a tube that runs on out of the box; the
 chest wall is a large bright region. These descriptors, measured on a fixed box in mm
-around each candidate, feed :class:`medlens.ct.ranker.CandidateRanker`. They are physical
+around each candidate (and the finest curvatures on a finer 12 mm box), feed :class:`medlens.ct.ranker.CandidateRanker`. They are physical
 (HU, mm, ratios), so they do not depend on the scanner's voxel size.
 
 Everything is batched over the candidates except the connected-component step (one
@@ -29,6 +29,13 @@ FEATURE_CROP = CropSpec((24, 40, 40), (1.25, 1.0, 1.0), (-1000.0, 400.0))
 SPHERES_MM = (2.0, 4.0, 6.0, 9.0)
 SHELLS_MM = ((4.0, 8.0), (6.0, 11.0), (9.0, 14.0))
 SCALES_MM = (1.5, 2.5, 4.0)
+#: Small nodules (3–6 mm: a ball of radius r answers most at σ = r/√3, 0.9–1.7 mm) need finer
+#: scales than the box above resolves (1.25 mm slices): those are measured on a 12 mm box of
+#: 0.5 mm voxels. Then the scale where the weakest downward curvature peaks (Lindeberg's scale
+#: selection) gives the curvatures of the lump at its own size, so a 4 mm and a 12 mm nodule look
+#: alike to a linear ranker (before: small nodules ranked low, below vessels).
+FINE_CROP = CropSpec((24, 24, 24), (0.5, 0.5, 0.5), (-1000.0, 400.0))
+FINE_SCALES_MM = (0.6, 0.8, 1.0, 1.25)
 LUMP_HU = (-600.0, -300.0)  # thresholds of the bright lump: ground glass and solid
 NEAR_MM = 3.0  # the lump is the bright component that covers most of this ball at the centre
 LUMP_BALL_MM = 12.0  # the lump is looked at inside this ball: a nodule fits, a vessel or the wall runs out
@@ -42,6 +49,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     *(f"{k}_s{s:g}mm" for s in SCALES_MM for k in ("curv_max", "curv_mid", "curv_min", "blob_ratio")),
     *(f"{k}_{int(-t)}hu" for t in LUMP_HU
       for k in ("lump_log_volume", "lump_elongation", "lump_flatness", "lump_surface_share", "lump_ball_exits")),
+    *(f"{k}_s{s:g}mm" for s in FINE_SCALES_MM for k in ("curv_max", "curv_mid", "curv_min", "blob_ratio")),
+    *(f"best_scale_{k}" for k in ("curv_max", "curv_mid", "curv_min", "blob_ratio", "log_mm")),
     "generator_score", "from_unet", "candidate_diameter_mm", "candidate_log_voxels",
 )
 #: What the candidate generator said of a candidate (the last columns of FEATURE_NAMES): they
@@ -106,8 +115,10 @@ def _lump(hu: np.ndarray, r: np.ndarray, coords: np.ndarray, vox_mm3: float, thr
             float(on_surface.sum() / max(int(surface.sum()), 1)), float(exits)]
 
 
-def crop_features(crops: np.ndarray, spec: CropSpec = FEATURE_CROP) -> np.ndarray:
-    """Image descriptors ``(N, F_img)`` of crops ``(N, I, R, C)`` on ``spec``'s 0–1 window."""
+def crop_features(crops: np.ndarray, fine_crops: np.ndarray, spec: CropSpec = FEATURE_CROP,
+                  fine_spec: CropSpec = FINE_CROP) -> np.ndarray:
+    """Image descriptors ``(N, F_img)`` of crops ``(N, I, R, C)`` on ``spec``'s 0–1 window and of
+    the same candidates' ``fine_crops`` on ``fine_spec`` (the fine-scale curvatures)."""
     lo, hi = spec.hu_window
     hu = np.asarray(crops, dtype=np.float64) * (hi - lo) + lo
     n = len(hu)
@@ -124,17 +135,37 @@ def crop_features(crops: np.ndarray, spec: CropSpec = FEATURE_CROP) -> np.ndarra
     cols += [means[a] - flat[:, sh].mean(axis=1) for (a, _), sh in zip(SHELLS_MM, shells, strict=True)]
     cols += [(flat[:, sh] < AIR_HU).mean(axis=1) for sh in shells]
     cols.append((flat < AIR_HU).mean(axis=1))  # lung in the whole box: ~0 in the mediastinum or the wall
-    for s in SCALES_MM:
-        ev = np.linalg.eigvalsh(hessian_at_centre(hu, spec, s))  # ascending: λ1 ≤ λ2 ≤ λ3
-        # scale-normalised downward curvatures (HU), strongest first: curv_max = −σ²λ₁ … curv_min =
-        # −σ²λ₃; a ball is strongly positive on all three, a tube has curv_min ≈ 0 (along its axis)
-        curv = -(s**2) * ev
-        cols += [curv[:, 0], curv[:, 1], curv[:, 2], curv[:, 2] / (np.abs(curv[:, 0]) + 1.0)]
+    coarse = curvatures(hu, spec, SCALES_MM)
+    cols += _curvature_columns(coarse)
     coords = np.stack([zz.ravel(), yy.ravel(), xx.ravel()], axis=1)
     vox = float(np.prod(spec.spacing_mm))
     lumps = np.array([[v for t in LUMP_HU for v in _lump(hu[k], r, coords, vox, t)] for k in range(n)],
                      dtype=np.float64).reshape(n, 5 * len(LUMP_HU))
-    return np.column_stack([*cols, lumps]) if n else np.zeros((0, len(FEATURE_NAMES) - 4))
+    if not n:
+        return np.zeros((0, len(FEATURE_NAMES) - 4))
+    lo, hi = fine_spec.hu_window
+    fine = curvatures(np.asarray(fine_crops, dtype=np.float64) * (hi - lo) + lo, fine_spec, FINE_SCALES_MM)
+    every = np.concatenate([fine, coarse], axis=1)
+    scales = np.array([*FINE_SCALES_MM, *SCALES_MM])
+    best = np.argmax(every[:, :, 2], axis=1)  # where even the weakest curvature is strongest: the lump's size
+    sel = every[np.arange(n), best]
+    return np.column_stack([*cols, lumps, *_curvature_columns(fine), sel, _blob_ratio(sel), np.log(scales[best])])
+
+
+def curvatures(hu: np.ndarray, spec: CropSpec, scales: Sequence[float]) -> np.ndarray:
+    """Scale-normalised downward curvatures ``(N, len(scales), 3)`` (HU) of crops ``(N, I, R, C)``
+    at their centres, strongest first: −σ²λ₁ ≥ −σ²λ₂ ≥ −σ²λ₃ (Hessian eigenvalues ascending). A
+    ball is strongly positive on all three; a tube has the last ≈ 0 (along its axis)."""
+    return np.stack([-(s**2) * np.linalg.eigvalsh(hessian_at_centre(hu, spec, s)) for s in scales], axis=1)
+
+
+def _blob_ratio(curv: np.ndarray) -> np.ndarray:
+    return curv[..., 2] / (np.abs(curv[..., 0]) + 1.0)
+
+
+def _curvature_columns(curv: np.ndarray) -> list[np.ndarray]:
+    """Per scale: curv_max, curv_mid, curv_min and the blob ratio curv_min / |curv_max|."""
+    return [c for k in range(curv.shape[1]) for c in (*curv[:, k].T, _blob_ratio(curv[:, k]))]
 
 
 def candidate_features(volume: Volume, candidates: Sequence[Finding], spec: CropSpec = FEATURE_CROP) -> np.ndarray:
@@ -144,7 +175,9 @@ def candidate_features(volume: Volume, candidates: Sequence[Finding], spec: Crop
     if not candidates:
         return np.zeros((0, len(FEATURE_NAMES)))
     centres = np.array([f.center_irc for f in candidates], dtype=np.float64)
-    img = crop_features(extract_crops(volume.array, volume.geometry.array_spacing, centres, spec), spec)
+    spacing = volume.geometry.array_spacing
+    img = crop_features(extract_crops(volume.array, spacing, centres, spec),
+                        extract_crops(volume.array, spacing, centres, FINE_CROP), spec)
     gen = np.array([[f.nodule_prob, float(f.voxels > 0), f.diameter_mm, np.log1p(f.voxels)] for f in candidates],
                    dtype=np.float64)
     return np.column_stack([img, gen])
