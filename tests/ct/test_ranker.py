@@ -89,7 +89,8 @@ def test_each_lump_is_measured_at_its_own_size():
     assert f["best_scale_curv_min"][0] > 5 * abs(f["best_scale_curv_min"][2])
 
 
-def test_the_ranker_learns_a_separable_signal_and_reloads_from_its_weights():
+@pytest.mark.parametrize("hidden", [0, 16])
+def test_the_ranker_learns_a_separable_signal_and_reloads_from_its_weights(hidden):
     rng = np.random.default_rng(0)
     n = 400
     y = rng.random(n) < 0.1
@@ -100,11 +101,11 @@ def test_the_ranker_learns_a_separable_signal_and_reloads_from_its_weights():
     x = ranker_inputs(feats, crop_p, "image")
     assert x.shape[1] == len(INPUT_SETS["image"]) == len(FEATURE_NAMES) - 5  # no generator, gate or network
     assert ranker_inputs(feats, crop_p, "all").shape[1] == len(FEATURE_NAMES)  # + network − gate
-    model = fit_ranker(x[:300], y[:300], inputs="image")
+    model = fit_ranker(x[:300], y[:300], inputs="image", hidden=hidden)
     p = rank(model, x[300:])
     assert roc_auc_score(y[300:], p) > 0.9
-    assert strongest_inputs(model, 1)[0][0] == "lump_elongation_600hu"
-    assert strongest_inputs(model, 1)[0][1] < 0
+    assert strongest_inputs(model, x[:300], 1)[0][0] == "lump_elongation_600hu"
+    assert strongest_inputs(model, x[:300], 1)[0][1] < 0  # rounder (lower elongation): more likely a nodule
     again = create_model("ct_candidate_ranker", **{k: v for k, v in model.medlens_config.items() if k != "name"})
     again.load_state_dict({k: v.clone() for k, v in model.state_dict().items()})
     np.testing.assert_allclose(rank(again.eval(), x[300:]), p, rtol=1e-6)
@@ -131,7 +132,7 @@ def test_reasons_are_the_exact_terms_of_the_logit():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(60, len(INPUT_SETS["image"])))
     y = x[:, 3] > 0.5
-    model = fit_ranker(x, y, inputs="image", c=1.0)
+    model = fit_ranker(x, y, inputs="image", hidden=0, c=1.0)
     why = reasons(model, x[:5], k=len(INPUT_SETS["image"]))
     w = model.linear.weight.detach().double().numpy()[0]
     z = (x[:5] - model.mean.double().numpy()) / model.scale.double().numpy()
@@ -140,6 +141,39 @@ def test_reasons_are_the_exact_terms_of_the_logit():
         parts = [float(t.rsplit("(", 1)[1].rstrip(")")) for t in text.split("; ")]
         assert sum(parts) + float(model.linear.bias.detach()) == pytest.approx(logit[i], abs=0.01 * len(parts))
     assert reasons(model, x[:2], k=1)[0].startswith(INPUT_SETS["image"][3])
+
+
+def test_the_hidden_layer_learns_what_a_linear_ranker_cannot_and_explains_it():
+    """A nodule is a lump of the right size: neither too small nor too large (a band, not a
+    direction). The logistic regression cannot rank that; the hidden layer can, and its reasons
+    are the logit's change when the descriptor is set to the mean."""
+    from medlens.ct.ranker import occlusion_effects, reasons
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2000, len(INPUT_SETS["image"])))
+    y = np.abs(x[:, 7]) < 0.6
+    fitted = {h: fit_ranker(x[:1400], y[:1400], inputs="image", hidden=h) for h in (0, 16)}
+    aucs = {h: roc_auc_score(y[1400:], rank(m, x[1400:])) for h, m in fitted.items()}
+    assert aucs[16] > 0.95 and aucs[0] < 0.6
+    model = fitted[16]
+    eff = occlusion_effects(model, x[1400:1410])
+    moved = x[1400:1410].copy()
+    moved[:, 7] = model.mean[7].item()
+    t = torch.as_tensor
+    want = (model(t(x[1400:1410], dtype=torch.float32)) - model(t(moved, dtype=torch.float32)))[:, 0].detach().numpy()
+    np.testing.assert_allclose(eff[:, 7], want, atol=1e-5)
+    outside = x[1400:][np.abs(x[1400:, 7]) > 1.2]  # far outside the band: that descriptor is why it ranks low
+    assert all(r.startswith(INPUT_SETS["image"][7]) for r in reasons(model, outside, k=1))
+
+
+def test_a_package_ranker_without_a_hidden_layer_reloads_as_the_logistic_regression():
+    """Packages written before the hidden layer stored ``mean, scale, linear.*`` and no
+    ``hidden_units``: they load into the same linear model."""
+    old = {"mean": torch.zeros(4), "scale": torch.ones(4), "linear.weight": torch.tensor([[1.0, -2.0, 0.0, 0.5]]),
+           "linear.bias": torch.tensor([0.25])}
+    model = create_model("ct_candidate_ranker", num_classes=1, in_channels=4, spatial_dims=3, inputs="image")
+    model.load_state_dict(old)
+    assert rank(model.eval(), np.array([[1.0, 1.0, 0.0, 0.0]]))[0] == pytest.approx(1 / (1 + np.exp(1 - 0.25)))
 
 
 def test_only_the_all_input_set_needs_the_crop_network():

@@ -342,11 +342,14 @@ def _fit_ranker(scans: Sequence[TrainScan], cands: dict[str, list[Finding]], nod
         log.warning("no ranker: the training scans' candidates hold %d on nodules and %d elsewhere; the nodule "
                     "network's probability decides", int(y.sum()), int((~y).sum()))
         return None, {**info, "why": "too few candidates on nodules or elsewhere"}
-    model = fit_ranker(np.concatenate(xs), y, inputs=cfg.ranker_inputs, c=cfg.ranker_c, seed=cfg.seed).to(device)
-    strongest = strongest_inputs(model)
+    x = np.concatenate(xs)
+    model = fit_ranker(x, y, inputs=cfg.ranker_inputs, hidden=cfg.ranker_hidden, c=cfg.ranker_c,
+                       alpha=cfg.ranker_alpha, seed=cfg.seed).to(device)
+    strongest = strongest_inputs(model, x)
     log.info("ranker: fitted on %d candidates (%d on nodules); strongest inputs %s", len(y), int(y.sum()),
              ", ".join(f"{n} {w:+.2f}" for n, w in strongest[:5]))
-    return model, {**info, "used": True, "inputs": cfg.ranker_inputs, "c": cfg.ranker_c,
+    return model, {**info, "used": True, "inputs": cfg.ranker_inputs, "hidden": cfg.ranker_hidden,
+                   "c": cfg.ranker_c, "alpha": cfg.ranker_alpha,
                    "strongest_inputs": strongest}
 
 

@@ -17,6 +17,11 @@ from medlens.ct.train import CtConfig
 THRESHOLD_STAGES = ("nodule", "ranker")
 
 
+def _ranker_kind(info: dict) -> str:
+    h = int(info.get("hidden") or 0)
+    return f"a network with one hidden layer of {h} units" if h else "a logistic regression"
+
+
 def model_card(metrics: dict[str, Any], cfg: CtConfig | None = None) -> str:
     """The package's model card (Markdown)."""
     op = metrics.get("operating_point") or {}
@@ -24,8 +29,8 @@ def model_card(metrics: dict[str, Any], cfg: CtConfig | None = None) -> str:
              "**Not for clinical use.** Candidates from a 2D U-Net on context slices"
              + (" in union with classical Hessian blobs" if cfg is None or cfg.blob_candidates else "")
              + ", false-positive reduction and malignancy by 3D CNNs on crops (Deep Learning with PyTorch, "
-             "part 2)" + (", candidates ranked by a logistic regression on shape/intensity descriptors"
-                          if (metrics.get("ranker") or {}).get("used") else "") + ".", "",
+             "part 2)" + (", candidates ranked by " + _ranker_kind(metrics["ranker"]) + " on shape/intensity "
+                          "descriptors" if (metrics.get("ranker") or {}).get("used") else "") + ".", "",
              f"- training data: `{cfg.data if cfg else '?'}` — {metrics.get('train_scans')} training scans, "
              f"{metrics.get('val_scans')} validation scans",
              f"- operating point: nodule threshold {metrics.get('nodule_threshold'):.3f} ({metrics.get('threshold_rule')})",
@@ -33,7 +38,7 @@ def model_card(metrics: dict[str, Any], cfg: CtConfig | None = None) -> str:
     rk = metrics.get("ranker") or {}
     if rk.get("used"):
         lines.append(f"- ranker: fitted on {rk['train_candidates']} training candidates ({rk['train_candidates_on_nodules']} "
-                     "on nodules); strongest inputs (standardised weights): "
+                     "on nodules); strongest inputs (mean change of the logit when set to the mean): "
                      + ", ".join(f"{n} {w:+.2f}" for n, w in rk.get("strongest_inputs", [])[:5]))
     if "cpm" in metrics:
         lines.append(f"- validation CPM (LUNA16 FROC): {metrics['cpm']:.3f}; at the operating point sensitivity "
@@ -67,8 +72,9 @@ def save_ct_package(out: Path, cfg: CtConfig, det: Detector, metrics: dict[str, 
 
         names = list(INPUT_SETS[ranker.inputs])
         stages["ranker"] = Stage(ranker, ranker.medlens_name, kw(ranker), {
-            "role": "candidate ranking", "description": f"logistic regression on {ranker.inputs!r} descriptors of "
-            "each candidate (medlens.ct.ranker); its probability is the nodule probability",
+            "role": "candidate ranking", "description": f"{_ranker_kind({'hidden': kw(ranker).get('hidden_units', 0)})} "
+            f"on {ranker.inputs!r} descriptors of each candidate (medlens.ct.ranker); its probability is the nodule "
+            "probability",
             "input": {"channels": len(names), "spatial_dims": 3, "features": names},
             "threshold": p.nodule_threshold})
     if mal is not None:

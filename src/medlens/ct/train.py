@@ -84,13 +84,17 @@ class CtConfig(BaseModel):
                                  "diameter (positives are few; candidate centres miss nodule centres)")
     positive_shift: float = Field(0.3, ge=0, le=1, description="largest shift of a positive copy, in diameters")
     train_nodule: TrainConfig = Field(default_factory=lambda: TrainConfig(**CROP_TRAIN))
-    ranker: bool = Field(True, description="rank the candidates with a logistic regression on shape/intensity "
+    ranker: bool = Field(True, description="rank the candidates with a small network on shape/intensity "
                          "descriptors (medlens.ct.ranker), fitted on the training scans' candidates; False = the "
                          "nodule network's probability decides")
+    ranker_hidden: int = Field(16, ge=0, le=256, description="hidden units of the ranker (0: a logistic "
+                               "regression, the ranker of packages before 2026-12-03)")
+    ranker_alpha: float = Field(1.0, gt=0, description="L2 strength of the ranker's hidden-layer network")
     ranker_inputs: Literal["image", "all"] = Field("image", description="the ranker's inputs: the image "
                                                    "descriptors only (transfer from phantoms to real CT), or also "
                                                    "the candidate generator's score and the nodule network's logit")
-    ranker_c: float = Field(0.03, gt=0, description="inverse L2 strength of the ranker's logistic regression")
+    ranker_c: float = Field(0.03, gt=0, description="inverse L2 strength of the ranker's logistic regression "
+                            "(ranker_hidden 0)")
     min_lung_air: float = Field(0.1, ge=0, lt=1, description="with the ranker: candidates whose 30×40×40 mm box "
                                 "holds less than this share of lung (< -700 HU) are dropped — a lung nodule has "
                                 "lung around it (phantom nodules: ≥ 0.25; LIDC-IDRI-0001's: 0.44)")
