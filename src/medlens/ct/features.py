@@ -5,8 +5,9 @@ poorly (AUC 0.79 among the candidates of fresh phantoms), while the physics that
 nodule from a vessel is simple to measure: a nodule is a compact, roughly spherical lump
 brighter than the lung around it; a vessel is a tube that runs on out of the box; the
 chest wall is a large bright region. These descriptors, measured on a fixed box in mm
-around each candidate (and the finest curvatures on a finer 12 mm box), feed :class:`medlens.ct.ranker.CandidateRanker`. They are physical
-(HU, mm, ratios), so they do not depend on the scanner's voxel size.
+around each candidate (the finest curvatures on a finer 12 mm box), feed
+:class:`medlens.ct.ranker.CandidateRanker`. They are physical (HU, mm, ratios), so they do
+not depend on the scanner's voxel size.
 
 Everything is batched over the candidates except the connected-component step (one
 ``ndimage.label`` per crop and threshold, on a 24×40×40 box).
@@ -33,7 +34,7 @@ SCALES_MM = (1.5, 2.5, 4.0)
 #: scales than the box above resolves (1.25 mm slices): those are measured on a 12 mm box of
 #: 0.5 mm voxels. Then the scale where the weakest downward curvature peaks (Lindeberg's scale
 #: selection) gives the curvatures of the lump at its own size, so a 4 mm and a 12 mm nodule look
-#: alike to a linear ranker (before: small nodules ranked low, below vessels).
+#: alike to the ranker (before: small nodules ranked low, below vessels).
 FINE_CROP = CropSpec((24, 24, 24), (0.5, 0.5, 0.5), (-1000.0, 400.0))
 FINE_SCALES_MM = (0.6, 0.8, 1.0, 1.25)
 LUMP_HU = (-600.0, -300.0)  # thresholds of the bright lump: ground glass and solid

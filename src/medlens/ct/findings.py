@@ -30,7 +30,7 @@ class Finding:
         malignancy_prob: probability that it is malignant (``None``: not scored).
         voxels: voxels of the candidate region (0 when unknown).
         why: what moved the ranker's logit most for this finding (descriptor, its value and
-            its exact share of the logit), ``None`` without a ranker.
+            how much the logit drops when it is set to the training mean), ``None`` without a ranker.
     """
 
     seriesuid: str
