@@ -153,20 +153,22 @@ def rank(model: nn.Module, x: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
-def occlusion_effects(model: CandidateRanker, x: np.ndarray) -> np.ndarray:
+def occlusion_effects(model: CandidateRanker, x: np.ndarray, *, chunk: int = 512) -> np.ndarray:
     """``(N, F)``: how much each candidate's logit drops when one descriptor is set to the
     training mean (its standardised value to 0), one descriptor at a time. For a linear
-    ranker this is exactly the descriptor's term of the logit (weight × standardised value)."""
+    ranker this is exactly the descriptor's term of the logit (weight × standardised value).
+    ``chunk`` candidates at a time (each becomes F rows)."""
     x = np.nan_to_num(np.asarray(x, dtype=np.float64))
     n, f = x.shape
-    if not n:
-        return np.zeros((0, f))
+    out = np.zeros((n, f))
     dev = next(model.parameters()).device
-    t = torch.as_tensor(x, dtype=torch.float32, device=dev)
-    full = model(t)[:, 0]
-    occluded = t.repeat_interleave(f, dim=0)  # row i·f + j: candidate i with descriptor j at the mean
-    occluded[torch.arange(n * f, device=dev), torch.arange(f, device=dev).repeat(n)] = model.mean.repeat(n)
-    return (full[:, None] - model(occluded)[:, 0].view(n, f)).double().cpu().numpy()
+    for start in range(0, n, chunk):
+        t = torch.as_tensor(x[start:start + chunk], dtype=torch.float32, device=dev)
+        m = len(t)
+        occluded = t.repeat_interleave(f, dim=0)  # row i·f + j: candidate i with descriptor j at the mean
+        occluded[torch.arange(m * f, device=dev), torch.arange(f, device=dev).repeat(m)] = model.mean.repeat(m)
+        out[start:start + m] = (model(t)[:, :1] - model(occluded)[:, 0].view(m, f)).double().cpu().numpy()
+    return out
 
 
 def reasons(model: CandidateRanker, x: np.ndarray, names: Sequence[str] | None = None, k: int = 3) -> list[str]:
