@@ -166,6 +166,23 @@ def test_the_hidden_layer_learns_what_a_linear_ranker_cannot_and_explains_it():
     assert all(r.startswith(INPUT_SETS["image"][7]) for r in reasons(model, outside, k=1))
 
 
+def test_the_hidden_layer_answers_beyond_the_training_range_as_at_its_edge():
+    """A descriptor value no training candidate had is clamped to the most extreme one seen, so
+    the network does not extrapolate (a linear model stays unclamped: it is monotone)."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 5))
+    y = x[:, 0] > 0.3
+    model = fit_ranker(x, y, inputs="image", hidden=8)
+    edge = x[:, 0].max()
+    far = np.zeros((3, 5))
+    far[:, 0] = [edge, edge + 5, edge + 500]
+    p = rank(model, far)
+    assert p[0] == pytest.approx(p[1], abs=1e-6) and p[1] == pytest.approx(p[2], abs=1e-6)
+    linear = fit_ranker(x, y, inputs="image", hidden=0, c=1.0)
+    q = rank(linear, far)
+    assert q[0] < q[1] < q[2] or q[2] == pytest.approx(1.0)
+
+
 def test_a_package_ranker_without_a_hidden_layer_reloads_as_the_logistic_regression():
     """Packages written before the hidden layer stored ``mean, scale, linear.*`` and no
     ``hidden_units``: they load into the same linear model."""

@@ -43,18 +43,30 @@ INPUT_SETS: dict[str, tuple[str, ...]] = {
 
 class CandidateRanker(nn.Module):
     """``(B, F)`` candidate descriptors → ``(B, 1)`` nodule logits: standardise, then one hidden
-    layer of ``hidden`` ReLU units (0: linear, a logistic regression)."""
+    layer of ``hidden`` ReLU units (0: linear, a logistic regression).
+
+    With a hidden layer the standardised inputs are clamped to the range of the training
+    candidates (``low``/``high``): a network answers for values it never saw by extrapolation
+    (a real scan's lump leaving the ball 21 times, where no phantom's did), the clamp makes
+    such a value count as the most extreme one seen. A linear model is monotone and unclamped.
+    """
 
     def __init__(self, n_features: int, inputs: str = "all", hidden: int = 0) -> None:
         super().__init__()
         self.inputs = inputs  # the input set it was fitted on (a label; the package stores the names)
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("scale", torch.ones(n_features))
+        if hidden:
+            self.register_buffer("low", torch.full((n_features,), -torch.inf))
+            self.register_buffer("high", torch.full((n_features,), torch.inf))
         self.hidden = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU()) if hidden else nn.Identity()
         self.linear = nn.Linear(hidden or n_features, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.hidden((x - self.mean) / self.scale))
+        z = (x - self.mean) / self.scale
+        if hasattr(self, "low"):
+            z = torch.clamp(z, self.low, self.high)
+        return self.linear(self.hidden(z))
 
 
 @register_model("ct_candidate_ranker", family="descriptor_mlp", spatial_dims=(3,), hidden=True,
@@ -102,7 +114,8 @@ def fit_ranker(x: np.ndarray, y: np.ndarray, *, inputs: str = "all", hidden: int
                alpha: float = 1.0, seed: int = 0) -> CandidateRanker:
     """Fit the ranker on inputs ``x`` (:func:`ranker_inputs` of set ``inputs``) and 0/1 labels
     ``y``, on standardised inputs with the classes balanced: a network with one hidden layer of
-    ``hidden`` units (scikit-learn's MLP, L2 strength ``alpha``), or with ``hidden=0`` an
+    ``hidden`` units (scikit-learn's MLP, L2 strength ``alpha``; inputs clamped to the training
+    range, :class:`CandidateRanker`), or with ``hidden=0`` an
     L2-penalised logistic regression (inverse strength ``c``). The fitted weights are copied
     into a :class:`CandidateRanker`.
 
@@ -136,6 +149,9 @@ def fit_ranker(x: np.ndarray, y: np.ndarray, *, inputs: str = "all", hidden: int
     with torch.no_grad():
         model.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         model.scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+        if hidden:
+            model.low.copy_(torch.as_tensor(z.min(axis=0), dtype=torch.float32))
+            model.high.copy_(torch.as_tensor(z.max(axis=0), dtype=torch.float32))
         for lin, (w, b) in zip(linears, layers, strict=True):
             lin.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
             lin.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
