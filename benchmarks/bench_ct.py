@@ -13,7 +13,7 @@ as ``.mhd/.raw`` in a child process (its ~1.5 GB build peak must not count) and 
 
 The stages are those of :class:`medlens.ct.detect.Detector` (``candidates`` = lung mask →
 U-Net on the lung box → grouping, in union with Hessian blobs; ``score`` = crops → nodule
-network → ranker (candidate descriptors + logistic regression; without a trained package the
+network → ranker (candidate descriptors + the ranker network; without a trained package the
 descriptors alone, on the scored points) → malignancy network),
 called one by one so each can be timed, then the report (:func:`medlens.ct.report.write_ct_report`
 and ``nodules.csv``). Networks: a trained package with ``--model``; by default untrained
@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     crops, nod = clock("crop classification (crops + nodule CNN)", classify)
     if det.ranker is not None or not trained:  # untrained: the descriptors' cost on the worst-case points
-        nod = clock("ranker (descriptors + logistic regression)", lambda: det.rank(vol, cands, nod)
+        nod = clock("ranker (descriptors + network)", lambda: det.rank(vol, cands, nod)
                     if det.ranker is not None else (candidate_features(vol, cands), nod)[1])
     keep = np.flatnonzero(nod >= p.min_prob)
     has_mal = det.malignancy_model is not None
