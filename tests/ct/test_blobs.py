@@ -82,3 +82,28 @@ def test_detect_params_keep_blob_settings_and_old_packages_have_none() -> None:
     old = p.to_dict()
     del old["blobs"]
     assert DetectParams.from_dict(old).blobs.enabled is False  # a package from before blobs: U-Net only
+
+
+def test_small_nodule_blob_lands_within_its_radius() -> None:
+    """A 3.4 mm nodule between grid points of 1 mm slices: with each radius on a grid no coarser
+    than its scale and the peak placed between grid points, the blob is within the nodule's
+    radius (the LUNA16 hit rule); the one 2.5 mm grid of older packages puts it farther off."""
+    geo = Geometry((0.7, 0.7, 1.0), (0.0, 0.0, 0.0))
+    shape = (48, 96, 96)
+    centre_irc = np.array([23.6, 47.3, 40.6])  # deliberately off every grid point
+    hu = _lung_box(shape)
+    ii, rr, cc = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, (1.0, 0.7, 0.7))), indexing="ij")
+    mm = centre_irc * [1.0, 0.7, 0.7]
+    hu[(ii - mm[0]) ** 2 + (rr - mm[1]) ** 2 + (cc - mm[2]) ** 2 <= 1.7**2] = 40.0
+    lungs = lung_mask(hu, geo.array_spacing)
+    want = geo.index_to_world(centre_irc[None])[0]
+
+    def nearest(params: BlobParams) -> float:
+        found = detect_blobs(hu, geo, lungs, seriesuid="s", params=params)
+        return float(np.min(np.linalg.norm(np.array([f.center_xyz for f in found]) - want, axis=1)))
+
+    assert nearest(BlobParams()) < 0.5  # well inside the 1.7 mm radius (one grid: ~1 mm off)
+    assert nearest(BlobParams()) < nearest(BlobParams(grid_per_radius=False))
+    blobs = DetectParams().to_dict()["blobs"]
+    assert BlobParams.from_dict(blobs).grid_per_radius is True
+    assert BlobParams.from_dict({k: v for k, v in blobs.items() if k != "grid_per_radius"}).grid_per_radius is False
