@@ -1,7 +1,8 @@
 """How many reference nodules become candidates at all, before any ranking, by size.
 
 A lung-CT package finds a nodule only if its candidate generator (the U-Net in union with the
-Hessian blobs) puts a candidate within the nodule's radius; the ranker can only reorder those.
+Hessian blobs) puts a candidate within the nodule's radius (the LUNA16 rule of ``medlens ct
+evaluate``: :func:`medlens.ct.froc.match_scan`); the ranker can only reorder those.
 This prints the candidate recall of a package on LUNA16-style folders (``annotations.csv`` +
 scans) by nodule diameter, and by nodule kind when the folder is a medlens phantom set
 (``truth.json``). The folders are only read.
@@ -20,6 +21,7 @@ import torch
 
 from medlens.ct.dataset import load_ct_data
 from medlens.ct.detect import Detector
+from medlens.ct.froc import match_scan
 from medlens.ct.scan import read_ct
 from medlens.package import load_model
 
@@ -46,11 +48,9 @@ def main(model: str, roots: list[str]) -> int:
                 continue
             with torch.inference_mode():
                 found = det.candidates(read_ct(ref.path), seriesuid=ref.seriesuid)
-            centres = np.array([f.center_xyz for f in found], dtype=np.float64).reshape(-1, 3)
-            for n in nodules:
-                dist = np.linalg.norm(centres - np.asarray(n.center_xyz), axis=1)
-                hit = bool(len(dist)) and bool((dist <= max(n.diameter_mm / 2, 1.5)).any())
-                rows.append((n.diameter_mm, _kind(truth, ref.seriesuid, n.center_xyz), hit))
+            best = match_scan(found, nodules, ct.excluded.get(ref.seriesuid, [])).nodule_best_prob
+            rows += [(n.diameter_mm, _kind(truth, ref.seriesuid, n.center_xyz), b is not None)
+                     for n, b in zip(nodules, best, strict=True)]
     print(f"candidate recall: {sum(h for *_, h in rows)} of {len(rows)} reference nodules")
     for lo, hi in SIZES_MM:
         sel = [h for d, _, h in rows if lo <= d < hi]

@@ -178,12 +178,13 @@ def _blobs_on_grid(region: np.ndarray, step: np.ndarray, sp_full: np.ndarray, lu
             continue
         l3 = np.linalg.eigvalsh(_hessian_at(g, pts, sp))[:, 2]  # the weakest downward curvature
         blob = -(sigma_mm**2) * l3
-        pts = pts[blob >= p.min_blobness]
+        ok = blob >= p.min_blobness
+        pts = pts[ok]
         # the peak between grid points (a parabola through the response along each axis): a coarse
         # step can be as long as a 3–5 mm nodule's radius, the LUNA16 hit distance
         shift = _subvoxel_peak(resp, pts) if p.grid_per_radius else np.zeros((len(pts), 3))
         centres.append(np.stack([axes[a][pts[:, a]] + shift[:, a] * step[a] for a in range(3)], axis=1))
-        scores.append(blob[blob >= p.min_blobness]), rads.append(np.full(len(pts), r_mm))
+        scores.append(blob[ok]), rads.append(np.full(len(pts), r_mm))
     if not centres:
         return empty
     return np.concatenate(centres), np.concatenate(scores), np.concatenate(rads)

@@ -17,9 +17,8 @@ from medlens.ct.train import CtConfig
 THRESHOLD_STAGES = ("nodule", "ranker")
 
 
-def _ranker_kind(info: dict) -> str:
-    h = int(info.get("hidden") or 0)
-    return f"a network with one hidden layer of {h} units" if h else "a logistic regression"
+def _ranker_kind(hidden: int | None) -> str:
+    return f"a network with one hidden layer of {hidden} units" if hidden else "a logistic regression"
 
 
 def model_card(metrics: dict[str, Any], cfg: CtConfig | None = None) -> str:
@@ -29,7 +28,7 @@ def model_card(metrics: dict[str, Any], cfg: CtConfig | None = None) -> str:
              "**Not for clinical use.** Candidates from a 2D U-Net on context slices"
              + (" in union with classical Hessian blobs" if cfg is None or cfg.blob_candidates else "")
              + ", false-positive reduction and malignancy by 3D CNNs on crops (Deep Learning with PyTorch, "
-             "part 2)" + (", candidates ranked by " + _ranker_kind(metrics["ranker"]) + " on shape/intensity "
+             "part 2)" + (", candidates ranked by " + _ranker_kind(metrics["ranker"].get("hidden")) + " on shape/intensity "
                           "descriptors" if (metrics.get("ranker") or {}).get("used") else "") + ".", "",
              f"- training data: `{cfg.data if cfg else '?'}` — {metrics.get('train_scans')} training scans, "
              f"{metrics.get('val_scans')} validation scans",
@@ -72,7 +71,7 @@ def save_ct_package(out: Path, cfg: CtConfig, det: Detector, metrics: dict[str, 
 
         names = list(INPUT_SETS[ranker.inputs])
         stages["ranker"] = Stage(ranker, ranker.medlens_name, kw(ranker), {
-            "role": "candidate ranking", "description": f"{_ranker_kind({'hidden': kw(ranker).get('hidden_units', 0)})} "
+            "role": "candidate ranking", "description": f"{_ranker_kind(kw(ranker).get('hidden_units'))} "
             f"on {ranker.inputs!r} descriptors of each candidate (medlens.ct.ranker); its probability is the nodule "
             "probability",
             "input": {"channels": len(names), "spatial_dims": 3, "features": names},
