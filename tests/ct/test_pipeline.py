@@ -107,6 +107,12 @@ def test_trained_candidates_find_the_big_nodule_and_world_matches_index(trained)
     assert min(dist) < big["diameter_mm"] / 2, f"the {big['diameter_mm']:.1f} mm nodule is not among the candidates"
     probs = [f.nodule_prob for f in found]
     assert probs == sorted(probs, reverse=True) and all(0 <= p <= 1 for p in probs)
+    # one finding per lump: no finding lies within 1.5 radii of a more probable one (the package's rule)
+    assert det.params.suppress_within == 1.5
+    for j, f in enumerate(found):
+        for g in found[:j]:
+            gap = np.linalg.norm(np.subtract(f.center_xyz, g.center_xyz))
+            assert gap >= 1.5 * max(f.diameter_mm, g.diameter_mm) / 2
     for f in found:
         assert f.seriesuid == scan["seriesuid"]
         assert np.allclose(vol.geometry.world_to_index(f.center_xyz), f.center_irc, atol=1e-6)
@@ -156,6 +162,21 @@ def test_diagnosis_is_the_highest_malignancy_among_reported_nodules() -> None:
     assert d["nodules"] == 2 and d["malignancy_prob"] == 0.7 and d["largest_nodule_mm"] == 12.0
     assert d["diagnosis"].startswith("suspicious")
     assert diagnose(fs, nodule_threshold=0.95, seriesuid="s")["diagnosis"] == "no nodule found"
+
+
+def test_one_finding_per_lump_keeps_the_most_probable_of_each() -> None:
+    from medlens.ct.findings import one_per_lump
+
+    # 0: a 10 mm finding; 1: 6 mm from it, less probable (inside 1.5 × 5 mm): the same lump;
+    # 2: 9 mm away (outside): kept; 3: a 20 mm finding, least probable, whose own radius reaches
+    # finding 2 (the larger radius counts); 4: far away
+    centres = np.array([[0.0, 0, 0], [6.0, 0, 0], [-9.0, 0, 0], [-20.0, 0, 0], [100.0, 0, 0]])
+    diam = np.array([10.0, 10.0, 4.0, 20.0, 8.0])
+    probs = np.array([0.9, 0.8, 0.7, 0.3, 0.5])
+    assert one_per_lump(centres, diam, probs, within=1.5).tolist() == [0, 2, 4]
+    assert one_per_lump(centres, diam, probs, within=1.0).tolist() == [0, 1, 2, 4, 3]  # 6 > 5 mm, 11 > 10 mm
+    assert one_per_lump(centres, diam, probs, within=0.0).tolist() == [0, 1, 2, 4, 3]  # off: all, by probability
+    assert one_per_lump(np.zeros((0, 3)), np.zeros(0), np.zeros(0), within=1.5).tolist() == []
 
 
 def test_the_reading_budget_reports_the_most_probable_findings_and_bounds_false_positives() -> None:

@@ -10,7 +10,9 @@
 3. 3D crops around each candidate (mm-sized boxes, :mod:`medlens.ct.crops`) scored by the
    nodule network (false-positive reduction); then, in packages that hold one, the ranker
    (:mod:`medlens.ct.ranker`: shape/intensity descriptors + the network's logit) gives the
-   nodule probability; the malignancy network rates the findings at the threshold;
+   nodule probability; of several findings on one lump only the most probable stays
+   (:func:`medlens.ct.findings.one_per_lump`); the malignancy network rates the findings at
+   the threshold;
 4. the patient's diagnosis (:func:`diagnose`): the highest malignancy probability among the
    findings at the operating point (the package records this rule).
 
@@ -40,7 +42,7 @@ from medlens.ct.candidates import group_candidates, predict_probability
 from medlens.ct.classifier import score_crops
 from medlens.ct.crops import CropSpec, extract_crops
 from medlens.ct.features import FEATURE_NAMES, candidate_features
-from medlens.ct.findings import Finding
+from medlens.ct.findings import Finding, one_per_lump
 from medlens.ct.lungs import LungMask, lung_mask
 from medlens.ct.ranker import needs_network, rank, ranker_inputs, reasons
 from medlens.errors import BadInputError
@@ -75,6 +77,7 @@ class DetectParams:
     blobs: BlobParams = field(default_factory=BlobParams)  # classical candidates in union with the U-Net's
     min_lung_air: float = 0.0  # with a ranker: candidates with less lung (< -700 HU) in their box are dropped
     max_findings: int | None = None  # reading budget: findings per scan at the operating point (None: no limit)
+    suppress_within: float = 0.0  # one finding per lump: see medlens.ct.findings.one_per_lump (0: keep all)
 
     @property
     def window(self) -> FixedWindow:
@@ -160,7 +163,8 @@ class Detector:
                                                     params=p.blobs), by=p.blobs.merge_by)
 
     def score(self, volume: Volume, candidates: Sequence[Finding]) -> list[Finding]:
-        """Step 3: nodule probability of ``candidates`` (those under ``min_prob`` dropped, the
+        """Step 3: nodule probability of ``candidates`` (those under ``min_prob`` dropped, then the
+        less probable findings on a lump another one holds (``params.suppress_within``), the
         rest most probable first) and the malignancy probability of those at or above
         ``malignancy_from`` (default: the operating threshold; the others get ``None``)."""
         if not candidates:
@@ -174,6 +178,9 @@ class Detector:
             crop_prob = score_crops(self.nodule_model, crops, batch_size=p.crop_batch, device=self.device)
         nod, why = self._ranked(volume, candidates, crop_prob)
         keep = np.flatnonzero(nod >= p.min_prob)
+        keep = keep[one_per_lump(np.array([c.center_xyz for c in candidates])[keep],
+                                 np.array([c.diameter_mm for c in candidates])[keep], nod[keep],
+                                 within=p.suppress_within)]
         # malignancy only where it matters (the reported nodules): the crop network is the costly part
         rate = keep[nod[keep] >= (p.nodule_threshold if p.malignancy_from is None else p.malignancy_from)]
         mal = dict(zip(rate.tolist(), score_crops(self.malignancy_model, crops[rate], batch_size=p.crop_batch,
