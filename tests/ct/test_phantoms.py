@@ -53,6 +53,41 @@ def test_phantom_anatomy_in_hu():
         assert np.abs(com - irc).max() < 1.5 + 0.5 * n.diameter_mm / np.asarray(ph.geometry.array_spacing).min()
 
 
+def test_hilar_trunks_are_thicker_than_any_vessel_inside_the_lung():
+    """Each lung has a thick vessel from the mediastinum at its hilum (the real false-positive
+    source a phantom-trained ranker must have seen): bright lung voxels ≥ 3.5 mm from any dark
+    or non-lung voxel exist (a nodule-free phantom, so nothing else is that thick), on both sides."""
+    ph = chest_ct_phantom(5, shape=(40, 128, 128), spacing_xyz=(0.75, 0.75, 1.5), n_nodules=0, noise_hu=0.0)
+    sx, sy, sz = ph.geometry.spacing
+    bright = (ph.hu > -300) & ph.lung_mask
+    depth = ndimage.distance_transform_edt(bright, sampling=(sz, sy, sx))
+    thick = depth >= 3.5
+    assert thick.any()
+    cols = np.nonzero(thick)[2]
+    w = ph.hu.shape[2]
+    assert (cols < w // 2).any() and (cols >= w // 2).any()  # both lungs
+    # and they sit medially, at the hilum: nearer the midline than the lung's centre
+    lung_cols = np.nonzero(ph.lung_mask)[2]
+    left_centre = lung_cols[lung_cols < w // 2].mean()
+    right_centre = lung_cols[lung_cols >= w // 2].mean()
+    assert cols[cols < w // 2].mean() > left_centre and cols[cols >= w // 2].mean() < right_centre
+
+
+def test_the_diaphragm_domes_up_into_each_lung_base():
+    """In the lowest lung slices the lung is a ring around the dome (bright tissue under the
+    lung's centre, lung on either side of it), as on a real chest CT's lowest slices."""
+    ph = chest_ct_phantom(5, shape=(40, 128, 128), spacing_xyz=(0.75, 0.75, 1.5), n_nodules=0, noise_hu=0.0)
+    lung = ph.lung_mask
+    zs = np.nonzero(lung.any(axis=(1, 2)))[0]
+    mid, low = lung[lung.shape[0] // 2], lung[zs[0] + 2]
+    w = lung.shape[2]
+    for half in (slice(0, w // 2), slice(w // 2, w)):
+        rows, cols = np.nonzero(mid[:, half])
+        r0, c0 = int(rows.mean()), int(cols.mean())
+        assert not low[:, half][r0, c0] and ph.hu[zs[0] + 2][:, half][r0, c0] > -200  # the dome
+        assert low[:, half][r0, :c0].any() and low[:, half][r0, c0:].any()  # lung on both sides
+
+
 def test_nodule_size_is_in_mm_with_anisotropic_spacing():
     """A nodule spans diameter / spacing voxels along each axis: fewer slices than columns."""
     ph = chest_ct_phantom(5, n_nodules=1, noise_hu=0.0, shape=(40, 96, 96), spacing_xyz=(0.6, 0.6, 2.5))

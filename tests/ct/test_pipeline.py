@@ -79,7 +79,9 @@ def test_training_writes_package_metrics_and_outputs(trained) -> None:
         rows = list(csv.reader(f))
     assert tuple(rows[0]) == NODULE_COLUMNS and rows[0][-1] == "why"
     # each finding says which descriptors moved the ranker most (name=value (±term))
-    assert rows[1:] and all(r[-1].count("=") == 3 and "(" in r[-1] for r in rows[1:])
+    # (or which gate dropped it: no lung around it, no lump at its centre)
+    ranked = [r for r in rows[1:] if not r[-1].startswith(("not in the lung", "no lump"))]
+    assert ranked and all(r[-1].count("=") == 3 and "(" in r[-1] for r in ranked)
     assert (run / "report.html").is_file() and (run / "run.log").is_file()
     from medlens.tasks.config import load_run_config
 
@@ -162,6 +164,42 @@ def test_diagnosis_is_the_highest_malignancy_among_reported_nodules() -> None:
     assert d["nodules"] == 2 and d["malignancy_prob"] == 0.7 and d["largest_nodule_mm"] == 12.0
     assert d["diagnosis"].startswith("suspicious")
     assert diagnose(fs, nodule_threshold=0.95, seriesuid="s")["diagnosis"] == "no nodule found"
+
+
+def test_a_candidate_with_nothing_denser_than_lung_at_its_centre_is_not_a_nodule(trained) -> None:
+    """The lump gate (packages since 2026-12-03): a candidate in empty lung gets probability 0 and
+    says why; a candidate on a nodule is not touched by it; packages written before keep no gate."""
+    import dataclasses
+
+    from scipy import ndimage
+
+    from medlens.ct.detect import DetectParams
+    from medlens.ct.findings import Finding
+    from medlens.ct.scan import read_ct
+
+    data, run, truth = trained
+    det = Detector.from_package(load_model(run / "model"))
+    assert det.params.require_lump
+    scan = truth["scans"][0]
+    vol = read_ct(data / scan["path"])
+    lungs = det.lungs(vol)
+    air = ndimage.maximum_filter(vol.array, size=9) < -700  # nothing above -700 HU within 4 voxels
+    lung = lungs.full() & air
+    lung[:4], lung[-4:] = False, False
+    i, r, c = np.argwhere(lung)[len(np.argwhere(lung)) // 2]
+    empty = Finding(scan["seriesuid"], tuple(vol.geometry.index_to_world(np.array([[i, r, c]], float))[0]),
+                    (float(i), float(r), float(c)), 6.0, 0.5)
+    nod = scan["nodules"][0]
+    on_nodule = Finding(scan["seriesuid"], tuple(nod["center_xyz"]), tuple(nod["center_irc"]), nod["diameter_mm"], 0.5)
+    det.params = dataclasses.replace(det.params, min_prob=0.0, suppress_within=0.0)
+    gated, why = det._ranked(vol, [empty, on_nodule], np.full(2, 0.5))
+    assert gated[0] == 0.0 and why[0].startswith("no lump")
+    det.params = dataclasses.replace(det.params, require_lump=False)
+    ungated, why2 = det._ranked(vol, [empty, on_nodule], np.full(2, 0.5))
+    assert not why2[0].startswith("no lump") and gated[1] == ungated[1]
+    d = det.params.to_dict()
+    d.pop("require_lump")
+    assert not DetectParams.from_dict(d).require_lump
 
 
 def test_one_finding_per_lump_keeps_the_most_probable_of_each() -> None:

@@ -41,7 +41,7 @@ from medlens.ct.blobs import BlobParams, detect_blobs, merge_candidates
 from medlens.ct.candidates import group_candidates, predict_probability
 from medlens.ct.classifier import score_crops
 from medlens.ct.crops import CropSpec, extract_crops
-from medlens.ct.features import FEATURE_NAMES, candidate_features
+from medlens.ct.features import FEATURE_NAMES, LUMP_HU, NEAR_MM, candidate_features
 from medlens.ct.findings import Finding, one_per_lump
 from medlens.ct.lungs import LungMask, lung_mask
 from medlens.ct.ranker import needs_network, rank, ranker_inputs, reasons
@@ -76,6 +76,7 @@ class DetectParams:
     crop_batch: int = 32
     blobs: BlobParams = field(default_factory=BlobParams)  # classical candidates in union with the U-Net's
     min_lung_air: float = 0.0  # with a ranker: candidates with less lung (< -700 HU) in their box are dropped
+    require_lump: bool = False  # with a ranker: candidates with nothing above -600 HU within 3 mm are dropped
     max_findings: int | None = None  # reading budget: findings per scan at the operating point (None: no limit)
     suppress_within: float = 0.0  # one finding per lump: see medlens.ct.findings.one_per_lump (0: keep all)
 
@@ -195,7 +196,7 @@ class Detector:
 
     def rank(self, volume: Volume, candidates: Sequence[Finding], crop_prob: np.ndarray) -> np.ndarray:
         """The nodule probability of each candidate: the ranker's (0 for a candidate with no lung
-        around it, ``params.min_lung_air``), or the crop network's ``crop_prob`` without a ranker."""
+        around it, ``params.min_lung_air``, or with no lump at its centre, ``params.require_lump``), or the crop network's ``crop_prob`` without a ranker."""
         return self._ranked(volume, candidates, crop_prob)[0]
 
     def _ranked(self, volume: Volume, candidates: Sequence[Finding], crop_prob: np.ndarray
@@ -211,6 +212,14 @@ class Detector:
         prob[outside] = 0.0
         for k in np.flatnonzero(outside):
             why[k] = f"not in the lung: box_air={feats[k, FEATURE_NAMES.index('box_air')]:.2f}"
+        if self.params.require_lump:
+            # a nodule is denser than the lung around it; a candidate with nothing above -600 HU near
+            # its centre is lung. Phantom nodules never are (ground glass included), so the ranker never
+            # learned it: on LIDC-IDRI-0001 such empty spots became its most probable findings
+            empty = (feats[:, FEATURE_NAMES.index("lump_log_volume_600hu")] <= 0) & ~outside
+            prob[empty] = 0.0
+            for k in np.flatnonzero(empty):
+                why[k] = f"no lump: nothing above {LUMP_HU[0]:g} HU within {NEAR_MM:g} mm of the centre"
         return prob, why
 
     def detect(self, volume: Volume, *, seriesuid: str | None = None) -> list[Finding]:

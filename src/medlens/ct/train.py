@@ -98,6 +98,9 @@ class CtConfig(BaseModel):
     min_lung_air: float = Field(0.1, ge=0, lt=1, description="with the ranker: candidates whose 30×40×40 mm box "
                                 "holds less than this share of lung (< -700 HU) are dropped — a lung nodule has "
                                 "lung around it (phantom nodules: ≥ 0.25; LIDC-IDRI-0001's: 0.44)")
+    require_lump: bool = Field(True, description="with the ranker: candidates with nothing denser than -600 HU "
+                               "within 3 mm of their centre are dropped — a nodule is denser than lung (phantom "
+                               "nodules, ground glass included, always have such a lump)")
     train_malignancy: TrainConfig = Field(default_factory=lambda: TrainConfig(**CROP_TRAIN))
     # --- decisions ---
     nodule_threshold: float | None = Field(None, gt=0, lt=1, description="operating threshold on the nodule "

@@ -3,7 +3,8 @@
 Why: the lung-CT pipeline (``medlens.ct``) needs scans that look like LUNA16/LIDC chest CT
 to be tested, demonstrated and benchmarked anywhere, deterministically, in seconds. The
 phantoms hold what makes nodule detection hard: vessels (bright branching tubes that look
-like nodules in a single axial slice — the real source of false positives), airways
+like nodules in a single axial slice — the real source of false positives; thick hilar
+trunks from the mediastinum among them), airways
 (dark tubes with bright walls), solid, part-solid and ground-glass nodules of 3–30 mm
 (sizes in mm, so anisotropic spacing matters), some touching the pleura, and noise.
 

@@ -140,7 +140,11 @@ def chest_ct_phantom(
         lcy = -0.03 * fov_y
         lax, lay = 0.135 * fov_x * rng.uniform(0.93, 1.05), 0.25 * fov_y * rng.uniform(0.93, 1.05)
         q = (((x2 - lcx) / lax) ** 2 + ((y2 - lcy) / lay) ** 2).astype(np.float32)  # (H, W)
-        lung |= (q[None] < scale2) & body[None]
+        # the diaphragm's dome pushes up into each lung's base: in the lowest axial slices the lung
+        # is a crescent around a bright convex bump (on LIDC-IDRI-0001, such bumps were false positives)
+        dome = (((x2 - lcx) / (0.8 * lax)) ** 2 + ((y2 - lcy) / (0.8 * lay)) ** 2).astype(np.float32)[None] \
+            + ((u - 0.02) / 0.22) ** 2 < 1.0
+        lung |= (q[None] < scale2) & body[None] & ~dome
         lungs_geo.append((lcx + cx0, lcy + cy0, lax, lay))
     # ribs: small bright ellipses in the chest wall beside each lung
     rib = np.zeros((h, w), dtype=bool)
@@ -182,6 +186,17 @@ def chest_ct_phantom(
         for p0 in lung_points(rng, cv, lung, side, cx0, 4):
             run = np.array([rng.normal(0, 0.15), rng.normal(0, 0.15), 1.0]) * rng.uniform(8, 25)
             segments.append((p0 - run / 2, p0 + run / 2, r_max * rng.uniform(0.45, 0.9)))
+    # hilar trunks: the pulmonary arteries and veins enter each lung from the mediastinum at the
+    # hilum, about twice as thick as any branch inside it; cut across in an axial slice, attached to
+    # the mediastinum, they are round and bright — the false positives LIDC-IDRI-0001 showed a
+    # ranker that never saw them. Drawn without random draws: the rest of a seed's phantom stays.
+    r_trunk = min(5.0, 0.05 * fov_x)
+    for side, (lcx, lcy, lax, lay) in zip((-1, 1), lungs_geo, strict=True):
+        hilum = np.array([lcx - side * 0.55 * lax, lcy + 0.1 * lay, zmid])
+        segments.append((hilum - np.array([side * 0.8 * lax, 0.0, 0.0]), hilum, r_trunk))  # from the mediastinum
+        for up in (-1, 1):  # upper and lower lobar trunks, running head-foot along the medial lung
+            lobar = hilum + np.array([side * 0.15 * lax, 0.15 * up * lay, up * 0.25 * (z1 - z0)])
+            segments.append((hilum, lobar, 0.7 * r_trunk))
     for a, b, r in segments:
         cv.tube(a, b, r, vessel)
     blend(hu, vessel * lung, VESSEL_HU)
