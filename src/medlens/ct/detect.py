@@ -196,7 +196,8 @@ class Detector:
 
     def rank(self, volume: Volume, candidates: Sequence[Finding], crop_prob: np.ndarray) -> np.ndarray:
         """The nodule probability of each candidate: the ranker's (0 for a candidate with no lung
-        around it, ``params.min_lung_air``, or with no lump at its centre, ``params.require_lump``), or the crop network's ``crop_prob`` without a ranker."""
+        around it, ``params.min_lung_air``, or with no lump at its centre, ``params.require_lump``),
+        or the crop network's ``crop_prob`` without a ranker."""
         return self._ranked(volume, candidates, crop_prob)[0]
 
     def _ranked(self, volume: Volume, candidates: Sequence[Finding], crop_prob: np.ndarray

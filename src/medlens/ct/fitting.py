@@ -210,8 +210,8 @@ def _train_pipeline(cfg: CtConfig, run_dir: Path, *, resume: bool) -> dict[str, 
     params = DetectParams(context=cfg.context, hu_window=cfg.hu_window, candidate_threshold=cfg.candidate_threshold,
                           min_voxels=cfg.min_voxels, max_candidates=cfg.max_candidates, divisor=divisor(cand_model),
                           crop=cfg.crop, blobs=cfg.blobs, min_prob=cfg.min_prob, malignancy_from=cfg.min_prob,
-                          min_lung_air=cfg.min_lung_air if cfg.ranker else 0.0, require_lump=cfg.require_lump and cfg.ranker,
-                          max_findings=cfg.max_findings_per_scan,
+                          min_lung_air=cfg.min_lung_air if cfg.ranker else 0.0,
+                          require_lump=cfg.require_lump and cfg.ranker, max_findings=cfg.max_findings_per_scan,
                           suppress_within=cfg.suppress_within)
     det = Detector(cand_model.eval(), nn.Identity(), None, params, device)
     t = time.perf_counter()
