@@ -202,6 +202,30 @@ def test_a_candidate_with_nothing_denser_than_lung_at_its_centre_is_not_a_nodule
     assert not DetectParams.from_dict(d).require_lump
 
 
+def test_a_blob_finding_reports_the_measured_size_of_its_lump(trained) -> None:
+    """A blob candidate's diameter is its detector scale; packages measure the lump instead
+    (medlens.ct.sizing). A U-Net component keeps its own (it is measured already)."""
+    import dataclasses
+
+    from medlens.ct.findings import Finding
+    from medlens.ct.scan import read_ct
+
+    data, run, truth = trained
+    det = Detector.from_package(load_model(run / "model"))
+    assert det.params.measure_size
+    det.params = dataclasses.replace(det.params, min_prob=0.0, suppress_within=0.0, require_lump=False,
+                                     min_lung_air=0.0)
+    scan = truth["scans"][0]
+    nod = max(scan["nodules"], key=lambda n: n["diameter_mm"])
+    vol = read_ct(data / scan["path"])
+    blob = Finding(scan["seriesuid"], tuple(nod["center_xyz"]), tuple(nod["center_irc"]), 26.0, 0.5, voxels=0)
+    unet = dataclasses.replace(blob, diameter_mm=26.0, voxels=50)
+    by_voxels = {f.voxels: f.diameter_mm for f in det.score(vol, [blob, unet])}
+    assert by_voxels[0] == pytest.approx(nod["diameter_mm"], rel=0.3) and by_voxels[50] == 26.0
+    det.params = dataclasses.replace(det.params, measure_size=False)
+    assert {f.diameter_mm for f in det.score(vol, [blob])} == {26.0}
+
+
 def test_one_finding_per_lump_keeps_the_most_probable_of_each() -> None:
     from medlens.ct.findings import one_per_lump
 

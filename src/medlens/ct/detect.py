@@ -10,7 +10,8 @@
 3. 3D crops around each candidate (mm-sized boxes, :mod:`medlens.ct.crops`) scored by the
    nodule network (false-positive reduction); then, in packages that hold one, the ranker
    (:mod:`medlens.ct.ranker`: shape/intensity descriptors + the network's logit) gives the
-   nodule probability; of several findings on one lump only the most probable stays
+   nodule probability; a blob finding's diameter is measured on the image
+   (:mod:`medlens.ct.sizing`); of several findings on one lump only the most probable stays
    (:func:`medlens.ct.findings.one_per_lump`); the malignancy network rates the findings at
    the threshold;
 4. the patient's diagnosis (:func:`diagnose`): the highest malignancy probability among the
@@ -45,6 +46,7 @@ from medlens.ct.features import FEATURE_NAMES, LUMP_HU, NEAR_MM, candidate_featu
 from medlens.ct.findings import Finding, one_per_lump
 from medlens.ct.lungs import LungMask, lung_mask
 from medlens.ct.ranker import needs_network, rank, ranker_inputs, reasons
+from medlens.ct.sizing import measure_findings
 from medlens.errors import BadInputError
 from medlens.io.atomic import atomic_write_text
 from medlens.io.volumes import Volume
@@ -79,6 +81,7 @@ class DetectParams:
     require_lump: bool = False  # with a ranker: candidates with nothing above -600 HU within 3 mm are dropped
     max_findings: int | None = None  # reading budget: findings per scan at the operating point (None: no limit)
     suppress_within: float = 0.0  # one finding per lump: see medlens.ct.findings.one_per_lump (0: keep all)
+    measure_size: bool = False  # blob findings get the lump's measured diameter (medlens.ct.sizing), not their scale
 
     @property
     def window(self) -> FixedWindow:
@@ -164,8 +167,9 @@ class Detector:
                                                     params=p.blobs), by=p.blobs.merge_by)
 
     def score(self, volume: Volume, candidates: Sequence[Finding]) -> list[Finding]:
-        """Step 3: nodule probability of ``candidates`` (those under ``min_prob`` dropped, then the
-        less probable findings on a lump another one holds (``params.suppress_within``), the
+        """Step 3: nodule probability of ``candidates`` (those under ``min_prob`` dropped; blob
+        candidates' diameters measured on the image, ``params.measure_size``; then the less
+        probable findings on a lump another one holds dropped, ``params.suppress_within``; the
         rest most probable first) and the malignancy probability of those at or above
         ``malignancy_from`` (default: the operating threshold; the others get ``None``)."""
         if not candidates:
@@ -179,8 +183,12 @@ class Detector:
             crop_prob = score_crops(self.nodule_model, crops, batch_size=p.crop_batch, device=self.device)
         nod, why = self._ranked(volume, candidates, crop_prob)
         keep = np.flatnonzero(nod >= p.min_prob)
-        keep = keep[one_per_lump(np.array([c.center_xyz for c in candidates])[keep],
-                                 np.array([c.diameter_mm for c in candidates])[keep], nod[keep],
+        diam = np.array([c.diameter_mm for c in candidates], dtype=np.float64)
+        if p.measure_size:  # a blob's diameter is its scale: measure the lump (U-Net components are measured)
+            blobs = np.array([k for k in keep if candidates[k].voxels == 0], dtype=np.int64)
+            measured = measure_findings(volume, [candidates[k] for k in blobs])
+            diam[blobs[np.isfinite(measured)]] = measured[np.isfinite(measured)]
+        keep = keep[one_per_lump(np.array([c.center_xyz for c in candidates])[keep], diam[keep], nod[keep],
                                  within=p.suppress_within)]
         # malignancy only where it matters (the reported nodules): the crop network is the costly part
         rate = keep[nod[keep] >= (p.nodule_threshold if p.malignancy_from is None else p.malignancy_from)]
@@ -190,7 +198,7 @@ class Detector:
         out = []
         for k in keep:
             c = candidates[k]
-            out.append(Finding(c.seriesuid, c.center_xyz, c.center_irc, c.diameter_mm, float(nod[k]),
+            out.append(Finding(c.seriesuid, c.center_xyz, c.center_irc, float(diam[k]), float(nod[k]),
                                mal.get(int(k)), c.voxels, None if why is None else why[k]))
         return sorted(out, key=lambda f: -f.nodule_prob)
 

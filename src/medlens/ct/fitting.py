@@ -212,7 +212,7 @@ def _train_pipeline(cfg: CtConfig, run_dir: Path, *, resume: bool) -> dict[str, 
                           crop=cfg.crop, blobs=cfg.blobs, min_prob=cfg.min_prob, malignancy_from=cfg.min_prob,
                           min_lung_air=cfg.min_lung_air if cfg.ranker else 0.0,
                           require_lump=cfg.require_lump and cfg.ranker, max_findings=cfg.max_findings_per_scan,
-                          suppress_within=cfg.suppress_within)
+                          suppress_within=cfg.suppress_within, measure_size=cfg.measure_size)
     det = Detector(cand_model.eval(), nn.Identity(), None, params, device)
     t = time.perf_counter()
     with torch.inference_mode():

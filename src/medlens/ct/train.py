@@ -113,6 +113,8 @@ class CtConfig(BaseModel):
                                               "ones (see medlens.ct.detect)")
     min_prob: float = Field(0.02, ge=0, lt=1, description="findings below this nodule probability are not "
                             "written (the FROC needs the rest)")
+    measure_size: bool = Field(True, description="blob findings report the measured diameter of the lump at "
+                               "their centre (medlens.ct.sizing) instead of the blob's scale")
     suppress_within: float = Field(1.5, ge=0, description="one finding per lump: a finding within this many "
                                    "radii (the larger of the two) of a more probable one is dropped as the same "
                                    "nodule (0: keep all; medlens.ct.findings.one_per_lump)")
