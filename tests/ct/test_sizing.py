@@ -52,6 +52,24 @@ def test_a_juxta_pleural_nodule_is_measured_without_the_wall() -> None:
     assert measure_diameter(hu, SP) == pytest.approx(10.0, rel=0.25)
 
 
+def test_a_lump_larger_than_the_crop_is_measured_on_a_larger_one() -> None:
+    """A finding whose scale (7 mm) is a third of its nodule's size (24 mm): the first crop is too
+    small (the lump reaches its edge), the next one holds it."""
+    from medlens.ct.findings import Finding
+    from medlens.ct.sizing import crop_spec_for, measure_findings
+    from medlens.io.geometry import Geometry
+    from medlens.io.volumes import Volume
+
+    hu, axes = _lung(128)
+    _ball(hu, axes, 12.0, 40.0, at=(0.0, 2.0, 0.0))
+    small = crop_spec_for(7.0)
+    assert small.field_mm[0] < 24.0
+    vol = Volume(hu.astype(np.float32), Geometry((SP, SP, SP), (0.0, 0.0, 0.0)))
+    c = (63.5, 63.5, 63.5)
+    found = Finding("s", tuple(vol.geometry.index_to_world(np.array([c]))[0]), c, 7.0, 0.9)
+    assert measure_findings(vol, [found])[0] == pytest.approx(24.0, rel=0.1)
+
+
 def test_empty_lung_has_no_size() -> None:
     hu, _ = _lung()
     assert np.isnan(measure_diameter(hu, SP))
