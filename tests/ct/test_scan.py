@@ -192,6 +192,18 @@ def test_find_and_read_scans_one_bad_scan_does_not_stop_the_others(phantoms, tmp
     assert _tree_hash(root) == before  # reading, and failing, modified nothing
 
 
+def test_linked_series_folders_are_found_once_and_a_link_loop_ends(phantoms, tmp_path):
+    """A patient folder whose series are symbolic links (data on another drive) is searched like
+    any other; a link back up the tree does not loop."""
+    dic = read_truth(phantoms["dicom"])["scans"]
+    root = tmp_path / "patient"
+    (root / "study").mkdir(parents=True)
+    (root / "study" / "series").symlink_to((phantoms["dicom"] / dic[0]["path"]).resolve(), target_is_directory=True)
+    (root / "study" / "again").symlink_to(root.resolve(), target_is_directory=True)  # a loop
+    refs = find_scans(root)
+    assert [r.seriesuid for r in refs] == [dic[0]["seriesuid"]]
+
+
 def test_inputs_never_modified_by_failed_reads(mhd, series):
     (series / "000002.dcm").unlink()
     mhd.with_suffix(".raw").write_bytes(b"\0" * 10)

@@ -111,7 +111,8 @@ def read_ct(path: str | os.PathLike[str]) -> Volume:
 def find_scans(root: str | os.PathLike[str]) -> list[ScanRef]:
     """Every CT scan under ``root``: LUNA16 ``subset*/*.mhd``, ``.mha``, NIfTI files and
     DICOM series folders (a folder with ``.dcm`` files, or suffix-less DICOM files), sorted
-    by path. Hidden files and folders are skipped. A file ``root`` is one scan.
+    by path. Hidden files and folders are skipped; linked folders are followed (a link back
+    up the tree is read once). A file ``root`` is one scan.
 
     Raises:
         BadInputError: ``root`` does not exist.
@@ -122,7 +123,13 @@ def find_scans(root: str | os.PathLike[str]) -> list[ScanRef]:
     if root.is_file():
         return [_file_ref(root)] if volume_suffix(root) in CT_FILE_SUFFIXES else []
     refs: list[ScanRef] = []
-    for folder, dirs, files in os.walk(root):
+    seen: set[str] = set()  # folders reached through symbolic links are followed, each real one once
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         here = Path(folder)
         dicoms = []
