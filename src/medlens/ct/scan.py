@@ -37,6 +37,7 @@ from medlens.ct.scan_checks import check_finite, check_spacing
 from medlens.errors import BadInputError
 from medlens.io.geometry import Geometry
 from medlens.io.volumes import Volume, read_volume, volume_suffix
+from medlens.io.walk import walk
 
 logger = logging.getLogger(__name__)
 
@@ -123,19 +124,9 @@ def find_scans(root: str | os.PathLike[str]) -> list[ScanRef]:
     if root.is_file():
         return [_file_ref(root)] if volume_suffix(root) in CT_FILE_SUFFIXES else []
     refs: list[ScanRef] = []
-    seen: set[str] = set()  # folders reached through symbolic links are followed, each real one once
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        here = Path(folder)
+    for here, files in walk(root):
         dicoms = []
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
+        for name in files:
             f = here / name
             if volume_suffix(f) in CT_FILE_SUFFIXES:
                 refs.append(_file_ref(f))

@@ -8,6 +8,7 @@ from pathlib import Path
 from medlens.data.records import DatasetIndex, Problem, Record
 from medlens.errors import BadInputError
 from medlens.io.images import IMAGE_EXTENSIONS
+from medlens.io.walk import walk
 
 
 def visible_dirs(folder: Path) -> list[Path]:
@@ -21,16 +22,10 @@ def visible_dirs(folder: Path) -> list[Path]:
 
 
 def images_in(folder: Path, *, recursive: bool = True) -> list[Path]:
-    """Image files (by extension, case-insensitive) below ``folder``, sorted, hidden skipped."""
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
-        found.extend(
-            Path(dirpath, f)
-            for f in filenames
-            if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS
-        )
-    return sorted(found)
+    """Image files (by extension, case-insensitive) below ``folder``, sorted, hidden skipped,
+    linked folders followed (:func:`medlens.io.walk.walk`)."""
+    return sorted(d / f for d, names in walk(folder, recursive=recursive) for f in names
+                  if os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
 
 
 def has_images(folder: Path, depth: int) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 from medlens.errors import BadInputError, ConfigError
 from medlens.io.atomic import atomic_write_bytes, atomic_write_json
 from medlens.io.runlog import logged_run
+from medlens.io.walk import files_under
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,8 @@ def collect_inputs(inputs: Sequence[str | os.PathLike[str]], *, missing_ok: bool
             files.extend(
                 sorted(
                     f
-                    for f in p.rglob("*")
-                    if f.is_file() and _is_input(f) and not f.name.startswith(".")
+                    for f in files_under(p)
+                    if _is_input(f)
                 )
             )
         elif p.is_file() or missing_ok:

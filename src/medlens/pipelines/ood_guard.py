@@ -132,6 +132,7 @@ def guard_files(pkg: Any, inputs: Sequence[str | os.PathLike[str]], *, strict: b
     """``explain`` and segmentation ``predict``: check the 2D image files among ``inputs``
     (folders expanded), warn, and refuse under ``strict`` — before anything is written."""
     from medlens.io.images import IMAGE_EXTENSIONS
+    from medlens.io.walk import files_under
 
     if int(((getattr(pkg, "metadata", None) or {}).get("input") or {}).get("spatial_dims", 2)) == 3:
         log.info("volumes given to a 3D model are not checked against its training data yet")
@@ -139,7 +140,7 @@ def guard_files(pkg: Any, inputs: Sequence[str | os.PathLike[str]], *, strict: b
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
-        found = sorted(p.rglob("*")) if p.is_dir() else [p]
+        found = files_under(p) if p.is_dir() else [p]  # the files explain/predict will read
         files += [f for f in found if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS]
     results = check_files(pkg, files)
     warn_flagged(results)

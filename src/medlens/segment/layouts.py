@@ -24,6 +24,7 @@ from medlens.data.records import DatasetIndex, Problem, Record
 from medlens.errors import BadInputError
 from medlens.io.images import IMAGE_EXTENSIONS
 from medlens.io.volumes import VOLUME_SUFFIXES, volume_suffix
+from medlens.io.walk import files_under
 from medlens.options import look_up_option
 from medlens.registry import Registry
 
@@ -82,7 +83,7 @@ def detect_segmentation_layout(path: str | Path) -> str | None:
             return "kaggle_3m"
     img_dir, mask_dir = _find_dir(root, _IMAGE_DIRS), _find_dir(root, _MASK_DIRS)
     if img_dir is not None and mask_dir is not None:
-        files = [f for f in img_dir.rglob("*") if f.is_file()]
+        files = files_under(img_dir)
         if any(volume_suffix(f) in VOLUME_SUFFIXES for f in files):
             return "volumes"
         if any(f.suffix.lower() in IMAGE_EXTENSIONS for f in files):
@@ -149,7 +150,7 @@ def _pairs(root: Path, *, mask_pattern: str | None = None) -> tuple[list[Record]
     mask_dir = _find_dir(root, _MASK_DIRS)
     problems: list[Problem] = []
     records: list[Record] = []
-    images = sorted(f for f in img_dir.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+    images = [f for f in files_under(img_dir) if f.suffix.lower() in IMAGE_EXTENSIONS]
     if mask_pattern is None:
         images = [f for f in images if not f.stem.lower().endswith(_MASK_SUFFIXES)]
     pairs = [(img, _pair_mask(img, img_dir, mask_dir, mask_pattern)) for img in images]

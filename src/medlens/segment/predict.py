@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from medlens.errors import BadInputError
 from medlens.io.images import IMAGE_EXTENSIONS
 from medlens.io.volumes import VOLUME_SUFFIXES, volume_suffix
+from medlens.io.walk import files_under
 from medlens.transforms.intensity import to_float
 
 logger = logging.getLogger(__name__)
@@ -196,8 +197,8 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir() and not any(f.suffix.lower() == ".dcm" for f in p.iterdir() if f.is_file()):
-            out += sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                          and (f.suffix.lower() in IMAGE_EXTENSIONS or volume_suffix(f) in VOLUME_SUFFIXES)
+            out += sorted(f for f in files_under(p)
+                          if (f.suffix.lower() in IMAGE_EXTENSIONS or volume_suffix(f) in VOLUME_SUFFIXES)
                           and "_mask" not in f.name and "_overlay" not in f.name)
         else:
             out.append(p)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from medlens.errors import BadInputError
+from medlens.io.walk import files_under
 from medlens.pipelines.config import RunConfig
 from medlens.tasks.registry import Summary, TaskSpec
 
@@ -44,7 +45,7 @@ def expand_image_inputs(inputs: Any) -> list[Any]:
             continue
         p = Path(item)
         if p.is_dir():
-            out += sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            out += [str(f) for f in files_under(p) if f.suffix.lower() in IMAGE_EXTENSIONS]
         else:
             out.append(str(p))
     return out
