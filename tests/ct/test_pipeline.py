@@ -238,6 +238,8 @@ def test_one_finding_per_lump_keeps_the_most_probable_of_each() -> None:
     assert one_per_lump(centres, diam, probs, within=1.5).tolist() == [0, 2, 4]
     assert one_per_lump(centres, diam, probs, within=1.0).tolist() == [0, 1, 2, 4, 3]  # 6 > 5 mm, 11 > 10 mm
     assert one_per_lump(centres, diam, probs, within=0.0).tolist() == [0, 1, 2, 4, 3]  # off: all, by probability
+    assert one_per_lump(centres, diam, probs, within=1.5, limit=2).tolist() == [0, 2]  # the strongest two lumps
+    assert one_per_lump(centres, diam, probs, within=0.0, limit=2).tolist() == [0, 1]
     assert one_per_lump(np.zeros((0, 3)), np.zeros(0), np.zeros(0), within=1.5).tolist() == []
 
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-from medlens.ct.findings import Finding
+from medlens.ct.findings import Finding, one_per_lump
 from medlens.ct.lungs import LungMask
 from medlens.io.geometry import Geometry
 
@@ -131,15 +131,10 @@ def detect_blobs(hu: np.ndarray, geometry: Geometry, lungs: LungMask, *, seriesu
     if not len(centres):
         return []
     score, rad = np.concatenate([f[1] for f in found]), np.concatenate([f[2] for f in found])
-    mm = centres * sp_full
-    order = np.argsort(-score)[: 20 * p.max_blobs]
-    kept: list[int] = []
-    for k in order:  # greedy suppression: a weaker blob within a stronger one's radius is the same lump
-        if kept and np.any(np.linalg.norm(mm[kept] - mm[k], axis=1) < np.maximum(rad[kept], rad[k])):
-            continue
-        kept.append(int(k))
-        if len(kept) == p.max_blobs:
-            break
+    order = np.argsort(-score, kind="stable")[: 20 * p.max_blobs]
+    # a weaker blob within a stronger one's radius is the same lump
+    kept = order[one_per_lump(centres[order] * sp_full, 2 * rad[order], score[order], within=1.0,
+                              limit=p.max_blobs)]
     xyz = geometry.index_to_world(centres[kept])
     return [Finding(seriesuid=seriesuid, center_xyz=tuple(float(v) for v in xyz[j]),  # type: ignore[arg-type]
                     center_irc=tuple(float(v) for v in centres[k]),  # type: ignore[arg-type]

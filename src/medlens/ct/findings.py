@@ -65,10 +65,11 @@ class Finding:
 
 
 def one_per_lump(centres_xyz: np.ndarray, diameters_mm: np.ndarray, probs: np.ndarray, *,
-                 within: float) -> np.ndarray:
+                 within: float, limit: int | None = None) -> np.ndarray:
     """Indices of the findings to keep, most probable first, when a finding whose centre lies
     within ``within`` × the larger radius of the two of a more probable kept finding is dropped:
-    non-maximum suppression for lumps (``within`` 0 keeps all).
+    non-maximum suppression for lumps (``within`` 0 keeps all); at most ``limit`` are kept.
+    The blob detector suppresses its weaker blobs with it too (``within`` 1).
 
     Why: the U-Net and the blob detector at several scales often put two or three candidates on
     one nodule (three on LIDC-IDRI-0001's 24 mm nodule). LUNA16's FROC ignores the extra hits, but
@@ -79,7 +80,7 @@ def one_per_lump(centres_xyz: np.ndarray, diameters_mm: np.ndarray, probs: np.nd
     """
     order = np.argsort(-np.asarray(probs, dtype=np.float64), kind="stable")
     if within <= 0 or len(order) < 2:
-        return order
+        return order[:limit]
     c = np.asarray(centres_xyz, dtype=np.float64).reshape(-1, 3)
     r = np.asarray(diameters_mm, dtype=np.float64) / 2.0
     kept: list[int] = []
@@ -87,4 +88,6 @@ def one_per_lump(centres_xyz: np.ndarray, diameters_mm: np.ndarray, probs: np.nd
         if kept and np.any(np.linalg.norm(c[kept] - c[k], axis=1) < within * np.maximum(r[kept], r[k])):
             continue
         kept.append(int(k))
+        if len(kept) == limit:
+            break
     return np.asarray(kept, dtype=np.int64)
