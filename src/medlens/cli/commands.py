@@ -132,9 +132,9 @@ def train_cmd(
     patch: str | None = typer.Option(None, "--patch", help="segment, 3D: patch D,H,W (slices,rows,columns), "
                                      "e.g. 32,64,64", show_default=PATCH_DEFAULT),
     ensemble: int | None = typer.Option(None, "--ensemble",
-                                        help="segment: models from seeds seed, seed+1, …, probabilities averaged",
+                                        help="networks averaged into one model (seeds seed, seed+1, …)",
                                         show_default="1"),
-    ensemble_by: str | None = typer.Option(None, "--ensemble-by", help="segment, with --ensemble N: seed (members "
+    ensemble_by: str | None = typer.Option(None, "--ensemble-by", help="with --ensemble N: seed (members "
                                            "differ by seed) or folds (nnU-Net's cross-validation ensemble: "
                                            "member k validated on fold k of the training patients)",
                                            show_default="seed"),

@@ -182,14 +182,15 @@ class Fitted:
 
 
 def fit_classifier(cfg: RunConfig, images: np.ndarray, labels: np.ndarray, train_m: np.ndarray,
-                   val_m: np.ndarray, num_classes: int, run_dir: Path, *, resume: bool = False) -> Fitted:
+                   val_m: np.ndarray, num_classes: int, run_dir: Path, *, resume: bool = False,
+                   norm: tuple[list[float], list[float]] | None = None) -> Fitted:
     """Model, task and loaders from ``cfg`` on the masked cache rows, then the engine's ``fit``.
 
-    One place for ``medlens train`` and every cross-validation fold, so a fold trains
-    exactly as a single run does. Normalisation statistics come from the training rows.
+    One network (:func:`train_model` builds ensembles from it). Normalisation statistics come
+    from the training rows unless ``norm`` (an ensemble's members share one) is given.
     """
     k = num_classes
-    mean, std = pretrained_normalize(cfg) or _norm_stats(images[train_m])
+    mean, std = norm or pretrained_normalize(cfg) or _norm_stats(images[train_m])
     cl = _channels_last(cfg)
     weights = class_weights(labels[train_m], k) if cfg.balance == "weighted_loss" else None
     task = ClassificationTask(num_classes=k, mean=mean, std=std, augment=cfg.augment,
@@ -211,6 +212,88 @@ def fit_classifier(cfg: RunConfig, images: np.ndarray, labels: np.ndarray, train
     return Fitted(model, task, result, model_kwargs, mean, std)
 
 
+@dataclass
+class Trained:
+    """A trained classifier (one network or an ensemble answering as one) and the logits its
+    temperature and operating point are chosen on: the validation rows' (one network, seed
+    ensemble), or every pooled training and validation row's out-of-fold logits (fold ensemble)."""
+
+    fitted: Fitted
+    op_rows: np.ndarray  # cache rows (indices)
+    op_logits: np.ndarray
+    members: list[dict[str, Any]]  # one row per member; empty for one network
+    chosen_on: str = "val"  # what the operating point's record says it was chosen on
+
+
+def train_model(cfg: RunConfig, images: np.ndarray, labels: np.ndarray, train_m: np.ndarray, val_m: np.ndarray,
+                num_classes: int, run_dir: Path, groups: Sequence[str], device: torch.device, *,
+                resume: bool = False) -> Trained:
+    """``cfg.ensemble`` networks from :func:`fit_classifier` (member k in ``run_dir/member<k>``,
+    seed ``seed + k``), averaged into one model; one network as it always was.
+
+    One place for ``medlens train`` and every cross-validation fold, so a fold trains exactly as
+    a single run does. ``groups`` (patient per cache row) keeps each patient in one member fold.
+
+    Why a fold ensemble: with the threshold chosen on two or three validation patients, where
+    those patients' scores happen to sit decides the operating point (IDC, README "IDC
+    operating point"); out-of-fold probabilities of every training patient choose it instead,
+    and averaging networks trained on different patients steadies the ranking (nnU-Net's
+    cross-validation ensemble, as segmentation does).
+    """
+    from medlens.pipelines.evaluation import cache_logits
+    from medlens.train.ensemble import fit_members
+
+    n = cfg.ensemble
+    if n == 1:
+        fitted = fit_classifier(cfg, images, labels, train_m, val_m, num_classes, run_dir, resume=resume)
+        rows = np.flatnonzero(val_m)
+        return Trained(fitted, rows, cache_logits(fitted.model, fitted.task, images[rows], device), [])
+    if cfg.ensemble_by == "folds":
+        from medlens.data.groups import stratified_group_folds
+
+        pool = np.flatnonzero(train_m | val_m)
+        fold = stratified_group_folds([groups[i] for i in pool], labels[pool], n, seed=cfg.train.seed)
+        parts = [(np.isin(np.arange(len(labels)), pool[fold != j]), np.isin(np.arange(len(labels)), pool[fold == j]))
+                 for j in range(n)]
+        norm = pretrained_normalize(cfg) or _norm_stats(images[pool])
+    else:
+        parts = [(train_m, val_m)] * n
+        norm = pretrained_normalize(cfg) or _norm_stats(images[train_m])
+    fits: list[Fitted] = []
+
+    def train_one(k: int, tc: Any, mdir: Path, res: bool) -> tuple[torch.nn.Module, FitResult]:
+        log.info("ensemble member %d of %d: train %d, val %d rows", k + 1, n, parts[k][0].sum(), parts[k][1].sum())
+        f = fit_classifier(cfg.model_copy(update={"train": tc}), images, labels, parts[k][0], parts[k][1],
+                           num_classes, mdir, resume=res, norm=norm)
+        fits.append(f)
+        return f.model, f.result
+
+    model, result, rows = fit_members(n, cfg.train, run_dir, train_one, resume=resume)
+    first = fits[0]
+    fitted = Fitted(model, first.task, result, {k: v for k, v in model.medlens_config.items() if k != "name"},
+                    first.mean, first.std)
+    for row, (tr, va) in zip(rows, parts, strict=True):
+        row.update(n_train=int(tr.sum()), n_val=int(va.sum()),
+                   val_patients=sorted({str(groups[i]) for i in np.flatnonzero(va)}))
+    if cfg.ensemble_by == "folds":  # member k answers for the rows it validated on, never trained on
+        op_rows = np.concatenate([np.flatnonzero(va) for _, va in parts])
+        op_logits = np.concatenate([cache_logits(f.model, f.task, images[va], device)
+                                    for f, (_, va) in zip(fits, parts, strict=True)])
+        order = np.argsort(op_rows, kind="stable")
+        return Trained(fitted, op_rows[order], op_logits[order], rows, chosen_on=OUT_OF_FOLD)
+    op_rows = np.flatnonzero(val_m)
+    return Trained(fitted, op_rows, cache_logits(model, first.task, images[op_rows], device), rows)
+
+
+#: Where a fold ensemble's operating point is chosen (the report's "chosen on").
+OUT_OF_FOLD = "pooled out-of-fold (training and validation patients)"
+
+
+def row_groups(records: Sequence[Any], by_patient: bool) -> list[str]:
+    """Patient per row for :func:`train_model`'s member folds (the row itself without patient ids)."""
+    return [f"patient:{r.patient}" if by_patient and r.patient is not None else f"image:{r.path}" for r in records]
+
+
 @logged_run("run_dir")  # run_dir/run.log
 def train_classifier(cfg: RunConfig, run_dir: str | Path, *, resume: bool = False) -> TrainOutcome:
     """Train, evaluate, report and package a classifier. See the module docstring.
@@ -224,8 +307,13 @@ def train_classifier(cfg: RunConfig, run_dir: str | Path, *, resume: bool = Fals
 
 def _refuse_finished_run(run_dir: Path, resume: bool) -> None:
     """Checked under the lock: a job that started with the same ``--out`` may have trained meanwhile."""
-    if not resume and (run_dir / "checkpoints" / "last.pt").exists():
+    if not resume and holds_a_run(run_dir):
         raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+
+
+def holds_a_run(run_dir: Path) -> bool:
+    """Has training started in ``run_dir`` (a checkpoint of the model or of an ensemble member)?"""
+    return (run_dir / "checkpoints" / "last.pt").exists() or any(run_dir.glob("member*/checkpoints/last.pt"))
 
 
 def _train_classifier(cfg: RunConfig, run_dir: Path, *, resume: bool = False) -> TrainOutcome:
@@ -250,16 +338,21 @@ def _train_classifier(cfg: RunConfig, run_dir: Path, *, resume: bool = False) ->
                             f"is empty (train={int(train_m.sum())}, val={int(val_m.sum())})")
     k = len(index.classes)
     labels = cache.labels
-    fitted = fit_classifier(cfg, cache.images, labels, train_m, val_m, k, run_dir, resume=resume)
+    device = resolve_device(cfg.train.device)
+    trained = train_model(cfg, cache.images, labels, train_m, val_m, k, run_dir,
+                          row_groups(cache.records, cfg.data.group_by_patient), device, resume=resume)
+    fitted = trained.fitted
     model, task, result = fitted.model, fitted.task, fitted.result
 
     from medlens.pipelines.evaluation import evaluate_cache, package_metadata
 
-    device = resolve_device(cfg.train.device)
-    metrics, extras = evaluate_cache(model, task, cache, index.classes, cfg, device)
+    metrics, extras = evaluate_cache(model, task, cache, index.classes, cfg, device,
+                                     op_data=(trained.op_rows, trained.op_logits), chosen_on=trained.chosen_on)
     metrics["training"] = {"best_epoch": result.best_epoch, "best_val": result.best_score,
                            "monitor": task.monitor, "epochs_run": len(result.history),
                            "stopped_early": result.stopped_early}
+    if trained.members:
+        metrics["training"].update(ensemble=cfg.ensemble, ensemble_by=cfg.ensemble_by, members=trained.members)
     atomic_write_json(run_dir / "metrics.json", metrics)
     meta = package_metadata(cfg, index.classes, metrics, fitted.mean, fitted.std, extras)
     from medlens.data.fingerprint import fingerprint_index
@@ -273,7 +366,8 @@ def _train_classifier(cfg: RunConfig, run_dir: Path, *, resume: bool = False) ->
     sections = explanation_sections(model, task, cache, extras, index.classes, device)
     sections += colour_sections(index, cfg, run_dir)
     card = model_card(cfg, index, metrics)
-    save_model_package(run_dir / "model", model.cpu(), model_name=cfg.model.name, model_kwargs=fitted.model_kwargs,
+    save_model_package(run_dir / "model", model.cpu(), model_name=model.medlens_name if trained.members else cfg.model.name,
+                       model_kwargs=fitted.model_kwargs,
                        metadata=meta, model_card=card.get("markdown"))
     write_run_report(run_dir, cfg, index, cache, result.history, metrics, extras, card, audit, problems,
                      extra_sections=sections)
@@ -367,6 +461,9 @@ def config_from_options(data: str | Path, options: dict[str, Any], config_file: 
         over.setdefault("model", {})["activation"] = options["activation"]
     if options.get("balance"):
         over["balance"] = options["balance"]
+    for key in ("ensemble", "ensemble_by"):
+        if options.get(key) is not None:
+            over[key] = options[key]
     if options.get("no_augment"):
         over.setdefault("augment", {})["enabled"] = False
     if options.get("no_audit"):
@@ -391,7 +488,7 @@ def train_from_options(*, data: Path, out: Path | None, config: Path | None, res
     else:
         cfg = config_from_options(data, options, config)
         out = out or Path("runs") / f"{Path(data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if (out / "checkpoints" / "last.pt").exists():
+        if holds_a_run(out):
             raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     outcome = train_classifier(cfg, out, resume=resume)
     return outcome.metrics, out

@@ -29,7 +29,7 @@ from medlens.data.records import DatasetIndex
 from medlens.errors import BadInputError, ConfigError
 from medlens.io.atomic import atomic_write, atomic_write_json
 from medlens.io.runlog import logged_run
-from medlens.pipelines.classification import fit_classifier
+from medlens.pipelines.classification import row_groups, train_model
 from medlens.pipelines.config import RunConfig
 from medlens.pipelines.crossval_summary import FOLD_KEYS, FoldResult, summarise
 
@@ -207,6 +207,7 @@ class ClassifyCV:
         cv["seconds"] = round(time.perf_counter() - self.t0, 1)  # this call (a resumed run skips folds)
         cv["seconds_folds"] = round(sum(r.row.get("seconds") or 0.0 for r in results), 1)
         cv["audit"] = self.audit
+        cv["threshold_note"] = threshold_note(self.cfg)
         if self.plan.unit != "image":
             cv["grouping"] = self.grouping.name
         groups = self.fold_groups() if self.plan.unit != "image" else {}  # images: folds.csv lists them
@@ -226,6 +227,14 @@ class ClassifyCV:
             shown["grouping"] = cv["grouping"] + " — " + "; ".join(
                 f"fold {k}: {_names(v)}" for k, v in cv["groups"]["folds"].items())
         write_cv_report(path, self.cfg, self.index, self.cache, self.problems, results, shown)
+
+
+def threshold_note(cfg: RunConfig) -> str:
+    """How each fold's operating threshold was chosen, for the summaries."""
+    if cfg.ensemble > 1 and cfg.ensemble_by == "folds":
+        return ("threshold chosen on the out-of-fold predictions of the fold's whole training part "
+                "(fold ensemble) for the target sensitivity")
+    return "threshold chosen on the fold's validation split for the target sensitivity"
 
 
 def _names(groups: list[str], limit: int = 12) -> str:
@@ -296,16 +305,17 @@ def _run_fold(
         test_m.sum(),
         " (resuming)" if resume_fold else "",
     )
-    fitted = fit_classifier(cfg, cache.images, labels, train_m, val_m, len(classes), fold_dir,
-                            resume=resume_fold)
-    model, task, fit_res = fitted.model, fitted.task, fitted.result
     device = resolve_device(cfg.train.device)
+    trained = train_model(cfg, cache.images, labels, train_m, val_m, len(classes), fold_dir,
+                          row_groups(usable.records, cfg.data.group_by_patient), device, resume=resume_fold)
+    model, task, fit_res = trained.fitted.model, trained.fitted.task, trained.fitted.result
     neg = negative_class_index(classes, cfg.eval.negative_class)
-    z_val, y_val = cache_logits(model, task, cache.images[val_m], device), labels[val_m]
+    z_val, y_val = trained.op_logits, labels[trained.op_rows]  # a fold ensemble: out-of-fold, every pooled row
     temperature = float(fit_temperature(z_val, y_val)) if len(np.unique(y_val)) > 1 else 1.0
     op, selection, alternatives = choose_operating_point(  # threshold None: argmax (no negative class)
         y_val, apply_temperature(z_val, temperature), neg, cfg,
-        chosen_on="val (carved from this fold's training part)",
+        chosen_on=("val (carved from this fold's training part)" if trained.chosen_on == "val"
+                   else trained.chosen_on + ", this fold's training part"),
     )
     z = cache_logits(model, task, cache.images[test_m], device)
     probs = apply_temperature(z, temperature)
@@ -348,7 +358,7 @@ def _run_fold(
                             val_logits=z_val, val_labels=y_val, temperature=temperature),
     )
     atomic_write_json(
-        fold_dir / "result.json", {"row": row, "history": fit_res.history}
+        fold_dir / "result.json", {"row": row, "history": fit_res.history, "members": trained.members}
     )  # marks the fold done
     return FoldResult(np.flatnonzero(test_m), probs, op["threshold"], row, fit_res.history,
                       _alternative_thresholds(metrics))

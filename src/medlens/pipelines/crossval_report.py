@@ -106,7 +106,7 @@ def _fold_table_html(cv: dict[str, Any]) -> str:
     auc = cv["auc"]
     ci_t, ci_b = auc.get("ci_fold_t") or {}, auc.get("ci_pooled_bootstrap") or {}
     how = (ARGMAX_NOTE if cv["pooled"]["negative_class"]["index"] is None
-           else "threshold chosen on the fold's validation split for the target sensitivity")
+           else cv.get("threshold_note") or "threshold chosen on the fold's validation split for the target sensitivity")
     notes = (
         f"<p>AUC mean over folds {f(auc['mean'])} ± {f(auc['std'])}; 95 % t-interval over folds "
         f"{f(ci_t.get('low'))}–{f(ci_t.get('high'))} (optimistic: folds share training images). "

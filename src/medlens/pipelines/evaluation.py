@@ -48,7 +48,8 @@ def choose_operating_point(y_val: np.ndarray, p_val: np.ndarray, neg: int | None
         op = argmax_choice()
         return op, selection_record(op, chosen_on=chosen_on), None
     op = choose_threshold(y_val, p_val, negative_class=neg, target_sensitivity=cfg.eval.target_sensitivity)
-    return op, selection_record(op, chosen_on=chosen_on), alternative_thresholds(y_val, p_val, negative_class=neg)
+    return op, selection_record(op, chosen_on=chosen_on), alternative_thresholds(y_val, p_val, negative_class=neg,
+                                                                                  chosen_on=chosen_on)
 
 
 def package_negative_class(pkg: Any) -> int | None:
@@ -69,8 +70,16 @@ def cache_logits(model: torch.nn.Module, task: ClassificationTask, images: np.nd
 
 
 def evaluate_cache(model: torch.nn.Module, task: ClassificationTask, cache: ImageCache, classes: list[str],
-                   cfg: RunConfig, device: torch.device) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Metrics for the test split (validation when there is no test split)."""
+                   cfg: RunConfig, device: torch.device,
+                   op_data: tuple[np.ndarray, np.ndarray] | None = None, chosen_on: str = "val"
+                   ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Metrics for the test split (validation when there is no test split).
+
+    ``op_data`` (cache rows, their logits): what the temperature and the operating point are
+    chosen on, default the validation rows through ``model``. A fold ensemble passes every
+    pooled row's out-of-fold logits; with no test split those of the validation rows are then
+    also what is reported (the ensemble itself trained on them).
+    """
     from medlens.evaluate.calibration import apply_temperature, fit_temperature
     from medlens.evaluate.metrics import classification_metrics
     from medlens.evaluate.operating_point import operating_call
@@ -81,12 +90,15 @@ def evaluate_cache(model: torch.nn.Module, task: ClassificationTask, cache: Imag
     val_m = splits == "val"
     eval_split = "test" if (splits == "test").any() else "val"
     eval_m = splits == eval_split
-    z_val = cache_logits(model, task, cache.images[val_m], device)
-    y_val = labels[val_m]
+    if op_data is None:
+        op_data = (np.flatnonzero(val_m), cache_logits(model, task, cache.images[val_m], device))
+    op_rows, z_val = op_data
+    y_val = labels[op_rows]
     temperature = float(fit_temperature(z_val, y_val)) if len(np.unique(y_val)) > 1 else 1.0
     p_val = apply_temperature(z_val, temperature)
-    op, selection, alternatives = choose_operating_point(y_val, p_val, neg, cfg)
-    z = z_val if eval_split == "val" else cache_logits(model, task, cache.images[eval_m], device)
+    op, selection, alternatives = choose_operating_point(y_val, p_val, neg, cfg, chosen_on=chosen_on)
+    z = z_val[np.isin(op_rows, np.flatnonzero(eval_m))] if eval_split == "val" else \
+        cache_logits(model, task, cache.images[eval_m], device)
     y = labels[eval_m]
     probs = apply_temperature(z, temperature)
     patients = [r.patient for r in np.array(cache.records, dtype=object)[eval_m]]

@@ -223,8 +223,8 @@ def _cv_summary(cv: dict[str, Any]) -> Summary:
     """Per-fold AUC and rates at each fold's operating point, mean ± sd, and the two AUC intervals."""
     from medlens.pipelines.crossval_summary import binary_cv_table
 
-    rows, notes = binary_cv_table(cv, threshold_note="threshold chosen on the fold's validation split for the "
-                                  "target sensitivity")
+    rows, notes = binary_cv_table(cv, threshold_note=cv.get("threshold_note") or "threshold chosen on the fold's "
+                                  "validation split for the target sensitivity")
     groups = (cv.get("groups") or {}).get("folds") or {}
     held = [f"fold {k} held out {cv['grouping']}: " + ", ".join(v[:12]) + (" …" if len(v) > 12 else "")
             for k, v in groups.items()]
@@ -257,6 +257,7 @@ TASK = TaskSpec(
     config_model=RunConfig,
     options=frozenset({"--channels", "--equalize", "--balance", "--target-sensitivity", "--negative-class",
                        "--patient-aggregate", "--label-column", "--path-column", "--patient-column",
-                       "--patient-table", "--stain-normalize", "--colour-constancy", "--group-by", "--activation"}),
+                       "--patient-table", "--stain-normalize", "--colour-constancy", "--group-by", "--activation",
+                       "--ensemble", "--ensemble-by"}),
     priority=0,
 )
