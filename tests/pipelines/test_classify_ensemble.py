@@ -58,6 +58,7 @@ def test_fold_ensemble_threshold_chosen_on_every_pooled_image_out_of_fold(fold_r
     meta = json.loads((fold_run / "model" / "metadata.json").read_text())
     assert meta["model"]["name"] == "ensemble" and len(meta["model"]["kwargs"]["members"]) == 3
     assert meta["threshold"] == m["operating_point"]["threshold"]
+    assert "test_cnn × 3" in (fold_run / "model" / "model_card.md").read_text()  # the card says what answers
 
 
 def test_fold_ensemble_package_answers_as_the_mean_of_its_members(fold_run):
@@ -143,3 +144,19 @@ def test_an_ensemble_run_is_not_overwritten_without_resume(fold_run, idc_small):
                                     "--ensemble", "3", "--ensemble-by", "folds"])
     assert res.exit_code != 0 and "already holds a run" in res.output
     assert (fold_run / "model" / "weights.pt").read_bytes() == before
+
+
+def test_idc_layout_with_ten_patients_gets_the_fold_ensemble_unless_told(tmp_path):
+    from medlens.data.synthetic import make_idc_like
+    from medlens.pipelines.recipes import FOLD_ENSEMBLE_MIN_PATIENTS, apply_recipe
+
+    many = make_idc_like(tmp_path / "many", patients=FOLD_ENSEMBLE_MIN_PATIENTS, patches_per_patient=4, size=50, seed=0)
+    few = make_idc_like(tmp_path / "few", patients=FOLD_ENSEMBLE_MIN_PATIENTS - 1, patches_per_patient=4, size=50,
+                        seed=0)
+    cfg = apply_recipe({"data": {"path": str(many)}})
+    assert (cfg.ensemble, cfg.ensemble_by) == (3, "folds")
+    assert apply_recipe({"data": {"path": str(few)}}).ensemble == 1
+    one = apply_recipe({"data": {"path": str(many)}, "ensemble": 1})  # --ensemble 1: one network, no error
+    assert (one.ensemble, one.ensemble_by) == (1, "seed")
+    seeds = apply_recipe({"data": {"path": str(many)}, "ensemble": 2})
+    assert (seeds.ensemble, seeds.ensemble_by) == (2, "seed")

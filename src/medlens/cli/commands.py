@@ -133,11 +133,11 @@ def train_cmd(
                                      "e.g. 32,64,64", show_default=PATCH_DEFAULT),
     ensemble: int | None = typer.Option(None, "--ensemble",
                                         help="networks averaged into one model (seeds seed, seed+1, …)",
-                                        show_default="1"),
+                                        show_default="1; 3 for idc and segment data of ≥ 10 patients"),
     ensemble_by: str | None = typer.Option(None, "--ensemble-by", help="with --ensemble N: seed (members "
                                            "differ by seed) or folds (nnU-Net's cross-validation ensemble: "
                                            "member k validated on fold k of the training patients)",
-                                           show_default="seed"),
+                                           show_default="seed; folds where the recipe picks 3"),
     stain_normalize: str | None = stain_option(),
     colour_constancy: str | None = colour_constancy_option(),
     activation: str | None = typer.Option(None, "--activation", help="relu, elu, selu, gelu or silu "

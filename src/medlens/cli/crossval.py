@@ -92,11 +92,11 @@ def cv_cmd(
     patch: str | None = typer.Option(None, "--patch", help="segment, 3D: patch D,H,W (slices,rows,columns), "
                                      "e.g. 32,64,64", show_default=PATCH_DEFAULT),
     ensemble: int | None = typer.Option(None, "--ensemble", help="networks averaged into one model per fold "
-                                        "(seeds seed, seed+1, …)", show_default="1"),
+                                        "(seeds seed, seed+1, …)", show_default="1; 3 for idc and segment data of ≥ 10 patients"),
     ensemble_by: str | None = typer.Option(None, "--ensemble-by", help="with --ensemble N: seed (members "
                                            "differ by seed) or folds (nnU-Net's cross-validation ensemble: "
                                            "member k validated on fold k of the training patients)",
-                                           show_default="seed"),
+                                           show_default="seed; folds where the recipe picks 3"),
     group_by: str | None = group_by_option(),
     stain_normalize: str | None = stain_option(),
     colour_constancy: str | None = colour_constancy_option(),

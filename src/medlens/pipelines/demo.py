@@ -35,7 +35,7 @@ def _run_demo(out: Path, *, task: str, seed: int, quick: bool, device: str) -> P
 def classify_demo(out: Path, *, seed: int = 0, quick: bool = False, device: str = "auto") -> Path:
     """The classify task's demo: synthetic IDC-like patches → audit → train into ``out/run``."""
     from medlens.data.synthetic import make_idc_like
-    from medlens.pipelines.classification import train_classifier
+    from medlens.pipelines.classification import holds_a_run, train_classifier
     from medlens.pipelines.recipes import apply_recipe
 
     data = out / "data"
@@ -54,6 +54,5 @@ def classify_demo(out: Path, *, seed: int = 0, quick: bool = False, device: str 
     cfg = apply_recipe({"data": {"path": str(data), "layout": "idc"}, "train": train,
                         "eval": {"n_bootstrap": 300 if quick else 1000}})
     run_dir = out / "run"
-    resume = (run_dir / "checkpoints" / "last.pt").exists()
-    train_classifier(cfg, run_dir, resume=resume)
+    train_classifier(cfg, run_dir, resume=holds_a_run(run_dir))
     return run_dir

@@ -60,6 +60,18 @@ SMALL_SET = 2000
 PHOTO_SIDE = 96
 
 
+#: Classifiers of these layouts trained on at least :data:`FOLD_ENSEMBLE_MIN_PATIENTS` patients get a
+#: cross-validation ensemble of three networks (``--ensemble 3 --ensemble-by folds``) whose
+#: operating point is chosen on every training patient's out-of-fold probabilities. IDC,
+#: patient-grouped 5-fold CV (17 patients, seeds 0 / 1): at the sensitivity ≥ 0.90 rule, pooled
+#: balanced accuracy 0.770 / 0.796 → 0.814 / 0.822 (sensitivity 0.81 / 0.84 → 0.90 / 0.89), pooled
+#: AUC 0.826 / 0.838 → 0.839 / 0.840, at about twice the training time (README "IDC operating
+#: point"). Fewer patients would leave a member fold one or two to validate on.
+FOLD_ENSEMBLE: dict[str, Any] = {"ensemble": 3, "ensemble_by": "folds"}
+FOLD_ENSEMBLE_LAYOUTS = ("idc",)
+FOLD_ENSEMBLE_MIN_PATIENTS = 10
+
+
 #: … and when their colour casts vary (the spread of the photos' light colour, below, at least
 #: this), each photo's cast is removed first (Shades of Gray colour constancy): the cast is then
 #: the camera's, not the lesion's. ISIC (photos from many clinics, spread 0.056): camera-held-out
@@ -129,6 +141,7 @@ def detect_layout(cfg: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
         log.debug("recipe: could not pre-load %s: %s", d["path"], e)
         return None, {}
     facts: dict[str, Any] = {}
+    facts["patients"] = len({r.patient for r in index.records if r.patient is not None})
     facts["small_photo_set"] = small_photo_set(index)
     if facts["small_photo_set"]:
         facts["colour_cast_spread"] = colour_cast_spread(index)
@@ -170,6 +183,11 @@ def apply_recipe(cfg: dict[str, Any]) -> RunConfig:
             for key, val in values.items():
                 sec.setdefault(key, val)
         log.info("--pretrained imagenet: fine-tuning recipe %s", FINETUNE)
+    if (layout in FOLD_ENSEMBLE_LAYOUTS and facts.get("patients", 0) >= FOLD_ENSEMBLE_MIN_PATIENTS
+            and "ensemble" not in out and "ensemble_by" not in out):
+        out.update(FOLD_ENSEMBLE)
+        log.info("%d patients: a cross-validation ensemble of %d networks, the operating point chosen on their "
+                 "out-of-fold probabilities (--ensemble 1 for one network)", facts["patients"], FOLD_ENSEMBLE["ensemble"])
     pre = out.setdefault("preprocess", {})
     if "size" in facts:
         pre.setdefault("size", facts["size"])

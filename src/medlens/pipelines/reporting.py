@@ -19,7 +19,11 @@ def model_card(cfg: RunConfig, index: DatasetIndex, metrics: dict[str, Any]) -> 
     from medlens.evaluate.model_card import model_card_markdown, operating_point_text
 
     card = {
-        "model": cfg.model.name,
+        "model": cfg.model.name if cfg.ensemble == 1 else (
+            f"{cfg.model.name} × {cfg.ensemble}, probabilities averaged ("
+            + ("cross-validation ensemble: member k validated on fold k of the training and validation "
+               "patients, the operating point chosen on their out-of-fold probabilities)"
+               if cfg.ensemble_by == "folds" else "members from seeds seed, seed+1, …)")),
         "task": "image classification",
         "classes": list(index.classes),
         "intended_use": INTENDED_USE,
