@@ -160,3 +160,30 @@ def test_idc_layout_with_ten_patients_gets_the_fold_ensemble_unless_told(tmp_pat
     assert (one.ensemble, one.ensemble_by) == (1, "seed")
     seeds = apply_recipe({"data": {"path": str(many)}, "ensemble": 2})
     assert (seeds.ensemble, seeds.ensemble_by) == (2, "seed")
+
+
+def test_a_fold_ensemble_without_every_class_in_each_member_fold_trains_one_network(monkeypatch, tmp_path, caplog):
+    """Class 0 in only two patients: a third member would validate on class 1 alone (no AUC to
+    stop on, which picked an epoch-0 member in a 3-fold IDC CV) — one network instead, said so."""
+    from medlens.pipelines import classification as cl
+    from medlens.pipelines.config import RunConfig
+
+    calls = []
+
+    def fake_fit(cfg, images, labels, train_m, val_m, k, run_dir, *, resume=False, norm=None):
+        calls.append(val_m.copy())
+        return cl.Fitted(torch.nn.Linear(1, 2), None, None, {}, [0.0], [1.0])
+
+    monkeypatch.setattr(cl, "fit_classifier", fake_fit)
+    monkeypatch.setattr("medlens.pipelines.evaluation.cache_logits", lambda m, t, x, d: np.zeros((len(x), 2)))
+    n = 24
+    groups = [f"patient:{i // 4}" for i in range(n)]  # 6 patients
+    labels = np.array([0 if i < 8 else 1 for i in range(n)])  # class 0: patients 0 and 1 only
+    train_m, val_m = np.arange(n) < 20, np.arange(n) >= 20
+    cfg = RunConfig(data={"path": "x"}, ensemble=3, ensemble_by="folds")
+    with caplog.at_level("WARNING"):
+        t = cl.train_model(cfg, np.zeros((n, 1, 2, 2), np.uint8), labels, train_m, val_m, 2, tmp_path, groups,
+                           torch.device("cpu"))
+    assert len(calls) == 1 and t.members == [] and t.chosen_on == "val"
+    assert t.op_rows.tolist() == np.flatnonzero(val_m).tolist()
+    assert "one network instead" in caplog.text

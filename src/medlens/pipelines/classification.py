@@ -244,15 +244,23 @@ def train_model(cfg: RunConfig, images: np.ndarray, labels: np.ndarray, train_m:
     from medlens.train.ensemble import fit_members
 
     n = cfg.ensemble
-    if n == 1:
-        fitted = fit_classifier(cfg, images, labels, train_m, val_m, num_classes, run_dir, resume=resume)
-        rows = np.flatnonzero(val_m)
-        return Trained(fitted, rows, cache_logits(fitted.model, fitted.task, images[rows], device), [])
-    if cfg.ensemble_by == "folds":
+    fold = None
+    if n > 1 and cfg.ensemble_by == "folds":
         from medlens.data.groups import stratified_group_folds
 
         pool = np.flatnonzero(train_m | val_m)
         fold = stratified_group_folds([groups[i] for i in pool], labels[pool], n, seed=cfg.train.seed)
+        lacking = [j for j in range(n) if set(labels[pool].tolist()) - set(labels[pool[fold == j]].tolist())]
+        if lacking:  # a member validating on one class has no AUC to stop on (IDC: 4 of 17 patients hold class 0)
+            log.warning("a fold ensemble of %d needs every class in each member's validation patients; member "
+                        "fold(s) %s would hold one class (too few patients of a class): one network instead",
+                        n, ", ".join(str(j + 1) for j in lacking))
+            n, fold = 1, None
+    if n == 1:
+        fitted = fit_classifier(cfg, images, labels, train_m, val_m, num_classes, run_dir, resume=resume)
+        rows = np.flatnonzero(val_m)
+        return Trained(fitted, rows, cache_logits(fitted.model, fitted.task, images[rows], device), [])
+    if fold is not None:
         parts = [(np.isin(np.arange(len(labels)), pool[fold != j]), np.isin(np.arange(len(labels)), pool[fold == j]))
                  for j in range(n)]
         norm = pretrained_normalize(cfg) or _norm_stats(images[pool])
@@ -275,7 +283,7 @@ def train_model(cfg: RunConfig, images: np.ndarray, labels: np.ndarray, train_m:
     for row, (tr, va) in zip(rows, parts, strict=True):
         row.update(n_train=int(tr.sum()), n_val=int(va.sum()),
                    val_patients=sorted({str(groups[i]) for i in np.flatnonzero(va)}))
-    if cfg.ensemble_by == "folds":  # member k answers for the rows it validated on, never trained on
+    if fold is not None:  # member k answers for the rows it validated on, never trained on
         op_rows = np.concatenate([np.flatnonzero(va) for _, va in parts])
         op_logits = np.concatenate([cache_logits(f.model, f.task, images[va], device)
                                     for f, (_, va) in zip(fits, parts, strict=True)])
@@ -343,6 +351,8 @@ def _train_classifier(cfg: RunConfig, run_dir: Path, *, resume: bool = False) ->
                           row_groups(cache.records, cfg.data.group_by_patient), device, resume=resume)
     fitted = trained.fitted
     model, task, result = fitted.model, fitted.task, fitted.result
+    if cfg.ensemble > 1 and not trained.members:  # the fold ensemble fell back to one network (logged why)
+        cfg = cfg.model_copy(update={"ensemble": 1, "ensemble_by": "seed"})
 
     from medlens.pipelines.evaluation import evaluate_cache, package_metadata
 
