@@ -43,12 +43,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
     from medlens.data.cache import build_cache
     from medlens.data.synthetic import make_dataset
     from medlens.models import model_info
-    from medlens.pipelines.classification import (
-        build_model,
-        load_index,
-        make_splits,
-        pretrained_normalize,
-    )
+    from medlens.pipelines.classification import load_index, make_splits
+    from medlens.pipelines.classifier_fit import build_model, pretrained_normalize
     from medlens.pipelines.recipes import apply_recipe
     from medlens.train import head_features
     from medlens.train.classify import ClassificationTask

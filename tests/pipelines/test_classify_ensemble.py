@@ -49,7 +49,7 @@ def test_fold_ensemble_members_validate_on_disjoint_patients_and_never_see_test(
 def test_fold_ensemble_threshold_chosen_on_every_pooled_image_out_of_fold(fold_run):
     m = json.loads((fold_run / "metrics.json").read_text())
     sel = m["operating_point"]["selection"]
-    from medlens.pipelines.classification import OUT_OF_FOLD
+    from medlens.pipelines.classifier_fit import OUT_OF_FOLD
 
     assert sel["chosen_on"] == OUT_OF_FOLD and OUT_OF_FOLD in sel["rule"]
     n_pooled = sum(1 for line in (fold_run / "splits.csv").read_text().splitlines()[1:]
@@ -77,7 +77,7 @@ def test_out_of_fold_logits_come_from_the_member_that_did_not_train_on_the_row(m
     """Each member answers with its own index: the logits the operating point is chosen on must be
     those of the member that validated (never trained on) each row."""
     from medlens.models import create_model
-    from medlens.pipelines import classification as cl
+    from medlens.pipelines import classifier_fit as cl
     from medlens.pipelines.config import RunConfig
     from medlens.train.classify import ClassificationTask
     from medlens.train.engine import FitResult
@@ -148,7 +148,8 @@ def test_an_ensemble_run_is_not_overwritten_without_resume(fold_run, idc_small):
 
 def test_idc_layout_with_ten_patients_gets_the_fold_ensemble_unless_told(tmp_path):
     from medlens.data.synthetic import make_idc_like
-    from medlens.pipelines.recipes import FOLD_ENSEMBLE_MIN_PATIENTS, apply_recipe
+    from medlens.pipelines.recipes import apply_recipe
+    from medlens.train.ensemble import FOLD_ENSEMBLE_MIN_PATIENTS
 
     many = make_idc_like(tmp_path / "many", patients=FOLD_ENSEMBLE_MIN_PATIENTS, patches_per_patient=4, size=50, seed=0)
     few = make_idc_like(tmp_path / "few", patients=FOLD_ENSEMBLE_MIN_PATIENTS - 1, patches_per_patient=4, size=50,
@@ -165,7 +166,7 @@ def test_idc_layout_with_ten_patients_gets_the_fold_ensemble_unless_told(tmp_pat
 def test_a_fold_ensemble_without_every_class_in_each_member_fold_trains_one_network(monkeypatch, tmp_path, caplog):
     """Class 0 in only two patients: a third member would validate on class 1 alone (no AUC to
     stop on, which picked an epoch-0 member in a 3-fold IDC CV) — one network instead, said so."""
-    from medlens.pipelines import classification as cl
+    from medlens.pipelines import classifier_fit as cl
     from medlens.pipelines.config import RunConfig
 
     calls = []

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medlens.errors import ConfigError
 from medlens.train.config import TrainConfig
+from medlens.train.ensemble import EnsembleSettings
 from medlens.transforms.augment import AugmentConfig
 from medlens.transforms.preprocess import PreprocessConfig
 
@@ -78,7 +79,7 @@ class EvalConfig(BaseModel):
     samples_in_report: int = Field(16, ge=0)
 
 
-class RunConfig(BaseModel):
+class RunConfig(EnsembleSettings):
     model_config = ConfigDict(extra="forbid")
 
     task: Literal["classify"] = "classify"  # the key of the task union (medlens.tasks.config)
@@ -89,20 +90,6 @@ class RunConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     balance: Literal["weighted_loss", "sampler", "none"] = "weighted_loss"
-    ensemble: int = Field(1, ge=1, le=10, description="networks trained and averaged into one model "
-                          "(their probabilities; one package)")
-    ensemble_by: Literal["seed", "folds"] = Field(
-        "seed", description="with ensemble > 1 — seed: every member trains on the same patients (seeds seed, "
-                            "seed+1, …); folds: a cross-validation ensemble, the training and validation "
-                            "patients pooled and split into `ensemble` patient-grouped folds, member k "
-                            "validated on fold k and trained on the rest; the temperature and the operating "
-                            "point are chosen on every pooled patient's out-of-fold probabilities")
-
-    @model_validator(mode="after")
-    def _folds_need_members(self) -> RunConfig:
-        if self.ensemble_by == "folds" and self.ensemble < 2:
-            raise ValueError("ensemble_by folds needs ensemble ≥ 2 (the number of folds), e.g. --ensemble 3")
-        return self
 
 
 def build_run_config(values: dict[str, Any]) -> RunConfig:

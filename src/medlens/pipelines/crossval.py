@@ -29,7 +29,7 @@ from medlens.data.records import DatasetIndex
 from medlens.errors import BadInputError, ConfigError
 from medlens.io.atomic import atomic_write, atomic_write_json
 from medlens.io.runlog import logged_run
-from medlens.pipelines.classification import row_groups, train_model
+from medlens.pipelines.classifier_fit import row_groups, train_model
 from medlens.pipelines.config import RunConfig
 from medlens.pipelines.crossval_summary import FOLD_KEYS, FoldResult, summarise
 

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from medlens.pipelines.config import RunConfig, build_run_config
+from medlens.train.ensemble import FOLD_ENSEMBLE, FOLD_ENSEMBLE_MIN_PATIENTS
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +61,15 @@ SMALL_SET = 2000
 PHOTO_SIDE = 96
 
 
-#: Classifiers of these layouts trained on at least :data:`FOLD_ENSEMBLE_MIN_PATIENTS` patients get a
-#: cross-validation ensemble of three networks (``--ensemble 3 --ensemble-by folds``) whose
+#: Classifiers of these layouts trained on at least ``FOLD_ENSEMBLE_MIN_PATIENTS`` patients get a
+#: cross-validation ensemble of three networks (:data:`medlens.train.ensemble.FOLD_ENSEMBLE`) whose
 #: operating point is chosen on every training patient's out-of-fold probabilities. IDC,
 #: patient-grouped 5-fold CV (17 patients, seeds 0 / 1): at the sensitivity ≥ 0.90 rule, pooled
 #: balanced accuracy 0.770 / 0.796 → 0.814 / 0.822 (sensitivity 0.81 / 0.84 → 0.90 / 0.89), pooled
 #: AUC 0.826 / 0.838 → 0.839 / 0.840; 3-fold CV +0.01 (0.805 → 0.812); about twice the training
 #: time (README "IDC: a cross-validation ensemble"). Fewer patients would leave a member fold one
 #: or two to validate on (and one class alone: then one network is trained, see ``train_model``).
-FOLD_ENSEMBLE: dict[str, Any] = {"ensemble": 3, "ensemble_by": "folds"}
 FOLD_ENSEMBLE_LAYOUTS = ("idc",)
-FOLD_ENSEMBLE_MIN_PATIENTS = 10
 
 
 #: … and when their colour casts vary (the spread of the photos' light colour, below, at least

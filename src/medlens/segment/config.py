@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from medlens.errors import ConfigError
 from medlens.train.config import TrainConfig
+from medlens.train.ensemble import EnsembleSettings
 from medlens.transforms.intensity import IntensityPolicy, PercentileWindow
 
 # keep="last": the whole cosine schedule, final weights — choosing an epoch by Dice on one or two
@@ -19,7 +20,7 @@ DEFAULT_TRAIN = {"epochs": 50, "batch_size": 16, "lr": 3e-3, "patience": 20, "sc
 DEFAULT_ACQUISITION = {"gamma": 0.3, "bias_field": 0.3, "noise": 0.05, "blur": 1.0, "channel_copy": 0.15}
 
 
-class SegmentConfig(BaseModel):
+class SegmentConfig(EnsembleSettings):
     """Everything that defines a segmentation run (saved as ``config.json``)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -36,14 +37,6 @@ class SegmentConfig(BaseModel):
     pos_fraction: float | None = Field(0.5, gt=0, lt=1, description="share of lesion slices drawn "
                                                                      "(3D: of patches centred on a lesion voxel)")
     augment: bool = True
-    ensemble: int = Field(1, ge=1, le=10, description="models trained from seeds seed, seed+1, …; "
-                                                      "their probabilities averaged (one model answers)")
-    ensemble_by: Literal["seed", "folds"] = Field(
-        "seed", description="with ensemble > 1 — seed: every member trains on the same patients; folds: "
-                            "nnU-Net's cross-validation ensemble, the training and validation patients pooled "
-                            "and split into `ensemble` folds, member k validated on fold k and trained on the "
-                            "rest (every patient trains all but one member; post-processing is chosen on "
-                            "every pooled patient's out-of-fold prediction)")
     threshold: float = Field(0.5, gt=0, lt=1)
     postprocess: Literal["auto", "none", "largest_component"] = Field(
         "auto", description="auto: keep the largest connected component per patient only if that "
@@ -111,12 +104,6 @@ class SegmentConfig(BaseModel):
             raise ConfigError(f"model_kwargs.spatial_dims contradicts spatial_dims={self.spatial_dims}; "
                               "leave it out of model_kwargs")
         return {**kwargs, "spatial_dims": self.spatial_dims}
-
-    @model_validator(mode="after")
-    def _folds_need_members(self) -> SegmentConfig:
-        if self.ensemble_by == "folds" and self.ensemble < 2:
-            raise ValueError("ensemble_by folds needs ensemble ≥ 2 (the number of folds), e.g. --ensemble 3")
-        return self
 
     @model_validator(mode="after")
     def _patch_needs_3d(self) -> SegmentConfig:

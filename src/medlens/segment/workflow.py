@@ -286,19 +286,11 @@ def config_from_cli(*, data: Path, config: Path | None, options: dict[str, Any])
     return make_config(**deep_update(base, over))
 
 
-#: The default from this many patients on: nnU-Net's cross-validation ensemble of three U-Nets
-#: (``ensemble_by: folds``), at about twice one network's training time. Measured by
-#: leave-one-institution-out CV on the 20 LGG patients (README "Segmentation defaults for new
-#: sites"). Fewer patients would leave a fold one or two to validate on; ``--ensemble 1`` trains
-#: one network.
-FOLD_ENSEMBLE = {"ensemble": 3, "ensemble_by": "folds"}
-FOLD_ENSEMBLE_MIN_PATIENTS = 10
-
-
 def fold_ensemble_recipe(data: Path, *, layout: str | None, mask_pattern: str | None) -> dict[str, Any]:
-    """:data:`FOLD_ENSEMBLE` for data sets of at least :data:`FOLD_ENSEMBLE_MIN_PATIENTS`
-    patients, else nothing (one network)."""
+    """:data:`~medlens.train.ensemble.FOLD_ENSEMBLE` for data sets of at least
+    :data:`~medlens.train.ensemble.FOLD_ENSEMBLE_MIN_PATIENTS` patients, else nothing (one network)."""
     from medlens.segment.layouts import load_segmentation_dataset
+    from medlens.train.ensemble import FOLD_ENSEMBLE, FOLD_ENSEMBLE_MIN_PATIENTS
 
     try:
         n = len({r.patient for r in load_segmentation_dataset(data, layout=layout, mask_pattern=mask_pattern).records})

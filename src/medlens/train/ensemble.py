@@ -10,12 +10,42 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, Field, model_validator
 from torch import nn
 
 from medlens.train.config import TrainConfig
 from medlens.train.engine import FitResult
+
+
+class EnsembleSettings(BaseModel):
+    """The ensemble fields of every task's config (classify ``RunConfig``, ``SegmentConfig``)."""
+
+    ensemble: int = Field(1, ge=1, le=10, description="models trained from seeds seed, seed+1, …; "
+                                                      "their probabilities averaged (one model answers)")
+    ensemble_by: Literal["seed", "folds"] = Field(
+        "seed", description="with ensemble > 1 — seed: every member trains on the same patients; folds: "
+                            "nnU-Net's cross-validation ensemble, the training and validation patients pooled "
+                            "and split into `ensemble` folds, member k validated on fold k and trained on the "
+                            "rest (every patient trains all but one member); what the run chooses on "
+                            "validation data — segment: post-processing, classify: temperature and operating "
+                            "point — is chosen on every pooled patient's out-of-fold prediction")
+
+    @model_validator(mode="after")
+    def _folds_need_members(self) -> EnsembleSettings:
+        if self.ensemble_by == "folds" and self.ensemble < 2:
+            raise ValueError("ensemble_by folds needs ensemble ≥ 2 (the number of folds), e.g. --ensemble 3")
+        return self
+
+
+#: The default ensemble of the recipes that pick one (segmentation; IDC classification) from
+#: :data:`FOLD_ENSEMBLE_MIN_PATIENTS` patients on: a cross-validation ensemble of three networks at
+#: about twice one network's training time. Fewer patients would leave a member fold one or two
+#: to validate on; ``--ensemble 1`` trains one network. Measurements: README ("Segmentation
+#: defaults for new sites", "IDC: a cross-validation ensemble").
+FOLD_ENSEMBLE: dict[str, Any] = {"ensemble": 3, "ensemble_by": "folds"}
+FOLD_ENSEMBLE_MIN_PATIENTS = 10
 
 TrainOne = Callable[[int, TrainConfig, Path, bool], tuple[nn.Module, FitResult]]
 
