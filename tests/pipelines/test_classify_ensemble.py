@@ -156,9 +156,12 @@ def test_idc_layout_with_ten_patients_gets_the_fold_ensemble_unless_told(tmp_pat
                         seed=0)
     cfg = apply_recipe({"data": {"path": str(many)}})
     assert (cfg.ensemble, cfg.ensemble_by) == (3, "folds")
-    assert apply_recipe({"data": {"path": str(few)}}).ensemble == 1
+    assert cfg.data.test_fraction == 0.0  # every patient trains the shipped ensemble; out-of-fold is the estimate
+    assert apply_recipe({"data": {"path": str(many), "test_fraction": 0.2}}).data.test_fraction == 0.2
+    assert (apply_recipe({"data": {"path": str(few)}}).ensemble,
+            apply_recipe({"data": {"path": str(few)}}).data.test_fraction) == (1, 0.15)
     one = apply_recipe({"data": {"path": str(many)}, "ensemble": 1})  # --ensemble 1: one network, no error
-    assert (one.ensemble, one.ensemble_by) == (1, "seed")
+    assert (one.ensemble, one.ensemble_by, one.data.test_fraction) == (1, "seed", 0.15)
     seeds = apply_recipe({"data": {"path": str(many)}, "ensemble": 2})
     assert (seeds.ensemble, seeds.ensemble_by) == (2, "seed")
 
@@ -188,3 +191,24 @@ def test_a_fold_ensemble_without_every_class_in_each_member_fold_trains_one_netw
     assert len(calls) == 1 and t.members == [] and t.chosen_on == "val"
     assert t.op_rows.tolist() == np.flatnonzero(val_m).tolist()
     assert "one network instead" in caplog.text
+
+
+def test_a_fold_ensemble_without_test_patients_reports_every_image_out_of_fold(tmp_path, idc_small):
+    """The IDC recipe's default (no test split): the run's metrics are every image's out-of-fold
+    probability, named as such — not the validation split's alone, not the ensemble's own."""
+    out = tmp_path / "run"
+    res = runner.invoke(get_app(), ["train", str(idc_small), "--out", str(out), *TINY,
+                                    "--ensemble", "3", "--ensemble-by", "folds", "--test-fraction", "0"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    by_split = _patients_by_split(out)
+    assert "test" not in by_split
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["split"] == "out_of_fold"
+    n_images = len((out / "splits.csv").read_text().splitlines()) - 1
+    assert m["counts"]["n"] == n_images  # every image, each scored by the member that never trained on it
+    sel = m["operating_point"]["selection"]
+    assert sel["n_positive"] + sel["n_negative"] == n_images
+    meta = json.loads((out / "model" / "metadata.json").read_text())
+    assert meta["metrics"]["split"] == "out_of_fold"
+    assert "out-of-fold metrics" in res.output and "Test images" not in (out / "report.html").read_text()
+    assert "Out-of-fold images (no test split" in (out / "report.html").read_text()

@@ -115,11 +115,15 @@ def test_fold_ensemble_is_the_default_from_ten_patients(kaggle_set, tmp_path):
     ten = make_brain_mri_like(tmp_path / "ten", patients=10, slices=2, size=16, seed=0)
     cfg = config_from_cli(data=ten, config=None, options={})
     assert (cfg.ensemble, cfg.ensemble_by) == (3, "folds")
-    assert config_from_cli(data=ten, config=None, options={"ensemble": 1}).ensemble == 1  # the user's choice wins
+    assert cfg.test_fraction == 0.0  # every patient trains the shipped ensemble; out-of-fold is the estimate
+    assert config_from_cli(data=ten, config=None, options={"test_fraction": 0.3}).test_fraction == 0.3
+    one = config_from_cli(data=ten, config=None, options={"ensemble": 1})  # the user's choice wins
+    assert one.ensemble == 1 and one.test_fraction == 0.2
     by_seed = config_from_cli(data=ten, config=None, options={"ensemble_by": "seed"})
-    assert (by_seed.ensemble, by_seed.ensemble_by) == (3, "seed")
+    assert (by_seed.ensemble, by_seed.ensemble_by, by_seed.test_fraction) == (3, "seed", 0.2)
     conf = tmp_path / "c.json"
     conf.write_text(json.dumps({"ensemble": 2}), encoding="utf-8")
     assert (config_from_cli(data=ten, config=conf, options={}).ensemble_by,
             config_from_cli(data=ten, config=conf, options={}).ensemble) == ("seed", 2)
-    assert config_from_cli(data=kaggle_set, config=None, options={}).ensemble == 1  # 4 patients: one network
+    few = config_from_cli(data=kaggle_set, config=None, options={})  # 4 patients: one network, a test split
+    assert few.ensemble == 1 and few.test_fraction == 0.2

@@ -110,7 +110,8 @@ def train_cmd(
                                               f"{SEGMENT['val_fraction']}; official splits kept"),
     test_fraction: float | None = typer.Option(None, "--test-fraction", help="test share of the patients",
                                                show_default=f"{CLASSIFY['test_fraction']}; segment: "
-                                               f"{SEGMENT['test_fraction']}; official splits kept"),
+                                               f"{SEGMENT['test_fraction']}; 0 with a recipe's fold ensemble "
+                                               "(the estimate is then out of fold); official splits kept"),
     target_sensitivity: float | None = typer.Option(None, "--target-sensitivity",
                                                     help="the operating point is chosen on validation for it",
                                                     show_default=f"{CLASSIFY['target_sensitivity']}; IDC patches: 0.9"),

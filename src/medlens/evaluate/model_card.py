@@ -116,6 +116,22 @@ def operating_point_text(metrics: dict[str, Any]) -> str:
     return head + how + "."
 
 
+#: What the evaluated images are, by the split a run's metrics were computed on.
+EVALUATED = {
+    "test": "Test images",
+    "val": "Validation images (no test split: the operating point was chosen on them, so its figures are optimistic)",
+    "out_of_fold": ("Out-of-fold images (no test split: every patient, each image scored by the ensemble member that "
+                    "did not train on it; the operating point was chosen on these scores, so its figures are "
+                    "optimistic — `medlens cv` gives held-out ones)"),
+}
+
+
+def evaluated_text(metrics: dict[str, Any]) -> str:
+    """What the run's metrics were computed on (:data:`EVALUATED`; other splits by name)."""
+    split = str(metrics.get("split") or "test")
+    return EVALUATED.get(split, f"{split.capitalize()} images")
+
+
 def ci_text(metrics: dict[str, Any]) -> str:
     """How the confidence intervals were made: unit resampled, how many, how often."""
     ci = metrics.get("ci")

@@ -25,6 +25,7 @@ from medlens.evaluate.model_card import CARD_ORDER as _CARD_ORDER
 from medlens.evaluate.model_card import (
     NOT_FOR_CLINICAL_USE,
     ci_text,
+    evaluated_text,
     has_negative_class,
     headline,
     operating_point_text,
@@ -145,7 +146,7 @@ def _summary(metrics: dict[str, Any]) -> str:
     neg = (metrics.get("negative_class") or {}).get("name")
     notes = [
         (
-            f"Test images: {_fmt(counts.get('n'))} ({_fmt(counts.get('n_positive'))} disease, "
+            f"{evaluated_text(metrics)}: {_fmt(counts.get('n'))} ({_fmt(counts.get('n_positive'))} disease, "
             f"{_fmt(counts.get('n_negative'))} negative; negative class: {neg})."
         ),
         ci_text(metrics),
@@ -156,7 +157,7 @@ def _summary(metrics: dict[str, Any]) -> str:
     ]
     if not has_negative_class(metrics):
         per = ", ".join(f"{c} {_fmt(m)}" for c, m in zip(metrics.get("classes") or [], counts.get("per_class") or []))
-        notes[0] = f"Test images: {_fmt(counts.get('n'))} ({per}); {ARGMAX_NOTE}."
+        notes[0] = f"{evaluated_text(metrics)}: {_fmt(counts.get('n'))} ({per}); {ARGMAX_NOTE}."
         notes[2] = ("Every accuracy, confusion count and per-class number in this report is at this one call "
                     "(the most probable class); per-class recall and specificity are one-vs-rest.")
     und = {k: v for k, v in (metrics.get("undefined") or {}).items()

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from medlens.pipelines.config import RunConfig
+from medlens.pipelines.evaluation import OUT_OF_FOLD
 from medlens.train.classify import ClassificationTask, class_weights
 from medlens.train.engine import FitResult, fit, seed_everything
 from medlens.train.head_features import fit_head
@@ -208,10 +209,6 @@ def train_model(cfg: RunConfig, images: np.ndarray, labels: np.ndarray, train_m:
         return Trained(fitted, op_rows[order], op_logits[order], rows, chosen_on=OUT_OF_FOLD)
     op_rows = np.flatnonzero(val_m)
     return Trained(fitted, op_rows, cache_logits(model, first.task, images[op_rows], device), rows)
-
-
-#: Where a fold ensemble's operating point is chosen (the report's "chosen on").
-OUT_OF_FOLD = "pooled out-of-fold (training and validation patients)"
 
 
 def row_groups(records: Sequence[Any], by_patient: bool) -> list[str]:

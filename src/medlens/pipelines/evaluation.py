@@ -69,6 +69,10 @@ def cache_logits(model: torch.nn.Module, task: ClassificationTask, images: np.nd
     return task.logits(model, loader, device).numpy()
 
 
+#: Where a fold ensemble's operating point is chosen (the report's "chosen on").
+OUT_OF_FOLD = "pooled out-of-fold (training and validation patients)"
+
+
 def evaluate_cache(model: torch.nn.Module, task: ClassificationTask, cache: ImageCache, classes: list[str],
                    cfg: RunConfig, device: torch.device,
                    op_data: tuple[np.ndarray, np.ndarray] | None = None, chosen_on: str = "val"
@@ -77,8 +81,9 @@ def evaluate_cache(model: torch.nn.Module, task: ClassificationTask, cache: Imag
 
     ``op_data`` (cache rows, their logits): what the temperature and the operating point are
     chosen on, default the validation rows through ``model``. A fold ensemble passes every
-    pooled row's out-of-fold logits; with no test split those of the validation rows are then
-    also what is reported (the ensemble itself trained on them).
+    pooled row's out-of-fold logits (``chosen_on`` :data:`OUT_OF_FOLD`); with no test split those
+    are then also what is reported, every pooled row, as split ``out_of_fold`` (each scored by the
+    member that did not train on it — the ensemble itself trained on them all).
     """
     from medlens.evaluate.calibration import apply_temperature, fit_temperature
     from medlens.evaluate.metrics import classification_metrics
@@ -93,11 +98,13 @@ def evaluate_cache(model: torch.nn.Module, task: ClassificationTask, cache: Imag
     if op_data is None:
         op_data = (np.flatnonzero(val_m), cache_logits(model, task, cache.images[val_m], device))
     op_rows, z_val = op_data
+    if eval_split == "val" and chosen_on == OUT_OF_FOLD:
+        eval_split, eval_m = "out_of_fold", np.isin(np.arange(len(splits)), op_rows)
     y_val = labels[op_rows]
     temperature = float(fit_temperature(z_val, y_val)) if len(np.unique(y_val)) > 1 else 1.0
     p_val = apply_temperature(z_val, temperature)
     op, selection, alternatives = choose_operating_point(y_val, p_val, neg, cfg, chosen_on=chosen_on)
-    z = z_val[np.isin(op_rows, np.flatnonzero(eval_m))] if eval_split == "val" else \
+    z = z_val[np.isin(op_rows, np.flatnonzero(eval_m))] if eval_split != "test" else \
         cache_logits(model, task, cache.images[eval_m], device)
     y = labels[eval_m]
     probs = apply_temperature(z, temperature)

@@ -12,7 +12,11 @@ from typing import Any
 import numpy as np
 
 from medlens.pipelines.config import RunConfig, build_run_config
-from medlens.train.ensemble import FOLD_ENSEMBLE, FOLD_ENSEMBLE_MIN_PATIENTS
+from medlens.train.ensemble import (
+    FOLD_ENSEMBLE,
+    FOLD_ENSEMBLE_MIN_PATIENTS,
+    FOLD_ENSEMBLE_TEST_FRACTION,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +190,10 @@ def apply_recipe(cfg: dict[str, Any]) -> RunConfig:
     if (layout in FOLD_ENSEMBLE_LAYOUTS and facts.get("patients", 0) >= FOLD_ENSEMBLE_MIN_PATIENTS
             and "ensemble" not in out and "ensemble_by" not in out):
         out.update(FOLD_ENSEMBLE)
-        log.info("%d patients: a cross-validation ensemble of %d networks, the operating point chosen on their "
-                 "out-of-fold probabilities (--ensemble 1 for one network)", facts["patients"], FOLD_ENSEMBLE["ensemble"])
+        out.setdefault("data", {}).setdefault("test_fraction", FOLD_ENSEMBLE_TEST_FRACTION)
+        log.info("%d patients: a cross-validation ensemble of %d networks trained on every patient (test share %g), "
+                 "the operating point chosen on their out-of-fold probabilities (--ensemble 1 for one network)",
+                 facts["patients"], FOLD_ENSEMBLE["ensemble"], out["data"]["test_fraction"])
     pre = out.setdefault("preprocess", {})
     if "size" in facts:
         pre.setdefault("size", facts["size"])

@@ -282,15 +282,22 @@ def config_from_cli(*, data: Path, config: Path | None, options: dict[str, Any])
     if options.get("ensemble") is None and "ensemble" not in base:
         recipe = fold_ensemble_recipe(data, layout=over.get("layout") or base.get("layout"),
                                       mask_pattern=over.get("mask_pattern") or base.get("mask_pattern"))
+        if over.get("ensemble_by", base.get("ensemble_by", "folds")) != "folds":
+            recipe.pop("test_fraction", None)  # a seed ensemble has no out-of-fold estimate: keep the test split
         over.update({k: v for k, v in recipe.items() if k not in over and k not in base})  # the user's values win
     return make_config(**deep_update(base, over))
 
 
 def fold_ensemble_recipe(data: Path, *, layout: str | None, mask_pattern: str | None) -> dict[str, Any]:
-    """:data:`~medlens.train.ensemble.FOLD_ENSEMBLE` for data sets of at least
+    """:data:`~medlens.train.ensemble.FOLD_ENSEMBLE` (and no test split,
+    :data:`~medlens.train.ensemble.FOLD_ENSEMBLE_TEST_FRACTION`) for data sets of at least
     :data:`~medlens.train.ensemble.FOLD_ENSEMBLE_MIN_PATIENTS` patients, else nothing (one network)."""
     from medlens.segment.layouts import load_segmentation_dataset
-    from medlens.train.ensemble import FOLD_ENSEMBLE, FOLD_ENSEMBLE_MIN_PATIENTS
+    from medlens.train.ensemble import (
+        FOLD_ENSEMBLE,
+        FOLD_ENSEMBLE_MIN_PATIENTS,
+        FOLD_ENSEMBLE_TEST_FRACTION,
+    )
 
     try:
         n = len({r.patient for r in load_segmentation_dataset(data, layout=layout, mask_pattern=mask_pattern).records})
@@ -298,9 +305,9 @@ def fold_ensemble_recipe(data: Path, *, layout: str | None, mask_pattern: str | 
         return {}  # the run itself reports what is wrong with the data
     if n < FOLD_ENSEMBLE_MIN_PATIENTS:
         return {}
-    logger.info("%d patients: a cross-validation ensemble of %d U-Nets (--ensemble 1 for one network)",
-                n, FOLD_ENSEMBLE["ensemble"])
-    return dict(FOLD_ENSEMBLE)
+    logger.info("%d patients: a cross-validation ensemble of %d U-Nets trained on every patient unless "
+                "--test-fraction is given (--ensemble 1 for one network)", n, FOLD_ENSEMBLE["ensemble"])
+    return {**FOLD_ENSEMBLE, "test_fraction": FOLD_ENSEMBLE_TEST_FRACTION}
 
 
 def train_from_cli(*, data: Path, out: Path | None, config: Path | None, resume: bool,

@@ -157,7 +157,7 @@ def _predict_files(pkg: Any, inputs: Sequence[Path], out: Path | None, *, batch_
 
 def _summary(metrics: dict[str, Any]) -> Summary:
     """The test metrics, every thresholded one at the run's single operating point (stated)."""
-    from medlens.evaluate.model_card import ci_text, headline, operating_point_text
+    from medlens.evaluate.model_card import ci_text, evaluated_text, headline, operating_point_text
 
     op = metrics.get("operating_point") or {}
     at = f"at threshold {op['threshold']:.3f}" if op.get("threshold") is not None else \
@@ -174,9 +174,12 @@ def _summary(metrics: dict[str, Any]) -> Summary:
     pl = metrics.get("patient_level")
     if pl and pl.get("balanced_accuracy") is not None:
         rows.append(["patient balanced accuracy", f"{pl['balanced_accuracy']:.3f}", ""])
-    return Summary(title=f"test metrics ({metrics.get('split', 'test')} split, {at})",
-                   columns=["metric", "value", "95% CI"], rows=rows,
-                   notes=[operating_point_text(metrics), ci_text(metrics)])
+    split = metrics.get("split", "test")
+    notes = [operating_point_text(metrics), ci_text(metrics)]
+    if split != "test":
+        notes.insert(0, evaluated_text(metrics) + ".")
+    return Summary(title=f"{'out-of-fold' if split == 'out_of_fold' else split} metrics ({at})",
+                   columns=["metric", "value", "95% CI"], rows=rows, notes=notes)
 
 
 def _predict_table(pkg: Any, rows: list[dict[str, Any]]) -> Summary:

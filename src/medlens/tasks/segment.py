@@ -126,9 +126,13 @@ def _summary(metrics: dict[str, Any]) -> Summary:
             for pid, r in sorted(per.items(), key=lambda kv: kv[1].get("dice", 0))]  # worst first
     rows.append(["mean", *(f"{metrics.get('mean_' + c, float('nan')):.3f}" for c in cols)])
     n = int(metrics.get("patients", len(per)) or 0)
-    return Summary(title=f"per-patient segmentation ({metrics.get('split', 'test')} split, {n} patients)",
+    split = metrics.get("split", "test")
+    notes = ["No test split: every patient scored by the ensemble member that did not train on it (the "
+             "post-processing was chosen on these predictions; `medlens cv` gives held-out figures)."
+             ] if split == "out_of_fold" else []
+    return Summary(title=f"per-patient segmentation ({split.replace('_', '-')} split, {n} patients)",
                    columns=["patient", "dice", "iou", f"hd95 ({(metrics.get('units') or {}).get('hd95', 'px')})",
-                            "volume_error_rel"], rows=rows)
+                            "volume_error_rel"], rows=rows, notes=notes)
 
 
 def _predict_table(pkg: Any, rows: list[dict[str, Any]]) -> Summary:

@@ -46,6 +46,15 @@ class EnsembleSettings(BaseModel):
 #: defaults for new sites", "IDC: a cross-validation ensemble").
 FOLD_ENSEMBLE: dict[str, Any] = {"ensemble": 3, "ensemble_by": "folds"}
 FOLD_ENSEMBLE_MIN_PATIENTS = 10
+#: … and with it, unless the user sets ``test_fraction``, no test split: every patient trains the
+#: ensemble that is shipped (as in nnU-Net, whose final model is its cross-validation ensemble).
+#: The members' out-of-fold predictions already score every patient with a network that never saw
+#: it — an estimate over all patients instead of three or four held-out ones — and chose the
+#: operating point or post-processing; a held-out test split would only take patients away from
+#: the model (IDC: one of the four patients with benign tissue; in a 3-fold IDC CV with the split
+#: the member folds lacked a class and the run fell back to one network). Ask for a test split
+#: with ``--test-fraction``; ``medlens cv`` gives the honest held-out estimate.
+FOLD_ENSEMBLE_TEST_FRACTION = 0.0
 
 TrainOne = Callable[[int, TrainConfig, Path, bool], tuple[nn.Module, FitResult]]
 
