@@ -192,3 +192,15 @@ def test_report_of_per_fold_thresholds_states_them(tmp_path: Path) -> None:
     page = write_report(tmp_path, title="cv", data_summary={}, split_table={}, history=[], metrics=m,
                         patient_table=None, samples=[], model_card={}).read_text()
     assert "its own fold&#x27;s threshold (0.3000–0.5000)" in page
+
+
+def test_the_report_names_what_its_metrics_were_computed_on():
+    """A run without test patients must not call its images "test images": a fold ensemble's
+    are out of fold, a single network's are the validation images its threshold was chosen on;
+    ``medlens evaluate`` names the split of the data it was given."""
+    from medlens.evaluate.model_card import evaluated_text
+
+    assert evaluated_text({"split": "test"}) == "Test images"
+    assert evaluated_text({"split": "out_of_fold"}).startswith("Out-of-fold images (no test split")
+    assert "operating point was chosen on them" in evaluated_text({"split": "val"})
+    assert evaluated_text({"split": "val", "data": "new"}) == "Val images"  # evaluate --split val: no claim

@@ -116,10 +116,11 @@ def operating_point_text(metrics: dict[str, Any]) -> str:
     return head + how + "."
 
 
-#: What the evaluated images are, by the split a run's metrics were computed on.
+#: What a training run's metrics were computed on, by split.
 EVALUATED = {
     "test": "Test images",
-    "val": "Validation images (no test split: the operating point was chosen on them, so its figures are optimistic)",
+    "val": ("Validation images (no test split: the operating point was chosen on them, so its figures are "
+            "optimistic)"),
     "out_of_fold": ("Out-of-fold images (no test split: every patient, each image scored by the ensemble member that "
                     "did not train on it; the operating point was chosen on these scores, so its figures are "
                     "optimistic — `medlens cv` gives held-out ones)"),
@@ -127,8 +128,11 @@ EVALUATED = {
 
 
 def evaluated_text(metrics: dict[str, Any]) -> str:
-    """What the run's metrics were computed on (:data:`EVALUATED`; other splits by name)."""
+    """What the metrics were computed on: a training run's split (:data:`EVALUATED`), or the
+    split of the data ``medlens evaluate`` was given (``metrics["data"]``), by name."""
     split = str(metrics.get("split") or "test")
+    if "data" in metrics:
+        return f"{split.capitalize()} images"
     return EVALUATED.get(split, f"{split.capitalize()} images")
 
 
