@@ -93,3 +93,16 @@ def test_class_mismatch_is_one_error_line(tmp_path, blood_like, capsys) -> None:
     assert code == 1 and len(err) == 1
     assert err[0].startswith("error: ") and "b ['healthy', 'AML', 'APL']" in err[0]
     assert not (tmp_path / "o" / "compare.json").exists()
+
+
+def test_a_run_without_test_patients_says_why_there_is_nothing_to_compare_on(tmp_path, blood_like) -> None:
+    """A fold-ensemble run trains on every patient: comparing on its "test" split must say so and
+    how to get one, not only that the split is empty."""
+    from medlens.data.layouts import load_dataset
+    from medlens.errors import BadInputError
+    from medlens.evaluate.compare_cases import Cases
+
+    every = {r.path: "train" for r in load_dataset(blood_like).records}
+    cases = Cases(blood_like, "test", every, str(tmp_path / "run" / "splits.csv"))
+    with pytest.raises(BadInputError, match="holds out no test split.*--test-fraction"):
+        cases.index()
