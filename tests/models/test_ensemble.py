@@ -55,3 +55,33 @@ def test_ensemble_package_round_trip(tmp_path):
 def test_ensemble_by_name_is_a_clear_error():
     with pytest.raises(ConfigError, match="--ensemble"):
         create_model("ensemble", num_classes=1)
+
+
+def test_mirror_averages_the_image_and_its_mirror_and_survives_a_package(tmp_path):
+    """Test-time mirroring: the mean probability of the network on the image and, flipped back,
+    on its left-right mirror — not the image twice, not the mirrored map left unflipped."""
+    from medlens.models.ensemble import with_mirror
+    from medlens.package import load_model
+    from medlens.package_io import save_model_package
+
+    torch.manual_seed(0)
+    net = create_model("test_unet", num_classes=1, in_channels=3).eval()
+    wrapped = with_mirror(net).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        want = (net(x).sigmoid() + net(x.flip(-1)).sigmoid().flip(-1)) / 2
+        got = wrapped(x).sigmoid()
+        assert torch.allclose(got, want, atol=1e-5)
+        assert not torch.allclose(got, net(x).sigmoid(), atol=1e-3)  # the mirror changed the answer
+    save_model_package(tmp_path / "model", wrapped, model_name=wrapped.medlens_name,
+                       model_kwargs={k: v for k, v in wrapped.medlens_config.items() if k != "name"},
+                       metadata={"task": "segment"})
+    back = load_model(tmp_path / "model").model
+    with torch.no_grad():
+        assert torch.allclose(back(x).sigmoid(), want, atol=1e-5)
+    clf = create_model("test_cnn", num_classes=3, in_channels=3).eval()
+    with torch.no_grad():  # a classifier's (B, K) output: the mean of the two softmaxes
+        assert torch.allclose(with_mirror(clf)(x).softmax(1),
+                              (clf(x).softmax(1) + clf(x.flip(-1)).softmax(1)) / 2, atol=1e-5)
+    with pytest.raises(ConfigError, match="wraps a trained network"):
+        create_model("mirror", num_classes=1, in_channels=3)

@@ -27,7 +27,9 @@ def test_segmentation_run_with_members(kaggle_set, tmp_path):
         assert (run / f"member{k}" / "checkpoints" / "best.pt").is_file()
         assert (run / f"member{k}" / "logs" / "history.csv").is_file()
     meta = json.loads((run / "model" / "metadata.json").read_text(encoding="utf-8"))
-    assert meta["model"]["name"] == "ensemble" and len(meta["model"]["kwargs"]["members"]) == 2
+    inner = meta["model"]["kwargs"]["inner"]  # the package answers with test-time mirroring (tta flip)
+    assert meta["model"]["name"] == "mirror" and inner["name"] == "ensemble" and len(inner["members"]) == 2
+    assert meta["tta"] == "flip"
     assert "Ensemble of 2 U-Nets (seeds 3, 4)" in (run / "model" / "model_card.md").read_text(encoding="utf-8")
     ev = evaluate_package(ModelPackage(run), kaggle_set, split="test", out_dir=tmp_path / "ev")
     assert ev["mean_dice"] == pytest.approx(metrics["mean_dice"], abs=1e-6)
@@ -50,7 +52,8 @@ def test_3d_run_with_members(nifti_set, tmp_path):
     metrics = train_segmentation(cfg, tmp_path / "run")
     assert [m["seed"] for m in metrics["members"]] == [0, 1]
     pkg = ModelPackage(tmp_path / "run")
-    assert pkg.metadata["model"]["name"] == "ensemble" and pkg.metadata["input"]["patch"] == [4, 16, 16]
+    assert pkg.metadata["model"]["name"] == "mirror" and pkg.metadata["input"]["patch"] == [4, 16, 16]
+    assert len(pkg.model.inner.members) == 2
     ev = evaluate_package(pkg, nifti_set, split="test", out_dir=tmp_path / "ev")
     assert ev["mean_dice"] == pytest.approx(metrics["mean_dice"], abs=1e-6)
 

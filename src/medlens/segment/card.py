@@ -164,7 +164,9 @@ def model_card(meta: Mapping[str, Any], metrics: Mapping[str, Any]) -> str:
               "validated on one fold and trained on the others." if "val_patients" in members[0] else "")]
           if len(members) > 1 else []),
         f"- Output: lesion probability per pixel; mask = probability ≥ {meta.get('threshold')}; "
-        f"post-processing: {meta.get('postprocess', 'none')}.",
+        f"post-processing: {meta.get('postprocess', 'none')}"
+        + ("; each probability the mean over the image and its left-right mirror image (test-time "
+           "mirroring)." if meta.get("tta") == "flip" else "."),
         f"- Loss: {meta.get('loss')}.",
         "",
         "## Held-out results (patients never seen in training)",

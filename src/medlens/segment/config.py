@@ -38,6 +38,9 @@ class SegmentConfig(EnsembleSettings):
                                                                      "(3D: of patches centred on a lesion voxel)")
     augment: bool = True
     threshold: float = Field(0.5, gt=0, lt=1)
+    tta: Literal["none", "flip"] = Field(
+        "flip", description="test-time augmentation: flip averages the probabilities of each input and its "
+                            "left-right mirror (nnU-Net's mirroring); the package answers so everywhere")
     postprocess: Literal["auto", "none", "largest_component"] = Field(
         "auto", description="auto: keep the largest connected component per patient only if that "
                             "raises mean Dice on the validation patients (nnU-Net's rule)")

@@ -101,6 +101,8 @@ def divisor(model: Any) -> int:
     name = cfg.get("name", getattr(model, "medlens_name", ""))
     if name == "ensemble":
         return max(divisor(m) for m in model.members)
+    if name == "mirror":
+        return divisor(model.inner)
     if name == "test_unet":
         return 4
     return 16

@@ -162,6 +162,7 @@ def fit_segmenter(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], 
 
     ``cache_dir`` keeps decoded slices (default ``run_dir/cache``).
     """
+    from medlens.models.ensemble import with_mirror
     from medlens.models.registry import create_model
     from medlens.segment.models import init_output_bias
     from medlens.segment.postprocess import decide_postprocess
@@ -187,8 +188,11 @@ def fit_segmenter(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], 
     model, result, members = fit_members(cfg.ensemble, cfg.train, run_dir, train_one, resume=resume)
     device = resolve_device(cfg.train.device)
     counts = {**view.counts(), "members": members}
+    answer = with_mirror if cfg.tta == "flip" else (lambda m: m)  # how the package will answer
+    members_of = model.members if folds else None
+    model = answer(model)
     if folds:  # each pooled patient predicted by the one member that did not train on it
-        oof = [p for k, v in enumerate(views) for p in v.predict(model.members[k], "val", device=device)]
+        oof = [p for k, v in enumerate(views) for p in v.predict(answer(members_of[k]), "val", device=device)]
         for row, f in zip(members, folds):
             row["val_patients"] = f["val"]
         pool = sorted(splits["train"] + splits["val"])
@@ -236,6 +240,7 @@ def package_metadata(cfg: SegmentConfig, input_meta: dict[str, Any], metrics: di
     return {
         "task": "segment", "classes": ["background", "lesion"], "threshold": cfg.threshold,
         "postprocess": metrics.get("postprocess", {}).get("rule", "none"),
+        "tta": cfg.tta,  # built into the packaged model ("mirror"): every prediction is the mean of both
         "input": {**input_meta, "dtype": "uint8 scaled to [0, 1]"},
         "preprocess": {"resize": cfg.size,
                        "intensity": intensity_to_dict(cfg.intensity),  # the config's policy, read back at predict
