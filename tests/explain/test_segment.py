@@ -66,3 +66,21 @@ def test_segmenter_target_out_of_range(square_segmenter):
     net, x, _ = square_segmenter
     with pytest.raises(ConfigError, match="out of range"):
         explain(net, x[:1], method="gradcam", target=2)
+
+
+def test_a_mirrored_segmenter_is_explained_through_one_pass_of_its_network():
+    """Test-time mirroring runs the network twice (the image, then its mirror): a CAM that read
+    the layer's last pass would show the mirror image's heat map. It must be the network's own."""
+    from medlens.models import create_model
+    from medlens.models.ensemble import with_mirror
+
+    torch.manual_seed(0)
+    net = create_model("test_unet", num_classes=1, in_channels=3).eval()
+    x = torch.zeros(1, 3, 32, 32)
+    x[..., 4:12, 2:10] = 3.0  # an off-centre blob: its mirror image lies elsewhere
+    target = RegionTarget(torch.zeros(1, dtype=torch.long), torch.ones(1, 32, 32, dtype=torch.bool))
+    plain = explain(net, x, method="gradcam", target=target)
+    mirrored = explain(with_mirror(net).eval(), x, method="gradcam", target=target)
+    assert np.allclose(plain, mirrored, atol=1e-5)
+    again = explain(with_mirror(net).eval(), x, method="gradcam", target=target, layer="inner." + net.cam_layer)
+    assert np.allclose(plain, again, atol=1e-5)

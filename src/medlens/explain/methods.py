@@ -54,6 +54,17 @@ def _match_memory_format(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _one_pass(model: nn.Module, layer: str | None) -> tuple[nn.Module, str | None]:
+    """A CAM reads one forward pass through its layer; a test-time-mirroring model
+    (:class:`~medlens.models.ensemble.MirrorMean`) runs its network twice, the second time on the
+    mirror image, so its CAM is that of the network on the image as given."""
+    from medlens.models.ensemble import MirrorMean
+
+    if not isinstance(model, MirrorMean):
+        return model, layer
+    return model.inner, (layer.removeprefix("inner.") if layer else layer)
+
+
 def explain(
     model: nn.Module,
     x: torch.Tensor,
@@ -84,6 +95,8 @@ def explain(
     cls = EXPLAINERS.get(method)
     model, x = as_model_and_input(model, x)
     check_input(model, x)
+    if cls.needs_layer:
+        model, layer = _one_pass(model, layer)
     explainer = cls(**opts)
     name = resolve_layer(model, layer, method=cls.name) if cls.needs_layer else None
     x = _match_memory_format(model, x)
