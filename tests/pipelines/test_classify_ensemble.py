@@ -213,4 +213,4 @@ def test_a_fold_ensemble_without_test_patients_reports_every_image_out_of_fold(t
     assert "out-of-fold metrics" in res.output and "Test images" not in (out / "report.html").read_text()
     assert "Out-of-fold images (no test split" in (out / "report.html").read_text()
     ev = runner.invoke(get_app(), ["evaluate", str(out), str(idc_small)])  # its own data: no test images
-    assert ev.exit_code != 0 and "held out no test split" in ev.output and "--split all" in ev.output
+    assert ev.exit_code != 0 and "holds out no test split" in ev.output and "--split all" in ev.output

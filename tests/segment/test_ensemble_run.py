@@ -103,7 +103,7 @@ def test_fold_ensemble_run(kaggle_set, tmp_path):
     oof = train_segmentation(cfg.model_copy(update={"test_fraction": 0.0}), tmp_path / "oof")
     assert oof["split"] == "out_of_fold" and sorted(oof["per_patient"]) == sorted(oof["patient_ids"])
     assert len(oof["patient_ids"]) == 4
-    with pytest.raises(BadInputError, match="held out no test split"):  # its own data has no test patients
+    with pytest.raises(BadInputError, match="holds out no test split"):  # its own data has no test patients
         evaluate_package(ModelPackage(tmp_path / "oof"), kaggle_set, split="test", out_dir=tmp_path / "ev2")
 
 

@@ -45,9 +45,10 @@ class Cases:
                                   "use --split all, or --data a run folder to use its test split")
             index = index.subset([r for r in index.records if r.split == self.split])
         if not index.records:
-            held = (f"; {self.splits_from} holds out no {self.split} split (a recipe's fold ensemble trains on "
-                    "every patient): compare on data the runs did not train on, or train them with "
-                    "--test-fraction") if self.splits_from else ""
+            from medlens.evaluate.model_card import no_split_text
+
+            held = no_split_text(self.split, self.splits_from, "compare on data the runs did not train on, or "
+                                 "train them with --test-fraction") if self.splits_from else ""
             raise BadInputError(f"{self.data}: no images in split {self.split!r}{held}")
         return index
 

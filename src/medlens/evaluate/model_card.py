@@ -136,6 +136,13 @@ def evaluated_text(metrics: dict[str, Any]) -> str:
     return EVALUATED.get(split, f"{split.capitalize()} images")
 
 
+def no_split_text(split: str, splits_file: object, what_to_do: str) -> str:
+    """Why a run's own data has no images in ``split`` (appended to that error): a recipe's fold
+    ensemble trains on every patient (``splits_file`` lists none held out), and ``what_to_do``."""
+    return (f"; {splits_file} holds out no {split} split (a fold ensemble trains on every patient and its "
+            f"report is out of fold): {what_to_do}")
+
+
 def ci_text(metrics: dict[str, Any]) -> str:
     """How the confidence intervals were made: unit resampled, how many, how often."""
     ci = metrics.get("ci")

@@ -33,10 +33,16 @@ class MeanEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [m(x).float() for m in self.members]
-        if outs[0].shape[1] == 1:
-            return torch.logit(torch.stack([o.sigmoid() for o in outs]).mean(0), eps=1e-6)
-        return torch.stack([o.softmax(1) for o in outs]).mean(0).clamp_min(1e-12).log()
+        return mean_probability_logits([m(x) for m in self.members])
+
+
+def mean_probability_logits(outs: list[torch.Tensor]) -> torch.Tensor:
+    """Logits of the mean of several answers' probabilities: sigmoid for one output channel
+    (returned as the mean's logit), softmax for several (returned as the mean's log)."""
+    outs = [o.float() for o in outs]
+    if outs[0].shape[1] == 1:
+        return torch.logit(torch.stack([o.sigmoid() for o in outs]).mean(0), eps=1e-6)
+    return torch.stack([o.softmax(1) for o in outs]).mean(0).clamp_min(1e-12).log()
 
 
 _OWN = ("name", "num_classes", "in_channels", "spatial_dims")
@@ -83,13 +89,8 @@ class MirrorMean(nn.Module):
         self.inner = inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = self.inner(x).float()
-        b = self.inner(x.flip(-1)).float()
-        if b.ndim == x.ndim:  # a map of the input's shape: flip it back
-            b = b.flip(-1)
-        if a.shape[1] == 1:
-            return torch.logit((a.sigmoid() + b.sigmoid()) / 2, eps=1e-6)
-        return ((a.softmax(1) + b.softmax(1)) / 2).clamp_min(1e-12).log()
+        b = self.inner(x.flip(-1))
+        return mean_probability_logits([self.inner(x), b.flip(-1) if b.ndim == x.ndim else b])  # a map: flip back
 
 
 @register_model("mirror", family="ensemble", cam_layer="inner", hidden=True)  # wraps a trained network

@@ -130,9 +130,10 @@ def evaluate_classifier(pkg: Any, data: str | Path, *, split: str, out_dir: Path
             raise ConfigError(f"{data}: has no splits; use --split all to evaluate on every image")
         index = index.subset([r for r in index.records if r.split == split])
         if not index.records:
-            held = (f"; the run ({run_dir / 'splits.csv'}) held out no {split} split (a recipe's fold ensemble "
-                    "trains on every patient and its report is out of fold): evaluate on other data, or use "
-                    "--split all knowing the package trained on it") if (run_dir / "splits.csv").exists() else ""
+            from medlens.evaluate.model_card import no_split_text
+
+            held = no_split_text(split, run_dir / "splits.csv", "evaluate on other data, or use --split all "
+                                 "knowing the package trained on it") if (run_dir / "splits.csv").exists() else ""
             raise BadInputError(f"{data}: no images in split {split!r}{held}")
     from medlens.pipelines.ood_guard import check_index, refuse_flagged, summary, warn_flagged
 

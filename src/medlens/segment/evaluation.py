@@ -47,9 +47,11 @@ def evaluate_package(pkg: Any, data: str | Path, *, split: str = "test", out_dir
             raise ConfigError(f"{data}: the run's splits do not cover this data; use --split all")
         index = index.subset([r for r in index.records if where[r.path] == split])
         if not index.records:
-            raise BadInputError(f"{data}: no slices in split {split!r}; the run held out no {split} split (a "
-                                "fold ensemble trains on every patient and its report is out of fold): evaluate "
-                                "on other data, or use --split all knowing the package trained on it")
+            from medlens.evaluate.model_card import no_split_text
+
+            raise BadInputError(f"{data}: no slices in split {split!r}" + no_split_text(
+                split, run_dir / "splits.csv", "evaluate on other data, or use --split all knowing the package "
+                "trained on it"))
     ood = _ood_check(pkg, index, strict=strict)
     meta = pkg.metadata
     view = package_view(meta, index)  # decoded as trained: size, channels, intensity policy (absent: default)
