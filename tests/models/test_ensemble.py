@@ -52,6 +52,35 @@ def test_ensemble_package_round_trip(tmp_path):
     assert loaded.get_submodule(loaded.cam_layer) is not None
 
 
+@pytest.mark.parametrize("num_classes", [1, 3])
+def test_ensemble_temperature_divides_each_member_before_the_average(tmp_path, num_classes):
+    """A fold ensemble's temperature is fitted on single members' out-of-fold logits: it must be
+    applied to each member (then averaged), not to the average, and survive a package."""
+    from medlens.package import load_package, save_model_package
+
+    members = _members(num_classes)
+    ens = make_ensemble(members, temperature=2.5).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        outs = [m(x) / 2.5 for m in members]
+        got = ens(x)
+        plain = make_ensemble(members).eval()(x)
+    if num_classes == 1:
+        assert torch.allclose(got.sigmoid(), torch.stack([o.sigmoid() for o in outs]).mean(0), atol=1e-5)
+    else:
+        assert torch.allclose(got.softmax(1), torch.stack([o.softmax(1) for o in outs]).mean(0), atol=1e-5)
+    assert not torch.allclose(got, plain / 2.5, atol=1e-3)  # not the same as dividing the average
+    cfg = {k: v for k, v in ens.medlens_config.items() if k != "name"}
+    save_model_package(tmp_path / "pkg", ens, model_name="ensemble", model_kwargs=cfg, metadata={"task": "segment"})
+    loaded, _ = load_package(tmp_path / "pkg")
+    assert loaded.temperature == 2.5
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), got, atol=1e-6)
+    assert "temperature" not in make_ensemble(members).medlens_config  # older packages' configs unchanged
+    with pytest.raises(ConfigError, match="temperature"):
+        make_ensemble(members, temperature=0.0)
+
+
 def test_ensemble_by_name_is_a_clear_error():
     with pytest.raises(ConfigError, match="--ensemble"):
         create_model("ensemble", num_classes=1)

@@ -65,10 +65,12 @@ def test_fold_ensemble_package_answers_as_the_mean_of_its_members(fold_run):
     from medlens.package import load_model
 
     pkg = load_model(fold_run / "model")
+    t = pkg.model.temperature  # the members' own, fitted on their out-of-fold logits
+    assert t != 1.0 and pkg.temperature == 1.0  # applied inside, never again to the average
     x = torch.randn(4, 3, 32, 32)
     with torch.inference_mode():
         p = pkg.model(x).softmax(1)
-        each = torch.stack([mm(x).softmax(1) for mm in pkg.model.members]).mean(0)
+        each = torch.stack([(mm(x) / t).softmax(1) for mm in pkg.model.members]).mean(0)
     assert torch.allclose(p, each, atol=1e-5)
     assert not all(torch.allclose(mm(x), pkg.model.members[0](x)) for mm in pkg.model.members[1:])
 
@@ -104,7 +106,12 @@ def test_out_of_fold_logits_come_from_the_member_that_did_not_train_on_the_row(m
     cfg = RunConfig(data={"path": "x"}, ensemble=3, ensemble_by="folds")
     t = cl.train_model(cfg, images, labels, train_m, val_m, 2, tmp_path, groups, torch.device("cpu"))
     assert t.op_rows.tolist() == list(range(33)) and t.chosen_on == cl.OUT_OF_FOLD
-    member_of = np.round(t.op_logits[:, 1] - t.op_logits[:, 0]).astype(int)
+    temp = t.fitted.model.temperature  # fitted on the members' raw out-of-fold logits; they are returned divided by it
+    raw = t.op_logits * temp
+    from medlens.evaluate.calibration import fit_temperature
+
+    assert temp == pytest.approx(fit_temperature(raw, labels[t.op_rows]))
+    member_of = np.round(raw[:, 1] - raw[:, 0]).astype(int)
     for row, k in zip(t.op_rows, member_of, strict=True):
         assert not seen[k][row]  # the member that answered never trained on the row
         assert all(seen[j][row] for j in range(3) if j != k)  # every other member did

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from medlens.pipelines.config import RunConfig
-from medlens.pipelines.evaluation import OUT_OF_FOLD
+from medlens.pipelines.evaluation import OUT_OF_FOLD, fitted_temperature
 from medlens.train.classify import ClassificationTask, class_weights
 from medlens.train.engine import FitResult, fit, seed_everything
 from medlens.train.head_features import fit_head
@@ -196,19 +196,29 @@ def train_model(cfg: RunConfig, images: np.ndarray, labels: np.ndarray, train_m:
 
     model, result, rows = fit_members(n, cfg.train, run_dir, train_one, resume=resume)
     first = fits[0]
-    fitted = Fitted(model, first.task, result, {k: v for k, v in model.medlens_config.items() if k != "name"},
-                    first.mean, first.std)
     for row, (tr, va) in zip(rows, parts, strict=True):
         row.update(n_train=int(tr.sum()), n_val=int(va.sum()),
                    val_patients=sorted({str(groups[i]) for i in np.flatnonzero(va)}))
     if fold is not None:  # member k answers for the rows it validated on, never trained on
+        from medlens.models.ensemble import make_ensemble
+
         op_rows = np.concatenate([np.flatnonzero(va) for _, va in parts])
         op_logits = np.concatenate([cache_logits(f.model, f.task, images[va], device)
                                     for f, (_, va) in zip(fits, parts, strict=True)])
         order = np.argsort(op_rows, kind="stable")
-        return Trained(fitted, op_rows[order], op_logits[order], rows, chosen_on=OUT_OF_FOLD)
+        op_rows, op_logits = op_rows[order], op_logits[order]
+        t = fitted_temperature(op_logits, labels[op_rows])  # the members' own: applied to each (MeanEnsemble)
+        model = make_ensemble(list(model.members), temperature=t)
+        fitted = Fitted(model, first.task, result, _kwargs(model), first.mean, first.std)
+        return Trained(fitted, op_rows, op_logits / t, rows, chosen_on=OUT_OF_FOLD)
+    fitted = Fitted(model, first.task, result, _kwargs(model), first.mean, first.std)
     op_rows = np.flatnonzero(val_m)
     return Trained(fitted, op_rows, cache_logits(model, first.task, images[op_rows], device), rows)
+
+
+def _kwargs(model: torch.nn.Module) -> dict[str, Any]:
+    return {k: v for k, v in model.medlens_config.items() if k != "name"}
+
 
 
 def row_groups(records: Sequence[Any], by_patient: bool) -> list[str]:

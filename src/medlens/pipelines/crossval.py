@@ -281,12 +281,13 @@ def _run_fold(
     fold_dir: Path,
     resume: bool,
 ) -> FoldResult:
-    from medlens.evaluate.calibration import apply_temperature, fit_temperature
+    from medlens.evaluate.calibration import apply_temperature
     from medlens.evaluate.metrics import classification_metrics
     from medlens.pipelines.evaluation import (
         cache_logits,
         choose_operating_point,
         negative_class_index,
+        output_temperature,
     )
     from medlens.train.engine import resolve_device
 
@@ -311,7 +312,7 @@ def _run_fold(
     model, task, fit_res = trained.fitted.model, trained.fitted.task, trained.fitted.result
     neg = negative_class_index(classes, cfg.eval.negative_class)
     z_val, y_val = trained.op_logits, labels[trained.op_rows]  # a fold ensemble: out-of-fold, every pooled row
-    temperature = float(fit_temperature(z_val, y_val)) if len(np.unique(y_val)) > 1 else 1.0
+    temperature = output_temperature(z_val, y_val, trained.chosen_on)
     op, selection, alternatives = choose_operating_point(  # threshold None: argmax (no negative class)
         y_val, apply_temperature(z_val, temperature), neg, cfg,
         chosen_on=("val (carved from this fold's training part)" if trained.chosen_on == "val"

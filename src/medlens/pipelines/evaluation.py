@@ -73,6 +73,20 @@ def cache_logits(model: torch.nn.Module, task: ClassificationTask, images: np.nd
 OUT_OF_FOLD = "pooled out-of-fold (training and validation patients)"
 
 
+def fitted_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature scaling fitted on ``logits``; 1 where they hold one class (nothing to fit)."""
+    from medlens.evaluate.calibration import fit_temperature
+
+    return float(fit_temperature(logits, labels)) if len(np.unique(labels)) > 1 else 1.0
+
+
+def output_temperature(op_logits: np.ndarray, labels: np.ndarray, chosen_on: str) -> float:
+    """The temperature applied to the model's output: fitted on the operating-point logits, or 1
+    for a fold ensemble (``chosen_on`` :data:`OUT_OF_FOLD`), whose members already apply theirs,
+    fitted on their out-of-fold logits (:func:`~medlens.pipelines.classifier_fit.train_model`)."""
+    return 1.0 if chosen_on == OUT_OF_FOLD else fitted_temperature(op_logits, labels)
+
+
 def evaluate_cache(model: torch.nn.Module, task: ClassificationTask, cache: ImageCache, classes: list[str],
                    cfg: RunConfig, device: torch.device,
                    op_data: tuple[np.ndarray, np.ndarray] | None = None, chosen_on: str = "val"
@@ -85,7 +99,7 @@ def evaluate_cache(model: torch.nn.Module, task: ClassificationTask, cache: Imag
     are then also what is reported, every pooled row, as split ``out_of_fold`` (each scored by the
     member that did not train on it — the ensemble itself trained on them all).
     """
-    from medlens.evaluate.calibration import apply_temperature, fit_temperature
+    from medlens.evaluate.calibration import apply_temperature
     from medlens.evaluate.metrics import classification_metrics
     from medlens.evaluate.operating_point import operating_call
 
@@ -101,7 +115,7 @@ def evaluate_cache(model: torch.nn.Module, task: ClassificationTask, cache: Imag
     if eval_split == "val" and chosen_on == OUT_OF_FOLD:
         eval_split, eval_m = "out_of_fold", np.isin(np.arange(len(splits)), op_rows)
     y_val = labels[op_rows]
-    temperature = float(fit_temperature(z_val, y_val)) if len(np.unique(y_val)) > 1 else 1.0
+    temperature = output_temperature(z_val, y_val, chosen_on)
     p_val = apply_temperature(z_val, temperature)
     op, selection, alternatives = choose_operating_point(y_val, p_val, neg, cfg, chosen_on=chosen_on)
     z = z_val[np.isin(op_rows, np.flatnonzero(eval_m))] if eval_split != "test" else \

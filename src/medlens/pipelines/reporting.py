@@ -22,7 +22,8 @@ def model_card(cfg: RunConfig, index: DatasetIndex, metrics: dict[str, Any]) -> 
         "model": cfg.model.name if cfg.ensemble == 1 else (
             f"{cfg.model.name} × {cfg.ensemble}, probabilities averaged ("
             + ("cross-validation ensemble: member k validated on fold k of the training and validation "
-               "patients, the operating point chosen on their out-of-fold probabilities)"
+               "patients; the temperature and the operating point chosen on the members' out-of-fold "
+               "predictions, the temperature applied to each member before the average)"
                if cfg.ensemble_by == "folds" else "members from seeds seed, seed+1, …)")),
         "task": "image classification",
         "classes": list(index.classes),
