@@ -60,6 +60,11 @@ def test_segment_cv_leaves_patients_out(kaggle_set, tmp_path):
         train_lines = [ln for ln in splits.splitlines() if ln.endswith(",train")]
         assert not any(p in ln for p in f["test"] for ln in train_lines)
     assert "mean per-patient-volume Dice" in res.output
+    # test-time mirroring (the default) judged on the same unseen patients: the network alone beside it
+    plain = [r["dice_if_no_mirror"] for r in cv["per_patient"].values()]
+    assert len(plain) == 4 and cv["mean_dice_if_no_mirror"] == pytest.approx(float(np.mean(plain)))
+    assert "without test-time mirroring: mean Dice" in res.output
+    assert "mean Dice without test-time mirroring" in (tmp_path / "cv" / "cv_report.html").read_text(encoding="utf-8")
     # the data are decoded once, into the CV folder, not once per fold
     assert len(list((tmp_path / "cv" / "cache").glob("slices_*.npz"))) == 1
     assert not any((tmp_path / "cv").glob("fold*/cache"))

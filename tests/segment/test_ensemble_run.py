@@ -33,6 +33,13 @@ def test_segmentation_run_with_members(kaggle_set, tmp_path):
     assert "Ensemble of 2 U-Nets (seeds 3, 4)" in (run / "model" / "model_card.md").read_text(encoding="utf-8")
     ev = evaluate_package(ModelPackage(run), kaggle_set, split="test", out_dir=tmp_path / "ev")
     assert ev["mean_dice"] == pytest.approx(metrics["mean_dice"], abs=1e-6)
+    # what the mirror gave, patient by patient: the same patients through the network alone
+    plain_pkg = ModelPackage(run)
+    plain_pkg.model = plain_pkg.model.inner
+    plain = evaluate_package(plain_pkg, kaggle_set, split="test", out_dir=tmp_path / "ev_plain")
+    assert {p: r["dice_if_no_mirror"] for p, r in metrics["per_patient"].items()} == pytest.approx(
+        {p: r["dice"] for p, r in plain["per_patient"].items()}, abs=1e-6)
+    assert metrics["mean_dice_if_no_mirror"] == pytest.approx(plain["mean_dice"], abs=1e-6)
     # resuming a finished ensemble trains nothing more and gives the same figures
     again = train_segmentation(cfg, run, resume=True)
     assert again["mean_dice"] == pytest.approx(metrics["mean_dice"], abs=1e-9)
@@ -103,6 +110,9 @@ def test_fold_ensemble_run(kaggle_set, tmp_path):
     oof = train_segmentation(cfg.model_copy(update={"test_fraction": 0.0}), tmp_path / "oof")
     assert oof["split"] == "out_of_fold" and sorted(oof["per_patient"]) == sorted(oof["patient_ids"])
     assert len(oof["patient_ids"]) == 4
+    assert all(0 <= r["dice_if_no_mirror"] <= 1 for r in oof["per_patient"].values())  # each by its member alone
+    none = train_segmentation(cfg.model_copy(update={"tta": "none"}), tmp_path / "none")
+    assert "dice_if_no_mirror" not in next(iter(none["per_patient"].values()))
     with pytest.raises(BadInputError, match="holds out no test split"):  # its own data has no test patients
         evaluate_package(ModelPackage(tmp_path / "oof"), kaggle_set, split="test", out_dir=tmp_path / "ev2")
 

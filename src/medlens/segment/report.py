@@ -83,6 +83,7 @@ _LABELS = {
     "mean_volume_error_rel": ("mean relative volume error", "%"),
     "mean_dice_if_none": ("mean Dice without post-processing (an alternative, not the rule used)", None),
     "mean_dice_if_largest_component": ("mean Dice keeping the largest component only (an alternative)", None),
+    "mean_dice_if_no_mirror": ("mean Dice without test-time mirroring (the network alone, same rule)", None),
     "mean_detection_rate": ("mean lesion detection rate", None),
     "mean_lesions": ("mean lesions per patient", None),
     "mean_detected": ("mean lesions detected per patient", None),

@@ -203,18 +203,23 @@ def fit_segmenter(cfg: SegmentConfig, index: Any, splits: dict[str, list[str]], 
     else:
         val = ((prob, truth) for _, prob, truth in view.predict(model, "val", device=device))
         post = decide_postprocess(cfg.postprocess, cfg.threshold, val, view.truths("train"))
-    if len(view.parts["test"]):
-        eval_split, patients = "test", splits["test"]
-        rows, slices, probs = view.evaluate(model, "test", threshold=cfg.threshold, device=device,
+    plain = None  # the same patients without the mirror: what test-time mirroring gave (dice_if_no_mirror)
+    if len(view.parts["test"]) or not folds:
+        eval_split = "test" if len(view.parts["test"]) else "val"
+        patients, scored = splits[eval_split], view
+        rows, slices, probs = view.evaluate(model, eval_split, threshold=cfg.threshold, device=device,
                                             postprocess=post["rule"])
-    elif folds:
-        eval_split, patients = "out_of_fold", pool
-        rows, slices, probs = view.resplit({eval_split: pool}).score(oof, eval_split, threshold=cfg.threshold,
-                                                                     postprocess=post["rule"])
+        if cfg.tta == "flip":
+            plain = view.predict(model.inner, eval_split, device=device)
     else:
-        eval_split, patients = "val", splits["val"]
-        rows, slices, probs = view.evaluate(model, "val", threshold=cfg.threshold, device=device,
-                                            postprocess=post["rule"])
+        eval_split, patients = "out_of_fold", pool
+        scored = view.resplit({eval_split: pool})
+        rows, slices, probs = scored.score(oof, eval_split, threshold=cfg.threshold, postprocess=post["rule"])
+        if cfg.tta == "flip":
+            plain = (p for k, v in enumerate(views) for p in v.predict(members_of[k], "val", device=device))
+    if plain is not None:
+        for pid, r in scored.score(plain, eval_split, threshold=cfg.threshold, postprocess=post["rule"])[0].items():
+            rows[pid]["dice_if_no_mirror"] = r["dice"]
     return Fitted(model, result, eval_split, patients, rows, slices, probs, view.problems, counts,
                   view.input_meta(model), post)
 

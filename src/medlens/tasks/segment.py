@@ -162,6 +162,12 @@ def _cv_summary(cv: dict[str, Any]) -> Summary:
     n = int(cv.get("patients", len(rows)) or 0)
     by = cv.get("group_by", "patient")
     notes = [f"mean per-patient-volume Dice over {n} unseen patients: {cv['mean_dice']:.3f}"]
+    plain = [r for r in cv["per_patient"].values() if "dice_if_no_mirror" in r]
+    if plain:  # the same patients through the network alone: what test-time mirroring gave
+        d = np.array([[r["dice"], r["dice_if_no_mirror"]] for r in plain], dtype=float)
+        notes.append(f"without test-time mirroring: mean Dice {np.nanmean(d[:, 1]):.3f}; mirroring better for "
+                     f"{int((d[:, 0] > d[:, 1] + 1e-3).sum())}, worse for {int((d[:, 0] < d[:, 1] - 1e-3).sum())} "
+                     f"of {len(d)} patients")
     notes += [f"held-out {by} {site}: {g['patients']} patient(s), mean Dice {g['mean_dice']:.3f}"
               for site, g in (cv.get("per_group") or {}).items()]
     return Summary(title=f"{len(cv.get('folds') or [])}-fold leave-{by}s-out cross-validation",
