@@ -143,6 +143,8 @@ def test_cv_with_a_fold_ensemble_keeps_held_out_patients_out_of_every_member(tmp
         assert not held & {p.removeprefix("patient:") for m in members for p in m["val_patients"]}
     cv = json.loads((out / "cv_metrics.json").read_text())
     assert "fold ensemble" in cv["threshold_note"]
+    for row in cv["per_fold"]:  # the temperature is the members' (inside the model), not the average's
+        assert row["temperature"] == 1.0 and row["member_temperature"] > 0
 
 
 def test_an_ensemble_run_is_not_overwritten_without_resume(fold_run, idc_small):

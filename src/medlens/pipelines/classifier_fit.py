@@ -220,7 +220,6 @@ def _kwargs(model: torch.nn.Module) -> dict[str, Any]:
     return {k: v for k, v in model.medlens_config.items() if k != "name"}
 
 
-
 def row_groups(records: Sequence[Any], by_patient: bool) -> list[str]:
     """Patient per row for :func:`train_model`'s member folds (the row itself without patient ids)."""
     return [f"patient:{r.patient}" if by_patient and r.patient is not None else f"image:{r.path}" for r in records]

@@ -347,6 +347,7 @@ def _run_fold(
         **{k: metrics.get(k) for k in FOLD_KEYS},  # at the fold's operating point
         "threshold": op["threshold"],
         "temperature": temperature,
+        "member_temperature": getattr(model, "temperature", None),  # a fold ensemble's, inside the model
         "best_epoch": fit_res.best_epoch,
         "epochs_run": len(fit_res.history),
         "seconds": round(time.perf_counter() - t0, 1),  # this session's share when resumed
